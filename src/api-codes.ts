@@ -1,0 +1,34 @@
+/** The one table of this service's apiCodes: what each means and the envelope statusCode it travels with. */
+
+export interface ApiCodeInfo {
+  readonly apiCode: number
+  readonly statusCode: number
+  readonly summary: string
+}
+
+function code (apiCode: number, statusCode: number, summary: string): ApiCodeInfo {
+  return { apiCode, statusCode, summary }
+}
+
+export const ApiCodes = {
+  INVALID_JSON: code(1001, 400, 'The body is not valid JSON (or is empty while declared as JSON).'),
+  INVALID_ARGUMENT: code(1002, 400, 'A field is missing, is not a string, or does not have the format of a WeChat appId / appSecret.'),
+  BODY_TOO_LARGE: code(1003, 413, 'The body is larger than BODY_LIMIT_BYTES.'),
+  UNSUPPORTED_MEDIA_TYPE: code(1004, 400, 'The body is not application/json.'),
+  ROUTE_NOT_FOUND: code(1005, 404, 'No route for this method and path.'),
+  SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s cached token was fetched with.'),
+  WECHAT_INVALID_APPID: code(3001, 400, 'WeChat rejected the appId (errcode 40013).'),
+  WECHAT_INVALID_SECRET: code(3002, 400, 'WeChat rejected the appSecret (errcode 40125, or 40001 from older servers).'),
+  WECHAT_SECRET_FROZEN: code(3003, 403, 'The AppSecret is frozen (errcode 40243).'),
+  WECHAT_IP_NOT_ALLOWED: code(3004, 403, 'WeChat refused this server\'s IP (errcode 40164, 89503, 89506, 89507).'),
+  WECHAT_DAILY_QUOTA: code(3005, 429, 'WeChat\'s daily token quota for this app is used up (errcode 45009).'),
+  WECHAT_RATE_LIMITED: code(3006, 429, 'WeChat\'s per-minute limit was reached (errcode 45011).'),
+  WECHAT_BUSY: code(3007, 503, 'WeChat answered "system busy" (errcode -1) on every try.'),
+  WECHAT_UNAVAILABLE: code(3008, 503, 'WeChat could not be reached, or did not answer within the request deadline.'),
+  WECHAT_BAD_RESPONSE: code(3009, 502, 'WeChat answered with an HTTP error or a body that is not a token.'),
+  WECHAT_ERROR: code(3010, 502, 'WeChat answered with another errcode; the message names it.'),
+  STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
+  INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
+} as const satisfies Record<string, ApiCodeInfo>
+
+export type ApiCodeName = keyof typeof ApiCodes

@@ -1,0 +1,16 @@
+/** The service's error type: every failure that reaches a caller is an AppError with an apiCode from api-codes.ts. */
+import { ApiCodes, type ApiCodeName } from './api-codes.js'
+
+export class AppError extends Error {
+  readonly apiCode: number
+  readonly statusCode: number
+  readonly kind: ApiCodeName
+
+  constructor (kind: ApiCodeName, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'AppError'
+    this.kind = kind
+    this.apiCode = ApiCodes[kind].apiCode
+    this.statusCode = ApiCodes[kind].statusCode
+  }
+}
