@@ -1,0 +1,346 @@
+/**
+ * A local stand-in for WeChat's token API: classic and stable endpoints, token invalidation, quotas,
+ * errcodes with their rid suffix, and injectable faults. Used by the tests and by WECHAT_API_BASE=mock.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { randomBytes } from 'node:crypto'
+
+export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota'
+
+export type MockFault =
+  | { kind: 'errcode', errcode: number, errmsg?: string }
+  | { kind: 'latency', ms: number }
+  | { kind: 'hang' }
+  | { kind: 'http', status: number }
+  | { kind: 'drop' }
+  | { kind: 'garbage' }
+
+export interface FaultRule {
+  fault: MockFault
+  appId?: string
+  endpoint?: MockEndpoint
+  /** How many matching requests it applies to; unlimited when absent. */
+  times?: number
+}
+
+export interface MockWechatOptions {
+  /** appId to secret of the apps it knows. */
+  apps?: Record<string, string>
+  /** Accept any well-formed appId, registering the secret of its first call. */
+  autoRegister?: boolean
+  tokenTtlSeconds?: number
+  classicDailyQuota?: number
+  stableDailyQuota?: number
+  stableMinuteQuota?: number
+  forceRefreshDailyLimit?: number
+  forceRefreshMinIntervalSeconds?: number
+}
+
+interface IssuedToken { appId: string, expiresAt: number }
+interface AppState {
+  secret: string
+  classic?: string
+  stable?: string
+  day: number
+  classicCalls: number
+  stableCalls: number
+  forcedToday: number
+  lastForcedAt: number
+  minute: number
+  stableCallsThisMinute: number
+  clearQuotaCalls: number
+}
+
+const GRACE_MS = 5 * 60 * 1000
+const DAY_MS = 24 * 3600 * 1000
+const BEIJING_OFFSET_MS = 8 * 3600 * 1000
+const APPID = /^wx[0-9a-fA-F]{16}$/
+
+const ERRMSG: Record<number, string> = {
+  [-1]: 'system error',
+  40001: 'invalid credential, access_token is invalid or not latest',
+  40002: 'invalid grant_type',
+  40013: 'invalid appid',
+  40125: 'invalid appsecret',
+  41001: 'access_token missing',
+  41002: 'appid missing',
+  41004: 'appsecret missing',
+  42001: 'access_token expired',
+  43002: 'require POST method',
+  45009: 'reach max api daily quota limit',
+  45011: 'api minute-quota reach limit mustslower retry next minute',
+  47001: 'data format error',
+  48006: 'forbid to clear quota because of reaching the limit'
+}
+
+export class MockWechat {
+  private readonly server = createServer((req, res) => { this.handle(req, res) })
+  private readonly apps = new Map<string, AppState>()
+  private readonly tokens = new Map<string, IssuedToken>()
+  private readonly rules: FaultRule[] = []
+  private readonly issuedCount = new Map<string, number>()
+  private readonly callCount = new Map<string, number>()
+  private offsetMs = 0
+  readonly options: Required<Omit<MockWechatOptions, 'apps'>>
+
+  constructor (options: MockWechatOptions = {}) {
+    this.options = {
+      autoRegister: options.autoRegister ?? false,
+      tokenTtlSeconds: options.tokenTtlSeconds ?? 7200,
+      classicDailyQuota: options.classicDailyQuota ?? 2000,
+      stableDailyQuota: options.stableDailyQuota ?? 500000,
+      stableMinuteQuota: options.stableMinuteQuota ?? 10000,
+      forceRefreshDailyLimit: options.forceRefreshDailyLimit ?? 20,
+      forceRefreshMinIntervalSeconds: options.forceRefreshMinIntervalSeconds ?? 30
+    }
+    for (const [appId, secret] of Object.entries(options.apps ?? {})) this.setApp(appId, secret)
+  }
+
+  /** Listens on a free loopback port; returns the base URL to give the client. */
+  async start (port = 0, host = '127.0.0.1'): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => resolve())
+    })
+    const address = this.server.address() as AddressInfo
+    return `http://${host}:${address.port}`
+  }
+
+  async close (): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  now (): number { return Date.now() + this.offsetMs }
+  /** Moves this server's clock forward (expiry, grace periods, quota days). */
+  advance (ms: number): void { this.offsetMs += ms }
+
+  setApp (appId: string, secret: string): void {
+    const state = this.apps.get(appId)
+    if (state) state.secret = secret
+    else this.apps.set(appId, this.newState(secret))
+  }
+
+  inject (rule: FaultRule): void { this.rules.push({ ...rule }) }
+  clearFaults (): void { this.rules.length = 0 }
+
+  /** Tokens issued for an app (both endpoints, or one). */
+  issued (appId: string, endpoint?: 'token' | 'stable_token'): number {
+    if (endpoint) return this.issuedCount.get(`${endpoint}:${appId}`) ?? 0
+    return (this.issuedCount.get(`token:${appId}`) ?? 0) + (this.issuedCount.get(`stable_token:${appId}`) ?? 0)
+  }
+
+  /** Requests received, for an endpoint and optionally one app. */
+  calls (endpoint: MockEndpoint, appId?: string): number {
+    return this.callCount.get(appId ? `${endpoint}:${appId}` : endpoint) ?? 0
+  }
+
+  /** What WeChat would say of a token used now. */
+  check (token: string): 'valid' | 'expired' | 'invalid' {
+    const issued = this.tokens.get(token)
+    if (!issued) return 'invalid'
+    return issued.expiresAt > this.now() ? 'valid' : 'expired'
+  }
+
+  private newState (secret: string): AppState {
+    return {
+      secret,
+      day: this.day(),
+      classicCalls: 0,
+      stableCalls: 0,
+      forcedToday: 0,
+      lastForcedAt: -Infinity,
+      minute: Math.floor(this.now() / 60000),
+      stableCallsThisMinute: 0,
+      clearQuotaCalls: 0
+    }
+  }
+
+  private day (): number { return Math.floor((this.now() + BEIJING_OFFSET_MS) / DAY_MS) }
+
+  private count (map: Map<string, number>, key: string): void {
+    map.set(key, (map.get(key) ?? 0) + 1)
+  }
+
+  private handle (req: IncomingMessage, res: ServerResponse): void {
+    const chunks: Buffer[] = []
+    req.on('data', (chunk: Buffer) => chunks.push(chunk))
+    req.on('end', () => {
+      this.respond(req, res, Buffer.concat(chunks).toString('utf8')).catch(() => res.destroy())
+    })
+  }
+
+  private async respond (req: IncomingMessage, res: ServerResponse, rawBody: string): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://mock')
+    const endpoint = endpointOf(url.pathname)
+    if (!endpoint) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')
+      return
+    }
+    let body: Record<string, unknown> = {}
+    let badJson = false
+    if (req.method === 'POST' && rawBody.length > 0) {
+      try {
+        const parsed: unknown = JSON.parse(rawBody)
+        if (typeof parsed === 'object' && parsed !== null) body = parsed as Record<string, unknown>
+        else badJson = true
+      } catch {
+        badJson = true
+      }
+    }
+    const appId = String(url.searchParams.get('appid') ?? body.appid ?? '')
+    this.count(this.callCount, endpoint)
+    if (appId) this.count(this.callCount, `${endpoint}:${appId}`)
+
+    const fault = this.takeFault(endpoint, appId)
+    if (fault) {
+      switch (fault.kind) {
+        case 'hang': return
+        case 'drop': req.socket.destroy(); return
+        case 'http': res.writeHead(fault.status, { 'content-type': 'text/html' }).end('<html>error</html>'); return
+        case 'garbage': res.writeHead(200, { 'content-type': 'text/html' }).end('<html>not json'); return
+        case 'errcode': this.send(res, this.error(fault.errcode, fault.errmsg)); return
+        case 'latency': await new Promise((resolve) => setTimeout(resolve, fault.ms))
+      }
+    }
+
+    switch (endpoint) {
+      case 'token': this.send(res, this.classic(url.searchParams)); return
+      case 'stable_token':
+        if (req.method !== 'POST') this.send(res, this.error(43002))
+        else if (badJson) this.send(res, this.error(47001))
+        else this.send(res, this.stable(body))
+        return
+      case 'get_api_domain_ip': this.send(res, this.domainIp(url.searchParams.get('access_token'))); return
+      case 'clear_quota': this.send(res, this.clearQuota(url.searchParams.get('access_token'), body.appid)); return
+    }
+  }
+
+  private takeFault (endpoint: MockEndpoint, appId: string): MockFault | undefined {
+    const index = this.rules.findIndex((rule) =>
+      (rule.endpoint === undefined || rule.endpoint === endpoint) && (rule.appId === undefined || rule.appId === appId))
+    const rule = this.rules[index]
+    if (!rule) return undefined
+    if (rule.times !== undefined && --rule.times <= 0) this.rules.splice(index, 1)
+    return rule.fault
+  }
+
+  private authenticate (grantType: unknown, appId: unknown, secret: unknown): AppState | Record<string, unknown> {
+    if (grantType !== 'client_credential') return this.error(40002)
+    if (typeof appId !== 'string' || appId === '') return this.error(41002)
+    if (typeof secret !== 'string' || secret === '') return this.error(41004)
+    let state = this.apps.get(appId)
+    if (!state && this.options.autoRegister && APPID.test(appId)) {
+      state = this.newState(secret)
+      this.apps.set(appId, state)
+    }
+    if (!state) return this.error(40013)
+    if (state.secret !== secret) return this.error(40125)
+    this.rollCounters(state)
+    return state
+  }
+
+  private rollCounters (state: AppState): void {
+    const day = this.day()
+    if (state.day !== day) {
+      state.day = day
+      state.classicCalls = 0
+      state.stableCalls = 0
+      state.forcedToday = 0
+    }
+    const minute = Math.floor(this.now() / 60000)
+    if (state.minute !== minute) {
+      state.minute = minute
+      state.stableCallsThisMinute = 0
+    }
+  }
+
+  private classic (query: URLSearchParams): Record<string, unknown> {
+    const appId = query.get('appid')
+    const state = this.authenticate(query.get('grant_type'), appId, query.get('secret'))
+    if (!isState(state)) return state
+    if (state.classicCalls >= this.options.classicDailyQuota) return this.error(45009)
+    state.classicCalls++
+    this.retire(state.classic)
+    state.classic = this.issue(appId as string, 'token')
+    return { access_token: state.classic, expires_in: this.options.tokenTtlSeconds }
+  }
+
+  private stable (body: Record<string, unknown>): Record<string, unknown> {
+    const appId = body.appid
+    const state = this.authenticate(body.grant_type, appId, body.secret)
+    if (!isState(state)) return state
+    if (state.stableCallsThisMinute >= this.options.stableMinuteQuota) return this.error(45011)
+    if (state.stableCalls >= this.options.stableDailyQuota) return this.error(45009)
+    state.stableCalls++
+    state.stableCallsThisMinute++
+    const now = this.now()
+    const current = state.stable ? this.tokens.get(state.stable) : undefined
+    if (body.force_refresh === true) {
+      const tooSoon = now - state.lastForcedAt < this.options.forceRefreshMinIntervalSeconds * 1000
+      if (!tooSoon || !current || current.expiresAt <= now) {
+        if (state.forcedToday >= this.options.forceRefreshDailyLimit) return this.error(45009)
+        state.forcedToday++
+        state.lastForcedAt = now
+        if (state.stable) this.tokens.delete(state.stable)
+        state.stable = this.issue(appId as string, 'stable_token')
+      }
+    } else if (!current || current.expiresAt - now <= GRACE_MS) {
+      state.stable = this.issue(appId as string, 'stable_token')
+    }
+    const token = this.tokens.get(state.stable as string) as IssuedToken
+    return { access_token: state.stable, expires_in: Math.floor((token.expiresAt - now) / 1000) }
+  }
+
+  private domainIp (token: string | null): Record<string, unknown> {
+    if (!token) return this.error(41001)
+    const verdict = this.check(token)
+    if (verdict === 'invalid') return this.error(40001)
+    if (verdict === 'expired') return this.error(42001)
+    return { ip_list: ['101.226.103.0/25', '101.226.233.128/25'] }
+  }
+
+  private clearQuota (token: string | null, appId: unknown): Record<string, unknown> {
+    if (!token) return this.error(41001)
+    if (this.check(token) !== 'valid') return this.error(40001)
+    const state = typeof appId === 'string' ? this.apps.get(appId) : undefined
+    if (!state) return this.error(40013)
+    if (state.clearQuotaCalls >= 10) return this.error(48006)
+    state.clearQuotaCalls++
+    state.classicCalls = 0
+    state.stableCalls = 0
+    return { errcode: 0, errmsg: 'ok' }
+  }
+
+  /** The previous classic token stays usable for five more minutes, never past its own expiry. */
+  private retire (token: string | undefined): void {
+    const issued = token ? this.tokens.get(token) : undefined
+    if (issued) issued.expiresAt = Math.min(issued.expiresAt, this.now() + GRACE_MS)
+  }
+
+  private issue (appId: string, endpoint: 'token' | 'stable_token'): string {
+    const token = `${Math.floor(Math.random() * 90) + 10}_${randomBytes(96).toString('base64url')}`
+    this.tokens.set(token, { appId, expiresAt: this.now() + this.options.tokenTtlSeconds * 1000 })
+    this.count(this.issuedCount, `${endpoint}:${appId}`)
+    return token
+  }
+
+  private error (errcode: number, errmsg?: string): Record<string, unknown> {
+    const rid = [0, 0, 0].map(() => randomBytes(4).toString('hex')).join('-')
+    return { errcode, errmsg: `${errmsg ?? ERRMSG[errcode] ?? 'error'} rid: ${rid}` }
+  }
+
+  private send (res: ServerResponse, payload: Record<string, unknown>): void {
+    res.writeHead(200, { 'content-type': 'application/json; encoding=utf-8' }).end(JSON.stringify(payload))
+  }
+}
+
+function isState (value: AppState | Record<string, unknown>): value is AppState {
+  return typeof (value as AppState).secret === 'string' && 'classicCalls' in value
+}
+
+function endpointOf (pathname: string): MockEndpoint | undefined {
+  const match = /\/cgi-bin\/(token|stable_token|get_api_domain_ip|clear_quota)$/.exec(pathname)
+  return match?.[1] as MockEndpoint | undefined
+}
