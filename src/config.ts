@@ -17,6 +17,8 @@ export const ConfigSchema = Type.Object({
     pattern: '^rediss?://',
     description: 'Redis URL (redis:// or rediss://). Unset: tokens are kept in process memory.'
   })),
+  REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 2000, description: 'Redis connect timeout.' }),
+  REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 1000, description: 'A Redis command that takes longer fails (the store counts as unavailable).' }),
   REDIS_KEY_PREFIX: Type.String({
     pattern: '^[A-Za-z0-9:_-]{1,64}$',
     default: 'wxtoken',
@@ -44,6 +46,7 @@ export const ConfigSchema = Type.Object({
     default: 120,
     description: 'A cached token is served only while it has more than this many seconds left.'
   }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 256, maximum: 1048576, default: 8192, description: 'Largest request body accepted.' })
 })
 

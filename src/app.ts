@@ -1,0 +1,47 @@
+/** The app factory: builds the service from a config object. Tests build it here; server.ts runs it. */
+import { randomUUID } from 'node:crypto'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Logger } from 'pino'
+import type { Config } from './config.js'
+import { createLogger } from './logger.js'
+import envelope, { requestIdFrom } from './plugins/envelope.js'
+import storePlugin from './plugins/store.js'
+import wechatPlugin from './plugins/wechat.js'
+import healthRoutes from './routes/health.js'
+import tokenRoutes from './routes/token.js'
+import { createTokenService } from './token-service.js'
+
+export interface BuildOptions {
+  logger?: Logger
+  /** The clock, for tests that move time. */
+  now?: () => number
+}
+
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const now = options.now
+  const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
+  const app = Fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestIdHeader: false,
+    genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
+    ajv: { customOptions: { coerceTypes: false, allErrors: false } },
+    return503OnClosing: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(envelope)
+  await app.register(storePlugin, { config, ...(now ? { now } : {}) })
+  await app.register(wechatPlugin, { config, ...(now ? { now } : {}) })
+  app.decorate('tokens', createTokenService({
+    store: app.store,
+    wechat: app.wechat,
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    ...(now ? { now } : {})
+  }))
+  await app.register(healthRoutes)
+  await app.register(tokenRoutes)
+  return app
+}

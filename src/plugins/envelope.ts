@@ -1,0 +1,79 @@
+/** Every answer is the GenAuth envelope: request ids, the central error handler and the not-found handler. */
+import fp from 'fastify-plugin'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { AppError } from '../errors.js'
+import { safeError } from '../logger.js'
+import { FieldHints } from '../schemas/token.js'
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** Honours a sane incoming x-request-id; otherwise a new UUID. */
+export function requestIdFrom (header: string | string[] | undefined, fallback: () => string): string {
+  return typeof header === 'string' && REQUEST_ID.test(header) ? header : fallback()
+}
+
+export function errorEnvelope (request: FastifyRequest, error: AppError) {
+  return { statusCode: error.statusCode, message: error.message, apiCode: error.apiCode, requestId: request.id }
+}
+
+/** Maps anything thrown in a request to the AppError the caller will see. */
+export function toAppError (err: FastifyError | Error): AppError {
+  if (err instanceof AppError) return err
+  const fastifyError = err as FastifyError
+  if (fastifyError.validation) return new AppError('INVALID_ARGUMENT', validationMessage(fastifyError))
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE': return new AppError('BODY_TOO_LARGE', 'The request body is too large')
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': return new AppError('UNSUPPORTED_MEDIA_TYPE', 'The body must be application/json')
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY': return new AppError('INVALID_JSON', 'The body is empty but declared as application/json')
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH': return new AppError('INVALID_ARGUMENT', 'Content-Length does not match the body')
+  }
+  const status = fastifyError.statusCode ?? 500
+  if (err instanceof SyntaxError || fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    return new AppError('INVALID_JSON', `The body is not valid JSON: ${err.message}`)
+  }
+  if (status >= 400 && status < 500) return new AppError('INVALID_ARGUMENT', err.message)
+  return new AppError('INTERNAL', 'Internal error', { cause: err })
+}
+
+function validationMessage (err: FastifyError): string {
+  const issue = err.validation?.[0]
+  if (!issue) return err.message
+  const field = issue.instancePath.replace(/^\//, '').replace(/\//g, '.')
+  const params = issue.params as Record<string, unknown>
+  if (issue.keyword === 'required') return `${String(params.missingProperty)} is required`
+  if (field === '') return issue.keyword === 'type' ? 'The body must be a JSON object' : `The body ${issue.message ?? 'is invalid'}`
+  if (issue.keyword === 'type') return `${field} must be a ${String(params.type)}`
+  return FieldHints[field] ?? `${field} ${issue.message ?? 'is invalid'}`
+}
+
+/** HTTP status of an error envelope: GenAuth answers business errors with HTTP 200; an unknown route is a real 404. */
+function httpStatus (error: AppError): number {
+  return error.kind === 'ROUTE_NOT_FOUND' ? 404 : 200
+}
+
+async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
+  return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
+}
+
+export default fp(async (app) => {
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.debug({ url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+  })
+
+  app.setErrorHandler(async (err: FastifyError, request, reply) => {
+    const error = toAppError(err)
+    const detail = { apiCode: error.apiCode, statusCode: error.statusCode, ...(error.cause ? { cause: safeError(error.cause) } : {}) }
+    if (error.kind === 'INTERNAL') request.log.error({ ...detail, stack: err.stack }, error.message)
+    else if (error.statusCode >= 500) request.log.warn(detail, error.message)
+    else request.log.info(detail, error.message)
+    return await send(request, reply, error)
+  })
+
+  app.setNotFoundHandler(async (request, reply) => {
+    return await send(request, reply, new AppError('ROUTE_NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0]} not found`))
+  })
+}, { name: 'envelope', fastify: '5.x' })

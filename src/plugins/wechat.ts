@@ -1,0 +1,39 @@
+/** The upstream plugin: the WeChat client on its undici Pool, and the in-process stand-in when WECHAT_API_BASE=mock. */
+import fp from 'fastify-plugin'
+import type { Config } from '../config.js'
+import { MockWechat } from '../mock-wechat.js'
+import { createWechatClient, type WechatClient } from '../wechat/client.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    wechat: WechatClient
+  }
+}
+
+export interface WechatPluginOptions {
+  config: Config
+  now?: () => number
+}
+
+export default fp<WechatPluginOptions>(async (app, { config, now }) => {
+  let baseUrl = config.WECHAT_API_BASE
+  if (baseUrl === 'mock') {
+    const mock = new MockWechat({ autoRegister: true })
+    baseUrl = await mock.start()
+    app.log.warn({ upstream: baseUrl }, 'WECHAT_API_BASE=mock: tokens come from the built-in WeChat stand-in, not from WeChat')
+    app.addHook('onClose', async () => { await mock.close() })
+  }
+  const client = createWechatClient({
+    baseUrl,
+    mode: config.WECHAT_TOKEN_MODE,
+    connectTimeoutMs: config.WECHAT_CONNECT_TIMEOUT_MS,
+    headersTimeoutMs: config.WECHAT_HEADERS_TIMEOUT_MS,
+    bodyTimeoutMs: config.WECHAT_BODY_TIMEOUT_MS,
+    connections: config.WECHAT_POOL_CONNECTIONS,
+    maxRetries: config.WECHAT_MAX_RETRIES,
+    retryBaseMs: config.WECHAT_RETRY_BASE_MS,
+    ...(now ? { now } : {})
+  })
+  app.decorate('wechat', client)
+  app.addHook('onClose', async () => { await client.close() })
+}, { name: 'wechat', fastify: '5.x' })

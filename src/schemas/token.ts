@@ -1,0 +1,38 @@
+/** Schemas of the GenAuth token routes: the request body, the headers SDKs send, and the envelope. */
+import { Type } from '@sinclair/typebox'
+
+export const APP_ID_PATTERN = '^wx[0-9a-fA-F]{16}$'
+export const APP_SECRET_PATTERN = '^[0-9a-fA-F]{32}$'
+
+/** What a caller is told when a field has the wrong shape. */
+export const FieldHints: Record<string, string> = {
+  appId: 'appId must be a WeChat AppID: "wx" followed by 16 hexadecimal characters',
+  appSecret: 'appSecret must be a WeChat AppSecret: 32 hexadecimal characters'
+}
+
+export const TokenRequestSchema = Type.Object({
+  appId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'WeChat AppID (wx + 16 hex)' }),
+  appSecret: Type.String({ pattern: APP_SECRET_PATTERN, maxLength: 32, description: 'WeChat AppSecret (32 hex)' })
+})
+
+export const SdkHeadersSchema = Type.Object({
+  'x-authing-app-id': Type.Optional(Type.String()),
+  'x-genauth-app-id': Type.Optional(Type.String()),
+  'x-authing-userpool-id': Type.Optional(Type.String()),
+  'x-request-id': Type.Optional(Type.String()),
+  authorization: Type.Optional(Type.String())
+})
+
+export const TokenDataSchema = Type.Object({
+  accessToken: Type.String(),
+  expiresAt: Type.String({ description: 'Unix time in seconds, as a string' }),
+  expiresIn: Type.Integer({ description: 'Seconds the token has left' })
+})
+
+export const EnvelopeSchema = Type.Object({
+  statusCode: Type.Integer(),
+  message: Type.String(),
+  apiCode: Type.Optional(Type.Integer()),
+  requestId: Type.String(),
+  data: Type.Optional(TokenDataSchema)
+})
