@@ -29,7 +29,7 @@ export function toAppError (err: FastifyError | Error): AppError {
   }
   const status = fastifyError.statusCode ?? 500
   if (err instanceof SyntaxError || fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
-    return new AppError('INVALID_JSON', `The body is not valid JSON: ${err.message}`)
+    return new AppError('INVALID_JSON', 'The body is not valid JSON (keys __proto__ and constructor.prototype are refused)')
   }
   if (status >= 400 && status < 500) return new AppError('INVALID_ARGUMENT', err.message)
   return new AppError('INTERNAL', 'Internal error', { cause: err })

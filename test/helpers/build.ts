@@ -1,0 +1,81 @@
+/** Test helpers: a ready app built from the factory with its logs captured, torn down with the test. */
+import { Writable } from 'node:stream'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../../src/app.js'
+import { loadConfig } from '../../src/config.js'
+import { createLogger } from '../../src/logger.js'
+import { MockWechat, type MockWechatOptions } from '../../src/mock-wechat.js'
+
+export const APP_ID = 'wx0123456789abcdef'
+export const APP_SECRET = '0123456789abcdef0123456789abcdef'
+export const OTHER_SECRET = 'fedcba9876543210fedcba9876543210'
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** Every line the app logged, as text and parsed. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = []
+  override _write (chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    this.lines.push(...chunk.toString('utf8').split('\n').filter(Boolean))
+    callback()
+  }
+
+  get text (): string { return this.lines.join('\n') }
+  get records (): Array<Record<string, unknown>> { return this.lines.map((line) => JSON.parse(line)) }
+}
+
+/** A clock tests can move forward. */
+export class TestClock {
+  offset = 0
+  readonly now = (): number => Date.now() + this.offset
+  advance (ms: number): void { this.offset += ms }
+}
+
+export async function startMock (t: Teardown, options: MockWechatOptions = {}): Promise<{ mock: MockWechat, url: string }> {
+  const mock = new MockWechat({ apps: { [APP_ID]: APP_SECRET }, ...options })
+  const url = await mock.start()
+  t.teardown(() => mock.close())
+  return { mock, url }
+}
+
+export interface BuildOptions {
+  env?: Record<string, string>
+  clock?: TestClock
+  upstream?: string
+}
+
+export async function build (t: Teardown, options: BuildOptions = {}): Promise<{ app: FastifyInstance, logs: LogCapture }> {
+  const config = loadConfig({
+    LOG_LEVEL: 'trace',
+    WECHAT_RETRY_BASE_MS: '10',
+    ...(options.upstream ? { WECHAT_API_BASE: options.upstream } : {}),
+    ...options.env
+  })
+  const logs = new LogCapture()
+  const app = await buildApp(config, {
+    logger: createLogger(config.LOG_LEVEL, logs),
+    ...(options.clock ? { now: options.clock.now } : {})
+  })
+  await app.ready()
+  t.teardown(() => app.close())
+  return { app, logs }
+}
+
+/** POSTs a JSON body to a route through inject and returns the parsed envelope with the response. */
+export async function post (app: FastifyInstance, url: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await app.inject({
+    method: 'POST',
+    url,
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: typeof body === 'string' ? body : JSON.stringify(body)
+  })
+  return { res, body: res.json() as Envelope }
+}
+
+export interface Envelope {
+  statusCode: number
+  message: string
+  apiCode?: number
+  requestId: string
+  data?: { accessToken: string, expiresAt: string, expiresIn: number }
+}

@@ -1,0 +1,69 @@
+/** Starts a real redis-server on a free loopback port, and stops or restarts it on demand (outage tests). */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  server.close()
+  await once(server, 'close')
+  if (address === null || typeof address === 'string') throw new Error('no port')
+  return address.port
+}
+
+export class RedisServer {
+  private child: ChildProcess | undefined
+  private constructor (readonly port: number) {}
+
+  get url (): string { return `redis://127.0.0.1:${this.port}` }
+
+  static async start (): Promise<RedisServer> {
+    const server = new RedisServer(await freePort())
+    await server.restart()
+    return server
+  }
+
+  async restart (): Promise<void> {
+    if (this.child) return
+    const child = spawn('redis-server', [
+      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
+    ], { stdio: 'ignore' })
+    this.child = child
+    child.once('exit', () => { if (this.child === child) this.child = undefined })
+    const probe = new Redis(this.port, '127.0.0.1', { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    try {
+      for (let i = 0; i < 100; i++) {
+        try {
+          await probe.connect()
+          await probe.ping()
+          return
+        } catch {
+          probe.disconnect()
+          await sleep(50)
+        }
+      }
+      throw new Error(`redis-server did not start on port ${this.port}`)
+    } finally {
+      probe.disconnect()
+    }
+  }
+
+  async stop (): Promise<void> {
+    const child = this.child
+    if (!child) return
+    this.child = undefined
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    await exited
+  }
+
+  /** A fresh client for looking at what the service wrote. */
+  client (): Redis {
+    return new Redis(this.port, '127.0.0.1')
+  }
+}
