@@ -69,12 +69,13 @@ t.test('requestId honours a sane x-request-id and replaces an unsafe one', async
 t.test('SDK headers of either brand are accepted, none required', async (t) => {
   const { url } = await startMock(t)
   const { app } = await build(t, { upstream: url })
-  for (const headers of [
+  const variants: Array<Record<string, string>> = [
     {},
     { 'x-authing-app-id': 'app1', 'x-authing-request-from': 'sdk', authorization: 'raw-token' },
     { 'x-genauth-app-id': 'app1', 'x-genauth-request-from': 'java-sdk', authorization: 'Bearer x' },
     { 'x-authing-userpool-id': 'pool1' }
-  ]) {
+  ]
+  for (const headers of variants) {
     const { res, body: envelope } = await post(app, CURRENT, body, headers)
     t.equal(res.statusCode, 200)
     t.equal(envelope.statusCode, 200, JSON.stringify(headers))

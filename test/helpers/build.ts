@@ -10,7 +10,7 @@ export const APP_ID = 'wx0123456789abcdef'
 export const APP_SECRET = '0123456789abcdef0123456789abcdef'
 export const OTHER_SECRET = 'fedcba9876543210fedcba9876543210'
 
-interface Teardown { teardown: (fn: () => unknown) => void }
+export interface Teardown { teardown: (fn: () => unknown) => void }
 
 /** Every line the app logged, as text and parsed. */
 export class LogCapture extends Writable {

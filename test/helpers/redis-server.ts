@@ -36,6 +36,7 @@ export class RedisServer {
     this.child = child
     child.once('exit', () => { if (this.child === child) this.child = undefined })
     const probe = new Redis(this.port, '127.0.0.1', { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    probe.on('error', () => {})
     try {
       for (let i = 0; i < 100; i++) {
         try {
