@@ -136,6 +136,9 @@ export class MockWechat {
     return this.callCount.get(appId ? `${endpoint}:${appId}` : endpoint) ?? 0
   }
 
+  /** Every token it has issued, for tests that search logs and stores for them. */
+  issuedTokens (): string[] { return [...this.tokens.keys()] }
+
   /** What WeChat would say of a token used now. */
   check (token: string): 'valid' | 'expired' | 'invalid' {
     const issued = this.tokens.get(token)

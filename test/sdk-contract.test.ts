@@ -1,0 +1,48 @@
+import t from 'tap'
+import type { IncomingMessage } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { AuthenticationClient } from 'authing-node-sdk'
+import { ApiCodes } from '../src/api-codes.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, build, startMock } from './helpers/build.js'
+
+t.test('the official authing-node-sdk gets tokens from both routes over a real socket', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url })
+  const seen: Array<Record<string, unknown>> = []
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  app.server.on('request', (req: IncomingMessage) => { seen.push({ url: req.url, ...req.headers }) })
+  const port = (app.server.address() as AddressInfo).port
+
+  const client = new AuthenticationClient({
+    appId: 'genauth-app-1',
+    appSecret: 'genauth-app-secret',
+    appHost: `http://127.0.0.1:${port}`
+  })
+
+  const info = await client.getWechatMpAccessTokenInfo({ appId: APP_ID, appSecret: APP_SECRET })
+  t.equal(info.statusCode, 200)
+  t.equal(info.message, 'Operation successful')
+  t.type(info.requestId, 'string')
+  t.type(info.data.accessToken, 'string')
+  t.equal(mock.check(info.data.accessToken), 'valid')
+  t.match(info.data.expiresAt, /^\d{10}$/)
+
+  const obsolete = await client.getWechatMpAccessToken({ appId: APP_ID, appSecret: APP_SECRET })
+  t.equal(obsolete.statusCode, 200)
+  t.equal(obsolete.data.accessToken, info.data.accessToken)
+  t.equal(mock.issued(APP_ID), 1)
+
+  const refused = await client.getWechatMpAccessTokenInfo({ appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(refused.statusCode, 403, 'a business error reaches the SDK caller as an envelope, not a throw')
+  t.equal(refused.apiCode, ApiCodes.SECRET_MISMATCH.apiCode)
+
+  const missing = await client.getWechatMpAccessTokenInfo({ appId: APP_ID } as never)
+  t.equal(missing.statusCode, 400)
+  t.equal(missing.apiCode, ApiCodes.INVALID_ARGUMENT.apiCode)
+
+  t.same(seen.map((h) => h.url), [
+    '/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token',
+    '/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token-info'
+  ], 'one request per call: the SDK did not retry')
+  t.equal(seen[0]?.['x-authing-app-id'], 'genauth-app-1', 'the SDK sends its own headers, which are accepted')
+})

@@ -1,0 +1,81 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { request } from 'undici'
+import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
+import { freePort } from './helpers/redis-server.js'
+
+const ROUTE = '/api/v3/get-wechat-access-token-info'
+
+async function startServer (env: Record<string, string>) {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('..', import.meta.url),
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const base = `http://127.0.0.1:${port}`
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) break
+    try {
+      await request(`${base}/health/live`)
+      return { child, base, output: () => output }
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  child.kill('SIGKILL')
+  throw new Error(`server did not start: ${output}`)
+}
+
+async function token (base: string) {
+  const res = await request(`${base}${ROUTE}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ appId: APP_ID, appSecret: APP_SECRET })
+  })
+  return await res.body.json() as { statusCode: number, data?: { accessToken: string } }
+}
+
+t.test('the service runs offline on its defaults with WECHAT_API_BASE=mock', async (t) => {
+  const { child, base } = await startServer({ WECHAT_API_BASE: 'mock' })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const envelope = await token(base)
+  t.equal(envelope.statusCode, 200)
+  t.type(envelope.data?.accessToken, 'string')
+  child.kill('SIGTERM')
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0, 'exits cleanly on SIGTERM')
+})
+
+t.test('SIGTERM lets in-flight requests finish, then exits', async (t) => {
+  const { mock, url } = await startMock(t)
+  mock.inject({ fault: { kind: 'latency', ms: 600 } })
+  const { child, base, output } = await startServer({ WECHAT_API_BASE: url })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const inflight = token(base)
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  child.kill('SIGTERM')
+  const envelope = await inflight
+  t.equal(envelope.statusCode, 200, 'the request accepted before SIGTERM got its token')
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0)
+  t.match(output(), /shutting down/)
+})
+
+t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
+  const port = await freePort()
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: new URL('..', import.meta.url),
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), WECHAT_TOKEN_MODE: 'turbo' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const [code] = await once(child, 'exit')
+  t.equal(code, 1)
+  t.match(stderr, /Invalid configuration: .*WECHAT_TOKEN_MODE/)
+})
