@@ -208,15 +208,18 @@ export class MockWechat {
       }
     }
 
+    this.send(res, this.answer(endpoint, req.method, url.searchParams, body, badJson))
+  }
+
+  private answer (endpoint: MockEndpoint, method: string | undefined, query: URLSearchParams,
+    body: Record<string, unknown>, badJson: boolean): Record<string, unknown> {
     switch (endpoint) {
-      case 'token': this.send(res, this.classic(url.searchParams)); return
+      case 'token': return this.classic(query)
       case 'stable_token':
-        if (req.method !== 'POST') this.send(res, this.error(43002))
-        else if (badJson) this.send(res, this.error(47001))
-        else this.send(res, this.stable(body))
-        return
-      case 'get_api_domain_ip': this.send(res, this.domainIp(url.searchParams.get('access_token'))); return
-      case 'clear_quota': this.send(res, this.clearQuota(url.searchParams.get('access_token'), body.appid)); return
+        if (method !== 'POST') return this.error(43002)
+        return badJson ? this.error(47001) : this.stable(body)
+      case 'get_api_domain_ip': return this.domainIp(query.get('access_token'))
+      case 'clear_quota': return this.clearQuota(query.get('access_token'), body.appid)
     }
   }
 

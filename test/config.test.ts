@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigSchema, loadConfig } from '../src/config.js'
+import { loadConfig } from '../src/config.js'
 
 t.test('defaults need nothing from the environment', async (t) => {
   const config = loadConfig({})
@@ -30,15 +30,5 @@ t.test('a bad value is refused with an error that names the variable', async (t)
   }
   for (const [name, value] of Object.entries(bad)) {
     t.throws(() => loadConfig({ [name]: value }), new RegExp(name), `${name}=${value}`)
-  }
-})
-
-t.test('every variable is documented in .env.example and the README', async (t) => {
-  const { readFile } = await import('node:fs/promises')
-  const example = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
-  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
-  for (const name of Object.keys(ConfigSchema.properties)) {
-    t.match(example, new RegExp(`^#? ?${name}=`, 'm'), `.env.example has ${name}`)
-    t.match(readme, new RegExp(`\\| \`${name}\` \\|`), `README has ${name}`)
   }
 })

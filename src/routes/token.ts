@@ -10,7 +10,7 @@ declare module 'fastify' {
   }
 }
 
-/** RFC 9745: the obsolete route is deprecated since GenAuth marked it so; the successor is named in Link. */
+/** RFC 9745 Deprecation: a past date (2024-01-01), meaning already deprecated; the successor is named in Link. */
 const DEPRECATION = '@1704067200'
 export const CURRENT_ROUTE = '/api/v3/get-wechat-access-token-info'
 export const OBSOLETE_ROUTE = '/api/v3/get-wechat-access-token'
