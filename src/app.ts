@@ -3,13 +3,14 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import type { Config } from './config.js'
+import { loadApps, type Config } from './config.js'
 import { createLogger } from './logger.js'
 import envelope, { requestIdFrom } from './plugins/envelope.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
 import healthRoutes from './routes/health.js'
 import tokenRoutes from './routes/token.js'
+import { createScheduler } from './scheduler.js'
 import { createTokenService } from './token-service.js'
 
 export interface BuildOptions {
@@ -40,13 +41,33 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(envelope)
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, ...(now ? { now } : {}) })
+  const apps = loadApps(config)
   app.decorate('tokens', createTokenService({
     store: app.store,
     wechat: app.wechat,
     serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
     requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    secretCheckIntervalSeconds: config.SECRET_CHECK_INTERVAL_SECONDS,
+    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+    dailyUpstreamBudget: config.DAILY_UPSTREAM_BUDGET,
+    forceRefreshDailyLimit: config.FORCE_REFRESH_DAILY_LIMIT,
+    forceRefreshMinIntervalSeconds: config.FORCE_REFRESH_MIN_INTERVAL_SECONDS,
+    ...(apps ? { apps } : {}),
     ...(now ? { now } : {})
   }))
+  if (apps && config.SCHEDULER_INTERVAL_SECONDS > 0) {
+    const scheduler = createScheduler({
+      store: app.store,
+      tokens: app.tokens,
+      appIds: [...apps.keys()],
+      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
+      log: app.log.child({ component: 'scheduler' })
+    })
+    app.addHook('onReady', async () => { scheduler.start() })
+    app.addHook('preClose', async () => { await scheduler.stop() })
+  }
   await app.register(healthRoutes)
   await app.register(tokenRoutes)
   return app

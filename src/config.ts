@@ -1,6 +1,8 @@
 /** The environment, described by one TypeBox schema with defaults and validated once at start. */
+import { readFileSync } from 'node:fs'
 import { envSchema } from 'env-schema'
 import { Type, type Static, type SchemaOptions } from '@sinclair/typebox'
+import { APP_ID_PATTERN, APP_SECRET_PATTERN } from './schemas/token.js'
 
 /** A string limited to a few values, as a plain JSON-Schema enum so a bad value gets one clear error. */
 function StringEnum<const T extends readonly string[]> (values: T, options: SchemaOptions) {
@@ -40,6 +42,43 @@ export const ConfigSchema = Type.Object({
   WECHAT_MAX_RETRIES: Type.Integer({ minimum: 0, maximum: 5, default: 2, description: 'Retries of errcode -1, HTTP 5xx and network failures (never of other errcodes).' }),
   WECHAT_RETRY_BASE_MS: Type.Integer({ minimum: 1, default: 200, description: 'Base of the jittered exponential backoff between retries.' }),
   REQUEST_DEADLINE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Longest a caller waits for a token fetch, retries included.' }),
+  REFRESH_AHEAD_SECONDS: Type.Integer({
+    minimum: 0,
+    maximum: 7000,
+    default: 600,
+    description: 'A served token with less than this left is refreshed in the background (stable mode: at most 290, as WeChat renews only in the last 5 minutes).'
+  }),
+  LOCK_LEASE_MS: Type.Integer({
+    minimum: 200,
+    default: 15000,
+    description: 'Lease of the per-app refresh lock; must exceed REQUEST_DEADLINE_MS.'
+  }),
+  WECHAT_APPS: Type.Optional(Type.String({
+    description: 'JSON object of appId to appSecret. When set (or WECHAT_APPS_FILE), only these apps are served and refreshed proactively.'
+  })),
+  WECHAT_APPS_FILE: Type.Optional(Type.String({ description: 'Path of a JSON file holding the WECHAT_APPS object.' })),
+  SCHEDULER_INTERVAL_SECONDS: Type.Integer({
+    minimum: 0,
+    default: 30,
+    description: 'How often one instance (lock-elected) checks the configured apps and refreshes those due; 0 turns it off.'
+  }),
+  SECRET_CHECK_INTERVAL_SECONDS: Type.Integer({
+    minimum: 1,
+    default: 60,
+    description: 'An appSecret that differs from the cached token\'s is checked with WeChat at most once per app per interval.'
+  }),
+  NEGATIVE_CACHE_SECONDS: Type.Integer({
+    minimum: 0,
+    default: 300,
+    description: 'How long a non-retryable WeChat refusal (40013, 40125, 40164, 40243, 45009, 8950x) is answered without asking again.'
+  }),
+  DAILY_UPSTREAM_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 1800,
+    description: 'Upstream token calls allowed per app per day (00:00 Beijing time), below WeChat\'s 2000.'
+  }),
+  FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
+  FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s).' }),
   TOKEN_SERVE_MARGIN_SECONDS: Type.Integer({
     minimum: 0,
     maximum: 3600,
@@ -59,5 +98,46 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     const value = env[key]
     if (value !== undefined && value !== '') data[key] = value
   }
-  return envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  const config = envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  if (config.LOCK_LEASE_MS <= config.REQUEST_DEADLINE_MS) {
+    throw new Error('env/LOCK_LEASE_MS must exceed REQUEST_DEADLINE_MS, or a lock could lapse during a fetch')
+  }
+  loadApps(config)
+  return config
+}
+
+const APP_ID = new RegExp(APP_ID_PATTERN)
+const APP_SECRET = new RegExp(APP_SECRET_PATTERN)
+
+/** The WECHAT_APPS map (from the variable or the file), or undefined in dynamic mode. */
+export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE'>): Map<string, string> | undefined {
+  let name = 'WECHAT_APPS'
+  let raw = config.WECHAT_APPS
+  if (config.WECHAT_APPS_FILE) {
+    if (raw !== undefined) throw new Error('env/WECHAT_APPS and env/WECHAT_APPS_FILE cannot both be set')
+    name = 'WECHAT_APPS_FILE'
+    try {
+      raw = readFileSync(config.WECHAT_APPS_FILE, 'utf8')
+    } catch (err) {
+      throw new Error(`env/WECHAT_APPS_FILE cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  }
+  if (raw === undefined) return undefined
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    throw new Error(`env/${name} must be a JSON object of appId to appSecret`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error(`env/${name} must be a JSON object of appId to appSecret`)
+  }
+  const apps = new Map<string, string>()
+  for (const [appId, secret] of Object.entries(parsed)) {
+    if (!APP_ID.test(appId)) throw new Error(`env/${name}: "${appId.slice(0, 20)}" is not a WeChat appId`)
+    if (typeof secret !== 'string' || !APP_SECRET.test(secret)) throw new Error(`env/${name}: the secret of ${appId} is not a WeChat appSecret`)
+    apps.set(appId, secret)
+  }
+  if (apps.size === 0) throw new Error(`env/${name} lists no app`)
+  return apps
 }

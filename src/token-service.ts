@@ -1,14 +1,33 @@
-/** Serves tokens: from the store while they have life left, else one fetch from WeChat per app at a time. */
+/**
+ * The token lifecycle. Tokens are served from the store while they have life left; a refresh is
+ * single-flight in the process (shared promises) and across instances (a lock in the store, and a write
+ * that is a compare-and-set on the app's generation, so a holder whose lease ran out cannot overwrite a
+ * newer token). Every upstream call passes the quota governor; refused errcodes are remembered.
+ */
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import { ApiCodes } from './api-codes.js'
 import { AppError } from './errors.js'
 import { fingerprint, sameFingerprint } from './fingerprint.js'
+import { safeError } from './logger.js'
 import type { TokenEntry, TokenStore } from './store/types.js'
+import { WechatApiError } from './wechat/errcodes.js'
 import type { WechatClient } from './wechat/client.js'
 
 export interface TokenServiceOptions {
   store: TokenStore
   wechat: WechatClient
   serveMarginSeconds: number
+  refreshAheadSeconds: number
   requestDeadlineMs: number
+  lockLeaseMs: number
+  secretCheckIntervalSeconds: number
+  negativeCacheSeconds: number
+  dailyUpstreamBudget: number
+  forceRefreshDailyLimit: number
+  forceRefreshMinIntervalSeconds: number
+  /** WECHAT_APPS: when given, only these appIds are served, each with its configured secret. */
+  apps?: ReadonlyMap<string, string>
   now?: () => number
 }
 
@@ -20,44 +39,74 @@ export interface ServedToken {
   expiresIn: number
 }
 
+/** A refresh the caller asked for: the token to use now, and why it is not a new one when it is not. */
+export interface RefreshOutcome {
+  token: ServedToken | null
+  notice?: AppError
+}
+
+export interface CallContext {
+  log: FastifyBaseLogger
+  caller?: string | undefined
+  requestId?: string | undefined
+}
+
+interface Need {
+  appId: string
+  secret: string
+  fp: string
+  deadline: number
+  /** The entry the caller can use, or false when a refresh is needed. */
+  satisfied: (entry: TokenEntry | null) => entry is TokenEntry
+  /** The token a caller reported as refused by WeChat: refresh only while it is still the current one. */
+  reported?: string
+}
+
+const LOCK = 'lock'
+const POLL_MS = 250
+const DAY_MS = 24 * 3600 * 1000
+const BEIJING_OFFSET_MS = 8 * 3600 * 1000
+/** WeChat renews a stable token in its last five minutes; asking earlier returns the same token. */
+const STABLE_RENEWAL_WINDOW_MS = 290_000
+/** A token fetched this recently is not refreshed ahead again, whatever it has left. */
+const MIN_REFRESH_SPACING_MS = 30_000
+const APP_WIDE_REMEMBERED = new Set(['WECHAT_INVALID_APPID', 'WECHAT_IP_NOT_ALLOWED', 'WECHAT_DAILY_QUOTA'])
+const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZEN'])
+
+interface Remembered { kind: string, message: string }
+
+export function beijingDay (epochMs: number): string {
+  return new Date(epochMs + BEIJING_OFFSET_MS).toISOString().slice(0, 10)
+}
+
 export function createTokenService (opts: TokenServiceOptions) {
   const { store, wechat } = opts
   const now = opts.now ?? Date.now
   const marginMs = opts.serveMarginSeconds * 1000
+  const aheadMs = opts.refreshAheadSeconds * 1000
+  const negativeMs = opts.negativeCacheSeconds * 1000
   const inflight = new Map<string, Promise<TokenEntry>>()
+  const background = new Set<string>()
+  const configured = new Map<string, string>()
+  for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret))
 
-  async function fromStore<T> (operation: () => Promise<T>): Promise<T> {
+  async function guarded<T> (operation: () => Promise<T>): Promise<T> {
     try {
       return await operation()
     } catch (err) {
+      if (err instanceof AppError) throw err
       throw new AppError('STORE_UNAVAILABLE', 'The token store is unavailable', { cause: err })
     }
   }
 
-  async function fetchAndStore (appId: string, appSecret: string, secretFingerprint: string): Promise<TokenEntry> {
-    const fetched = await wechat.fetchToken(appId, appSecret, { deadline: now() + opts.requestDeadlineMs })
-    const entry: TokenEntry = { ...fetched, mode: wechat.mode, secretFingerprint, fetchedAt: now() }
-    await fromStore(() => store.set(appId, entry))
-    return entry
+  function usable (entry: TokenEntry | null, fp: string, minLifeMs: number): entry is TokenEntry {
+    return entry !== null && sameFingerprint(entry.secretFingerprint, fp) && entry.expiresAt - now() > minLifeMs
   }
 
-  /** The token for appId, if appSecret is the one the cached token was fetched with. */
-  async function getToken (appId: string, appSecret: string): Promise<ServedToken> {
-    const secretFingerprint = fingerprint(appId, appSecret)
-    const cached = await fromStore(() => store.get(appId))
-    if (cached) {
-      if (!sameFingerprint(cached.secretFingerprint, secretFingerprint)) {
-        throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
-      }
-      if (cached.expiresAt - now() > marginMs) return served(cached)
-    }
-    const flightKey = `${appId}\0${secretFingerprint}`
-    let flight = inflight.get(flightKey)
-    if (!flight) {
-      flight = fetchAndStore(appId, appSecret, secretFingerprint).finally(() => inflight.delete(flightKey))
-      inflight.set(flightKey, flight)
-    }
-    return served(await flight)
+  /** When a served entry should be refreshed in the background. */
+  function refreshDue (entry: TokenEntry): boolean {
+    const ahead = entry.mode === 'stable' ? Math.min(aheadMs, STABLE_RENEWAL_WINDOW_MS) : aheadMs
+    return entry.expiresAt - now() < ahead && now() - entry.fetchedAt > MIN_REFRESH_SPACING_MS
   }
 
   function served (entry: TokenEntry): ServedToken {
@@ -68,7 +117,224 @@ export function createTokenService (opts: TokenServiceOptions) {
     }
   }
 
-  return { getToken }
+  function checkConfigured (appId: string, fp: string): void {
+    if (!opts.apps) return
+    const expected = configured.get(appId)
+    if (expected === undefined) throw new AppError('APP_NOT_CONFIGURED', `appId ${appId} is not one of the configured WECHAT_APPS`)
+    if (!sameFingerprint(expected, fp)) throw new AppError('SECRET_MISMATCH', 'appSecret does not match the configured secret for this appId')
+  }
+
+  async function rememberedError (appId: string, fp: string): Promise<AppError | null> {
+    const [appWide, rejected] = await Promise.all([store.getValue(appId, 'negative'), store.getValue(appId, 'rejected')])
+    const record = appWide ? JSON.parse(appWide) as Remembered : (rejected ? (JSON.parse(rejected) as Record<string, Remembered>)[fp] : undefined)
+    if (!record || !Object.hasOwn(ApiCodes, record.kind)) return null
+    return new AppError(record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
+  }
+
+  async function remember (appId: string, fp: string, err: unknown): Promise<void> {
+    if (!(err instanceof WechatApiError) || negativeMs <= 0) return
+    const record: Remembered = { kind: err.kind, message: err.message }
+    if (APP_WIDE_REMEMBERED.has(err.kind)) {
+      await store.setValue(appId, 'negative', JSON.stringify(record), negativeMs)
+    } else if (SECRET_REMEMBERED.has(err.kind)) {
+      const raw = await store.getValue(appId, 'rejected')
+      const rejected = raw ? JSON.parse(raw) as Record<string, Remembered> : {}
+      rejected[fp] = record
+      await store.setValue(appId, 'rejected', JSON.stringify(rejected), Math.max(negativeMs, opts.secretCheckIntervalSeconds * 1000))
+    }
+  }
+
+  /** The quota governor: every upstream token call of an app counts against its daily budget. */
+  async function spendBudget (appId: string): Promise<void> {
+    const day = beijingDay(now())
+    const used = await store.increment(appId, `calls:${day}`, 2 * DAY_MS)
+    if (used > opts.dailyUpstreamBudget) {
+      throw new AppError('DAILY_BUDGET_EXHAUSTED',
+        `appId ${appId} used its budget of ${opts.dailyUpstreamBudget} upstream token calls for ${day} (Beijing time)`)
+    }
+  }
+
+  /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. */
+  async function allowForcedRefresh (appId: string): Promise<void> {
+    const spacing = opts.forceRefreshMinIntervalSeconds * 1000
+    if (!await store.acquire(appId, 'forced-recently', randomUUID(), spacing)) {
+      throw new AppError('FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
+    }
+    const day = beijingDay(now())
+    if (await store.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
+      throw new AppError('FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
+    }
+  }
+
+  /** Under the lock: fetch from WeChat and write with compare-and-set on the generation seen before fetching. */
+  async function refreshHoldingLock (need: Need, ctx: CallContext): Promise<TokenEntry> {
+    const { appId } = need
+    const generation = await store.generation(appId)
+    const current = await store.get(appId)
+    if (need.satisfied(current)) return current
+    const remembered = await rememberedError(appId, need.fp)
+    if (remembered) throw remembered
+    const forced = need.reported !== undefined && wechat.mode === 'stable'
+    const audit = need.reported === undefined
+      ? undefined
+      : { audit: 'forced-refresh', appId, mode: wechat.mode, caller: ctx.caller, requestId: ctx.requestId }
+    let fetched
+    try {
+      if (forced) await allowForcedRefresh(appId)
+      await spendBudget(appId)
+      fetched = await wechat.fetchToken(appId, need.secret, { deadline: need.deadline, forceRefresh: forced })
+    } catch (err) {
+      if (audit) ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
+      await remember(appId, need.fp, err).catch(() => {})
+      throw err
+    }
+    if (audit) ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
+    const entry: TokenEntry = { ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: generation + 1 }
+    if (await store.compareAndSet(appId, entry, generation)) {
+      ctx.log.debug({ generation: entry.generation }, 'token stored')
+      return entry
+    }
+    ctx.log.warn({ generation }, 'a newer token was stored while this one was fetched; the newer one is kept')
+    const newer = await store.get(appId)
+    return newer !== null && sameFingerprint(newer.secretFingerprint, need.fp) ? newer : entry
+  }
+
+  /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
+  async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
+    const owner = randomUUID()
+    for (;;) {
+      const entry = await store.get(need.appId)
+      if (need.satisfied(entry)) return entry
+      const remembered = await rememberedError(need.appId, need.fp)
+      if (remembered) throw remembered
+      if (await store.acquire(need.appId, LOCK, owner, opts.lockLeaseMs)) {
+        try {
+          return await refreshHoldingLock(need, ctx)
+        } finally {
+          await store.release(need.appId, LOCK, owner).catch(() => {})
+          await store.notify(need.appId).catch(() => {})
+        }
+      }
+      const remaining = need.deadline - now()
+      if (remaining <= 0) {
+        throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the token of appId ${need.appId}; it did not finish in time`)
+      }
+      await store.waitForChange(need.appId, Math.min(remaining, POLL_MS))
+    }
+  }
+
+  function shared (key: string, run: () => Promise<TokenEntry>): Promise<TokenEntry> {
+    let flight = inflight.get(key)
+    if (!flight) {
+      flight = run().finally(() => inflight.delete(key))
+      inflight.set(key, flight)
+    }
+    return flight
+  }
+
+  function freshNeed (appId: string, secret: string, fp: string): Need {
+    return {
+      appId,
+      secret,
+      fp,
+      deadline: now() + opts.requestDeadlineMs,
+      satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs)
+    }
+  }
+
+  /** Refreshes ahead of expiry without making anyone wait: one try at the lock, no waiting for it; never rejects. */
+  async function refreshInBackground (appId: string, secret: string, fp: string, log: FastifyBaseLogger): Promise<void> {
+    if (background.has(appId)) return
+    background.add(appId)
+    const owner = randomUUID()
+    const need: Need = {
+      ...freshNeed(appId, secret, fp),
+      satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs) && !refreshDue(entry)
+    }
+    const run = async (): Promise<void> => {
+      if (!await store.acquire(appId, LOCK, owner, opts.lockLeaseMs)) return
+      try {
+        await refreshHoldingLock(need, { log })
+      } finally {
+        await store.release(appId, LOCK, owner).catch(() => {})
+        await store.notify(appId).catch(() => {})
+      }
+    }
+    await run()
+      .catch((err: unknown) => log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode }, 'background refresh failed'))
+      .finally(() => background.delete(appId))
+  }
+
+  /** A mismatching secret is checked with WeChat at most once per app per interval; a rejection is remembered. */
+  async function adoptNewSecret (appId: string, secret: string, fp: string, ctx: CallContext): Promise<TokenEntry> {
+    const remembered = await rememberedError(appId, fp)
+    if (remembered) throw remembered
+    const interval = opts.secretCheckIntervalSeconds * 1000
+    if (!await store.acquire(appId, 'secret-check', randomUUID(), interval)) {
+      throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
+    }
+    ctx.log.info('appSecret differs from the cached token\'s; checking it with WeChat')
+    return await shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, secret, fp), ctx))
+  }
+
+  /** The token for appId, if appSecret is the right one. */
+  async function getToken (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
+    const fp = fingerprint(appId, appSecret)
+    checkConfigured(appId, fp)
+    const cached = await guarded(() => store.get(appId))
+    if (cached && !opts.apps && !sameFingerprint(cached.secretFingerprint, fp)) {
+      return served(await guarded(() => adoptNewSecret(appId, appSecret, fp, ctx)))
+    }
+    if (usable(cached, fp, marginMs)) {
+      if (refreshDue(cached)) void refreshInBackground(appId, appSecret, fp, ctx.log)
+      return served(cached)
+    }
+    try {
+      return served(await guarded(() => shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, appSecret, fp), ctx))))
+    } catch (err) {
+      if (usable(cached, fp, 0)) {
+        ctx.log.warn({ apiCode: (err as AppError).apiCode }, 'refresh failed; serving the cached token while it lasts')
+        return served(cached)
+      }
+      throw err
+    }
+  }
+
+  /** "WeChat refused this token": refresh only while it is still the current one, within WeChat's limits. */
+  async function refreshReported (appId: string, appSecret: string, reported: string, ctx: CallContext): Promise<RefreshOutcome> {
+    const fp = fingerprint(appId, appSecret)
+    checkConfigured(appId, fp)
+    const cached = await guarded(() => store.get(appId))
+    if (cached && !sameFingerprint(cached.secretFingerprint, fp)) {
+      throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
+    }
+    const need: Need = {
+      ...freshNeed(appId, appSecret, fp),
+      reported,
+      satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs) && entry.accessToken !== reported
+    }
+    try {
+      return { token: served(await guarded(() => shared(`${appId}\0${fp}\0${reported}`, async () => await obtain(need, ctx)))) }
+    } catch (err) {
+      if (err instanceof AppError && err.kind === 'FORCE_REFRESH_LIMITED') {
+        const current = await guarded(() => store.get(appId))
+        return { token: usable(current, fp, 0) ? served(current) : null, notice: err }
+      }
+      throw err
+    }
+  }
+
+  /** For the scheduler: refresh a configured app when it has no token or its token is due. */
+  async function refreshIfDue (appId: string, log: FastifyBaseLogger): Promise<void> {
+    const secret = opts.apps?.get(appId)
+    if (secret === undefined) return
+    const fp = fingerprint(appId, secret)
+    const entry = await store.get(appId)
+    if (usable(entry, fp, marginMs) && !refreshDue(entry)) return
+    await refreshInBackground(appId, secret, fp, log)
+  }
+
+  return { getToken, refreshReported, refreshIfDue }
 }
 
 export type TokenService = ReturnType<typeof createTokenService>

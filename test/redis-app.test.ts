@@ -28,8 +28,11 @@ t.test('two instances share one token through Redis', async (t) => {
   t.equal(mock.check(fromB.body.data!.accessToken), 'valid')
 
   const wrong = await post(b.app, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })
-  t.equal(wrong.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode, 'the fingerprint check holds across instances')
-  t.equal(mock.calls('token'), 1)
+  t.equal(wrong.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'a differing secret is checked with WeChat')
+  const remembered = await post(a.app, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(remembered.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'and the refusal is shared by every instance')
+  t.equal(mock.calls('token'), 2, 'one check for both instances')
+  t.equal(mock.issued(APP_ID), 1)
 })
 
 t.test('the Redis entry expires with the token and holds no secret', async (t) => {
@@ -40,12 +43,14 @@ t.test('the Redis entry expires with the token and holds no secret', async (t) =
   const client = redis.client()
   t.teardown(() => client.disconnect())
   const keys = await client.keys(`${settings.REDIS_KEY_PREFIX}:*`)
-  t.same(keys, [`${settings.REDIS_KEY_PREFIX}:{${APP_ID}}:token`])
-  const pttl = await client.pttl(keys[0]!)
+  const key = `${settings.REDIS_KEY_PREFIX}:{${APP_ID}}:token`
+  t.ok(keys.includes(key))
+  t.ok(keys.every((k) => k.startsWith(`${settings.REDIS_KEY_PREFIX}:{${APP_ID}}:`)), 'every key shares the app\'s hash tag')
+  const pttl = await client.pttl(key)
   const expected = Number(envelope.data!.expiresAt) * 1000 - Date.now()
   t.ok(Math.abs(pttl - expected) < 2000, `PTTL ${pttl} matches expiresAt (${expected})`)
-  const raw = await client.get(keys[0]!)
-  t.notMatch(raw!, APP_SECRET)
+  const values = await Promise.all(keys.map(async (k) => await client.get(k)))
+  t.notMatch(values.join(' '), APP_SECRET)
   t.notMatch(keys.join(), APP_SECRET)
 })
 

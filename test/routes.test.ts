@@ -130,20 +130,33 @@ t.test('an unknown route is a real 404 with the envelope', async (t) => {
   }
 })
 
-t.test('a secret that does not match the cached token is refused without an upstream call', async (t) => {
+t.test('a secret that differs from the cached token\'s is checked with WeChat once, and never yields a token', async (t) => {
   const { mock, url } = await startMock(t)
   const { app } = await build(t, { upstream: url })
   const good = await post(app, CURRENT, body)
   t.equal(good.body.statusCode, 200)
-  const callsBefore = mock.calls('stable_token')
+  const calls = () => mock.calls('stable_token')
+  const before = calls()
+
   const wrong = await post(app, CURRENT, { appId: APP_ID, appSecret: OTHER_SECRET })
-  t.equal(wrong.body.statusCode, 403)
-  t.equal(wrong.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode)
+  t.equal(wrong.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'WeChat was asked and refused it')
   t.notOk(wrong.body.data, 'no token')
   t.notMatch(JSON.stringify(wrong.body), good.body.data!.accessToken)
-  t.equal(mock.calls('stable_token'), callsBefore, 'no upstream call')
-  const upper = await post(app, CURRENT, { appId: APP_ID, appSecret: APP_SECRET.toUpperCase() })
-  t.equal(upper.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode, 'the comparison is exact')
+  t.equal(calls() - before, 1, 'one upstream check')
+
+  const again = await post(app, CURRENT, { appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(again.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode)
+  t.match(again.body.message, /remembered/)
+  t.equal(calls() - before, 1, 'the refusal is remembered: no second upstream call')
+
+  const third = await post(app, CURRENT, { appId: APP_ID, appSecret: APP_SECRET.toUpperCase() })
+  t.equal(third.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode, 'another secret within the interval: refused without asking')
+  t.equal(third.body.statusCode, 403)
+  t.notOk(third.body.data)
+  t.equal(calls() - before, 1)
+
+  const original = await post(app, CURRENT, body)
+  t.equal(original.body.data?.accessToken, good.body.data?.accessToken, 'the right secret still gets the cached token')
 })
 
 t.test('a token is served only while it has more than the margin left', async (t) => {
@@ -164,7 +177,7 @@ t.test('a token is served only while it has more than the margin left', async (t
 
 t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones are tried once', async (t) => {
   const { mock, url } = await startMock(t)
-  const { app } = await build(t, { upstream: url })
+  const { app } = await build(t, { upstream: url, env: { NEGATIVE_CACHE_SECONDS: '0' } })
   const cases = [
     { errcode: 40013, api: ApiCodes.WECHAT_INVALID_APPID },
     { errcode: 40125, api: ApiCodes.WECHAT_INVALID_SECRET },

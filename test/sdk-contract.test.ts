@@ -33,8 +33,9 @@ t.test('the official authing-node-sdk gets tokens from both routes over a real s
   t.equal(mock.issued(APP_ID), 1)
 
   const refused = await client.getWechatMpAccessTokenInfo({ appId: APP_ID, appSecret: OTHER_SECRET })
-  t.equal(refused.statusCode, 403, 'a business error reaches the SDK caller as an envelope, not a throw')
-  t.equal(refused.apiCode, ApiCodes.SECRET_MISMATCH.apiCode)
+  t.equal(refused.statusCode, ApiCodes.WECHAT_INVALID_SECRET.statusCode, 'a business error reaches the SDK caller as an envelope, not a throw')
+  t.equal(refused.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode)
+  t.notOk(refused.data)
 
   const missing = await client.getWechatMpAccessTokenInfo({ appId: APP_ID } as never)
   t.equal(missing.statusCode, 400)

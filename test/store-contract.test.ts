@@ -1,63 +1,110 @@
 import t from 'tap'
-import type { Redis } from 'ioredis'
 import { createMemoryStore } from '../src/store/memory-store.js'
-import { createRedisStore, tokenKey } from '../src/store/redis-store.js'
+import { appKey, createRedisStore, tokenKey } from '../src/store/redis-store.js'
 import type { TokenEntry, TokenStore } from '../src/store/types.js'
 import { fingerprint } from '../src/fingerprint.js'
 import { APP_ID, APP_SECRET, TestClock, type Teardown } from './helpers/build.js'
 import { RedisServer } from './helpers/redis-server.js'
 
-function entry (clock: TestClock, lifeMs: number, token = 'tok_' + 'a'.repeat(120)): TokenEntry {
+function entry (clock: TestClock, lifeMs: number, generation: number, token = 'tok_' + 'a'.repeat(120)): TokenEntry {
   return {
     accessToken: token,
     expiresAt: clock.now() + lifeMs,
     mode: 'stable',
     secretFingerprint: fingerprint(APP_ID, APP_SECRET),
-    fetchedAt: clock.now()
+    fetchedAt: clock.now(),
+    generation
   }
 }
 
 /** One contract, every store. */
 function contract (name: string, make: (t: Teardown, clock: TestClock) => Promise<TokenStore>) {
   t.test(`${name} store contract`, async (t) => {
-    t.test('a miss is null', async (t) => {
+    t.test('a miss is null, generation 0', async (t) => {
       const store = await make(t, new TestClock())
       t.equal(await store.get(APP_ID), null)
+      t.equal(await store.generation(APP_ID), 0)
     })
 
-    t.test('set then get returns the same entry', async (t) => {
+    t.test('compare-and-set writes only over the generation it saw', async (t) => {
       const clock = new TestClock()
       const store = await make(t, clock)
-      const stored = entry(clock, 60_000)
-      await store.set(APP_ID, stored)
-      t.same(await store.get(APP_ID), stored)
+      const first = entry(clock, 60_000, 1, 'first')
+      t.equal(await store.compareAndSet(APP_ID, first, 0), true)
+      t.same(await store.get(APP_ID), first)
+      t.equal(await store.generation(APP_ID), 1)
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 1, 'stale'), 0), false, 'a writer that saw generation 0 is refused')
+      t.equal((await store.get(APP_ID))?.accessToken, 'first')
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 2, 'second'), 1), true)
+      t.equal((await store.get(APP_ID))?.accessToken, 'second')
       t.equal(await store.get('wxffffffffffffffff'), null, 'entries are per appId')
     })
 
-    t.test('an entry is gone once its token expires', async (t) => {
+    t.test('an entry is gone once its token expires; the generation stays', async (t) => {
       const clock = new TestClock()
       const store = await make(t, clock)
-      await store.set(APP_ID, entry(clock, 300))
+      await store.compareAndSet(APP_ID, entry(clock, 300, 1), 0)
       t.ok(await store.get(APP_ID))
       await new Promise((resolve) => setTimeout(resolve, 400))
       t.equal(await store.get(APP_ID), null)
+      t.equal(await store.generation(APP_ID), 1)
     })
 
     t.test('an already expired entry is not stored', async (t) => {
       const clock = new TestClock()
       const store = await make(t, clock)
-      await store.set(APP_ID, entry(clock, -1))
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, -1, 1), 0), true)
       t.equal(await store.get(APP_ID), null)
     })
 
-    t.test('set replaces, delete removes', async (t) => {
+    t.test('delete removes the token', async (t) => {
       const clock = new TestClock()
       const store = await make(t, clock)
-      await store.set(APP_ID, entry(clock, 60_000, 'first'))
-      await store.set(APP_ID, entry(clock, 60_000, 'second'))
-      t.equal((await store.get(APP_ID))?.accessToken, 'second')
+      await store.compareAndSet(APP_ID, entry(clock, 60_000, 1), 0)
       await store.delete(APP_ID)
       t.equal(await store.get(APP_ID), null)
+    })
+
+    t.test('a lock is held by one owner, released only by it, and lapses with its lease', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.acquire(APP_ID, 'lock', 'a', 300), true)
+      t.equal(await store.acquire(APP_ID, 'lock', 'b', 300), false)
+      t.equal(await store.release(APP_ID, 'lock', 'b'), false, 'not by another owner')
+      t.equal(await store.release(APP_ID, 'lock', 'a'), true)
+      t.equal(await store.acquire(APP_ID, 'lock', 'b', 200), true)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.acquire(APP_ID, 'lock', 'c', 200), true, 'the lapsed lease is taken over')
+      t.equal(await store.release(APP_ID, 'lock', 'b'), false, 'the lapsed owner cannot release the new one')
+    })
+
+    t.test('counters count and lapse', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.increment(APP_ID, 'calls', 200), 1)
+      t.equal(await store.increment(APP_ID, 'calls', 200), 2)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.increment(APP_ID, 'calls', 200), 1)
+    })
+
+    t.test('values are kept for their TTL', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.getValue(APP_ID, 'negative'), null)
+      await store.setValue(APP_ID, 'negative', '{"x":1}', 200)
+      t.equal(await store.getValue(APP_ID, 'negative'), '{"x":1}')
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.getValue(APP_ID, 'negative'), null)
+    })
+
+    t.test('notify wakes a waiter at once; otherwise the wait times out', async (t) => {
+      const store = await make(t, new TestClock())
+      const started = Date.now()
+      await store.waitForChange(APP_ID, 100)
+      t.ok(Date.now() - started >= 90, 'timed out')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const woken = Date.now()
+      const waiting = store.waitForChange(APP_ID, 5000)
+      setTimeout(() => { store.notify(APP_ID).catch(() => {}) }, 50)
+      await waiting
+      t.ok(Date.now() - woken < 2000, `woken after ${Date.now() - woken} ms`)
     })
 
     t.test('ping answers', async (t) => {
@@ -79,21 +126,50 @@ let prefixes = 0
 
 contract('redis', async (t, clock) => {
   const client = redisServer.client()
-  t.teardown(() => client.disconnect())
-  return createRedisStore(client, `test${++prefixes}`, clock.now)
+  const store = createRedisStore(client, `test${++prefixes}`, clock.now)
+  t.teardown(async () => {
+    await store.close()
+    client.disconnect()
+  })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  return store
 })
 
-t.test('redis: hash-tagged key, TTL of the token, no secret anywhere', async (t) => {
-  const client: Redis = redisServer.client()
-  t.teardown(() => client.disconnect())
+t.test('redis: one notify wakes waiters on every instance', async (t) => {
+  const stores = [0, 1, 2].map(() => {
+    const client = redisServer.client()
+    const store = createRedisStore(client, 'fanout')
+    t.teardown(async () => {
+      await store.close()
+      client.disconnect()
+    })
+    return store
+  })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const started = Date.now()
+  const waits = stores.map(async (store) => await store.waitForChange(APP_ID, 5000))
+  await stores[0]!.notify(APP_ID)
+  await Promise.all(waits)
+  t.ok(Date.now() - started < 2000, `all woken after ${Date.now() - started} ms`)
+})
+
+t.test('redis: hash-tagged keys, TTL of the token, no secret anywhere', async (t) => {
+  const client = redisServer.client()
   const clock = new TestClock()
   const store = createRedisStore(client, 'wxtoken', clock.now)
-  await store.set(APP_ID, entry(clock, 7200_000))
+  t.teardown(async () => {
+    await store.close()
+    client.disconnect()
+  })
+  await store.compareAndSet(APP_ID, entry(clock, 7200_000, 1), 0)
+  await store.acquire(APP_ID, 'lock', 'owner', 10_000)
   const key = tokenKey('wxtoken', APP_ID)
   t.equal(key, `wxtoken:{${APP_ID}}:token`)
+  t.equal(appKey('wxtoken', APP_ID, 'lock'), `wxtoken:{${APP_ID}}:lock`)
   const pttl = await client.pttl(key)
   t.ok(pttl > 7199_000 && pttl <= 7200_000, `PTTL ${pttl} follows the token's expiry`)
-  const keys = await client.keys('*')
+  const keys = await client.keys('wxtoken:*')
+  t.ok(keys.every((k) => k.startsWith(`wxtoken:{${APP_ID}}:`)), 'every key of the app shares its hash tag')
   const values = await Promise.all(keys.map(async (k) => await client.get(k)))
   t.notMatch(keys.join(' '), APP_SECRET)
   t.notMatch(values.join(' '), APP_SECRET)
@@ -101,8 +177,11 @@ t.test('redis: hash-tagged key, TTL of the token, no secret anywhere', async (t)
 
 t.test('redis: a foreign or corrupted value is a miss, not a crash', async (t) => {
   const client = redisServer.client()
-  t.teardown(() => client.disconnect())
   const store = createRedisStore(client, 'corrupt')
+  t.teardown(async () => {
+    await store.close()
+    client.disconnect()
+  })
   for (const raw of ['not json', '42', '{"accessToken":1}', 'null']) {
     await client.set(tokenKey('corrupt', APP_ID), raw)
     t.equal(await store.get(APP_ID), null, raw)

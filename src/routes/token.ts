@@ -1,8 +1,8 @@
-/** The two GenAuth token routes: the current one and the deprecated one, same body, same envelope. */
+/** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { EnvelopeSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
-import type { TokenService } from '../token-service.js'
+import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
+import type { CallContext, ServedToken, TokenService } from '../token-service.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,6 +14,7 @@ declare module 'fastify' {
 const DEPRECATION = '@1704067200'
 export const CURRENT_ROUTE = '/api/v3/get-wechat-access-token-info'
 export const OBSOLETE_ROUTE = '/api/v3/get-wechat-access-token'
+export const REFRESH_ROUTE = '/api/v3/refresh-wechat-access-token'
 
 const routes = [
   { url: CURRENT_ROUTE, deprecated: false, summary: 'Get a WeChat Official Account / Mini Program access token' },
@@ -23,6 +24,21 @@ const routes = [
 async function markDeprecated (_request: FastifyRequest, reply: FastifyReply) {
   reply.header('deprecation', DEPRECATION)
   reply.header('link', `<${CURRENT_ROUTE}>; rel="successor-version"`)
+}
+
+function tokenData (token: ServedToken) {
+  return {
+    accessToken: token.accessToken,
+    expiresAt: String(Math.floor(token.expiresAt / 1000)),
+    expiresIn: token.expiresIn
+  }
+}
+
+/** Adds appId and caller to the request's log lines and returns what the token service needs of the request. */
+function context (request: FastifyRequest, appId: string): CallContext {
+  const caller = callerOf(request)
+  request.log = request.log.child({ appId, caller })
+  return { log: request.log, caller, requestId: request.id }
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -38,23 +54,33 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       ...(route.deprecated ? { onRequest: markDeprecated } : {})
     }, async (request) => {
       const { appId, appSecret } = request.body
-      request.log = request.log.child({ appId, caller: callerOf(request) })
-      const token = await app.tokens.getToken(appId, appSecret)
-      return {
-        statusCode: 200,
-        message: 'Operation successful',
-        requestId: request.id,
-        data: {
-          accessToken: token.accessToken,
-          expiresAt: String(Math.floor(token.expiresAt / 1000)),
-          expiresIn: token.expiresIn
-        }
-      }
+      const token = await app.tokens.getToken(appId, appSecret, context(request, appId))
+      return { statusCode: 200, message: 'Operation successful', requestId: request.id, data: tokenData(token) }
     })
   }
+
+  app.post(REFRESH_ROUTE, {
+    schema: {
+      summary: 'Report a token WeChat refused (40001 / 42001) and get a working one',
+      description: 'Refreshes only while the reported token is still the current one; otherwise answers the newer token. ' +
+        'In stable mode this is a forced refresh, limited to 20 a day and 30 s apart (apiCode 4001 past them, with the current token).',
+      body: RefreshRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: EnvelopeSchema }
+    }
+  }, async (request) => {
+    const { appId, appSecret, accessToken } = request.body
+    const outcome = await app.tokens.refreshReported(appId, appSecret, accessToken, context(request, appId))
+    const data = outcome.token ? { data: tokenData(outcome.token) } : {}
+    if (outcome.notice) {
+      const { statusCode, apiCode, message } = outcome.notice
+      return { statusCode, message, apiCode, requestId: request.id, ...data }
+    }
+    return { statusCode: 200, message: 'Operation successful', requestId: request.id, ...data }
+  })
 }
 
-/** Who is asking, from the GenAuth / Authing SDK headers; only for logs. */
+/** Who is asking, from the GenAuth / Authing SDK headers; only for logs and the audit trail. */
 function callerOf (request: FastifyRequest): string | undefined {
   const h = request.headers
   const value = h['x-authing-app-id'] ?? h['x-genauth-app-id'] ?? h['x-authing-userpool-id']

@@ -7,12 +7,19 @@ export const APP_SECRET_PATTERN = '^[0-9a-fA-F]{32}$'
 /** What a caller is told when a field has the wrong shape. */
 export const FieldHints: Record<string, string> = {
   appId: 'appId must be a WeChat AppID: "wx" followed by 16 hexadecimal characters',
-  appSecret: 'appSecret must be a WeChat AppSecret: 32 hexadecimal characters'
+  appSecret: 'appSecret must be a WeChat AppSecret: 32 hexadecimal characters',
+  accessToken: 'accessToken must be the token WeChat refused: 1 to 2048 characters'
 }
 
 export const TokenRequestSchema = Type.Object({
   appId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'WeChat AppID (wx + 16 hex)' }),
   appSecret: Type.String({ pattern: APP_SECRET_PATTERN, maxLength: 32, description: 'WeChat AppSecret (32 hex)' })
+})
+
+export const RefreshRequestSchema = Type.Object({
+  appId: TokenRequestSchema.properties.appId,
+  appSecret: TokenRequestSchema.properties.appSecret,
+  accessToken: Type.String({ minLength: 1, maxLength: 2048, description: 'The token WeChat refused (errcode 40001 or 42001)' })
 })
 
 export const SdkHeadersSchema = Type.Object({

@@ -1,13 +1,29 @@
-/** The embedded store: tokens in process memory, for a single instance with no Redis. */
-import type { TokenEntry, TokenStore } from './types.js'
+/** The embedded store: tokens and per-app state in process memory, for a single instance with no Redis. */
+import { ChangeWaiters, type TokenEntry, type TokenStore } from './types.js'
+
+interface Timed { value: string, expiresAt: number }
 
 export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs = 60_000): TokenStore {
   const entries = new Map<string, TokenEntry>()
+  const generations = new Map<string, number>()
+  const values = new Map<string, Timed>()
+  const waiters = new ChangeWaiters()
   const sweeper = setInterval(() => {
     const t = now()
     for (const [appId, entry] of entries) if (entry.expiresAt <= t) entries.delete(appId)
+    for (const [key, timed] of values) if (timed.expiresAt <= t) values.delete(key)
   }, sweepIntervalMs)
   sweeper.unref()
+
+  const valueKey = (appId: string, name: string): string => `${appId}\0${name}`
+  function live (key: string): Timed | undefined {
+    const timed = values.get(key)
+    if (timed && timed.expiresAt <= now()) {
+      values.delete(key)
+      return undefined
+    }
+    return timed
+  }
 
   return {
     kind: 'memory',
@@ -20,17 +36,56 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
       }
       return { ...entry }
     },
-    async set (appId, entry) {
-      if (entry.expiresAt <= now()) return
-      entries.set(appId, { ...entry })
+    async generation (appId) {
+      return generations.get(appId) ?? 0
+    },
+    async compareAndSet (appId, entry, expected) {
+      if ((generations.get(appId) ?? 0) !== expected) return false
+      generations.set(appId, expected + 1)
+      if (entry.expiresAt > now()) entries.set(appId, { ...entry })
+      else entries.delete(appId)
+      return true
     },
     async delete (appId) {
       entries.delete(appId)
     },
+    async acquire (appId, name, owner, ttlMs) {
+      const key = valueKey(appId, name)
+      if (live(key)) return false
+      values.set(key, { value: owner, expiresAt: now() + ttlMs })
+      return true
+    },
+    async release (appId, name, owner) {
+      const key = valueKey(appId, name)
+      if (live(key)?.value !== owner) return false
+      values.delete(key)
+      return true
+    },
+    async increment (appId, name, ttlMs) {
+      const key = valueKey(appId, name)
+      const current = live(key)
+      const next = (current ? Number(current.value) : 0) + 1
+      values.set(key, { value: String(next), expiresAt: current?.expiresAt ?? now() + ttlMs })
+      return next
+    },
+    async getValue (appId, name) {
+      return live(valueKey(appId, name))?.value ?? null
+    },
+    async setValue (appId, name, value, ttlMs) {
+      values.set(valueKey(appId, name), { value, expiresAt: now() + ttlMs })
+    },
+    async notify (appId) {
+      waiters.wake(appId)
+    },
+    async waitForChange (appId, timeoutMs) {
+      await waiters.wait(appId, timeoutMs)
+    },
     async ping () {},
     async close () {
       clearInterval(sweeper)
+      waiters.wakeAll()
       entries.clear()
+      values.clear()
     }
   }
 }

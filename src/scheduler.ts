@@ -1,0 +1,54 @@
+/** Proactive refresh of the configured apps: each tick, one instance (elected by a lock in the store) does the work. */
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import { safeError } from './logger.js'
+import type { TokenStore } from './store/types.js'
+import type { TokenService } from './token-service.js'
+
+export interface SchedulerOptions {
+  store: TokenStore
+  tokens: TokenService
+  appIds: readonly string[]
+  intervalMs: number
+  log: FastifyBaseLogger
+}
+
+/** The scheduler's own key space in the store (a pseudo appId that no WeChat appId can equal). */
+const SCHEDULER_SPACE = '_scheduler'
+
+export function createScheduler (opts: SchedulerOptions) {
+  let timer: NodeJS.Timeout | undefined
+  let running: Promise<void> | undefined
+  let stopped = false
+
+  /** One tick: if this instance wins the tick's lock, refresh every configured app that is due. */
+  async function tick (): Promise<boolean> {
+    const owner = randomUUID()
+    if (!await opts.store.acquire(SCHEDULER_SPACE, 'leader', owner, Math.max(1000, opts.intervalMs - 500))) return false
+    for (const appId of opts.appIds) {
+      if (stopped) break
+      await opts.tokens.refreshIfDue(appId, opts.log)
+    }
+    return true
+  }
+
+  function schedule (delayMs: number): void {
+    if (stopped) return
+    timer = setTimeout(() => {
+      running = tick()
+        .then(() => undefined, (err: unknown) => opts.log.warn({ err: safeError(err) }, 'scheduler tick failed'))
+        .finally(() => schedule(opts.intervalMs * (0.8 + Math.random() * 0.4)))
+    }, delayMs)
+    timer.unref()
+  }
+
+  return {
+    tick,
+    start (): void { schedule(Math.random() * Math.min(1000, opts.intervalMs)) },
+    async stop (): Promise<void> {
+      stopped = true
+      clearTimeout(timer)
+      await running
+    }
+  }
+}
