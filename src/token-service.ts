@@ -286,7 +286,7 @@ export function createTokenService (opts: TokenServiceOptions) {
       return served(await guarded(() => adoptNewSecret(appId, appSecret, fp, ctx)))
     }
     if (usable(cached, fp, marginMs)) {
-      if (refreshDue(cached)) void refreshInBackground(appId, appSecret, fp, ctx.log)
+      if (refreshDue(cached)) refreshInBackground(appId, appSecret, fp, ctx.log).catch(() => {})
       return served(cached)
     }
     try {
