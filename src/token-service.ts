@@ -154,16 +154,18 @@ export function createTokenService (opts: TokenServiceOptions) {
     }
   }
 
-  /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. */
+  /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
   async function allowForcedRefresh (appId: string): Promise<void> {
     const spacing = opts.forceRefreshMinIntervalSeconds * 1000
-    if (!await store.acquire(appId, 'forced-recently', randomUUID(), spacing)) {
+    const last = Number(await store.getValue(appId, 'forced-at') ?? -Infinity)
+    if (now() - last < spacing) {
       throw new AppError('FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
     }
     const day = beijingDay(now())
     if (await store.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
       throw new AppError('FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
     }
+    await store.setValue(appId, 'forced-at', String(now()), 2 * spacing)
   }
 
   /** Under the lock: fetch from WeChat and write with compare-and-set on the generation seen before fetching. */

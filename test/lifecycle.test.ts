@@ -1,0 +1,305 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyInstance } from 'fastify'
+import { ApiCodes } from '../src/api-codes.js'
+import { createRedisStore } from '../src/store/redis-store.js'
+import { beijingDay, createTokenService } from '../src/token-service.js'
+import { createWechatClient } from '../src/wechat/client.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock, type LogCapture, type Teardown } from './helpers/build.js'
+import { RedisServer } from './helpers/redis-server.js'
+
+const ROUTE = '/api/v3/get-wechat-access-token-info'
+const REFRESH = '/api/v3/refresh-wechat-access-token'
+const body = { appId: APP_ID, appSecret: APP_SECRET }
+const HOUR = 3600_000
+
+const redis = await RedisServer.start()
+t.teardown(() => redis.stop())
+let prefixes = 0
+
+/** n instances of the service sharing one Redis prefix (each with its own connections), one clock, one upstream. */
+async function fleet (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock = new TestClock()) {
+  const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `fleet${++prefixes}`, ...extra }
+  const instances: Array<{ app: FastifyInstance, logs: LogCapture }> = []
+  for (let i = 0; i < n; i++) instances.push(await build(t, { upstream, env, clock }))
+  return { instances, apps: instances.map((i) => i.app), env, clock }
+}
+
+async function until (predicate: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (predicate()) return true
+    await sleep(20)
+  }
+  return predicate()
+}
+
+t.test('500 concurrent requests for a cold app over 3 instances: exactly one token issued', async (t) => {
+  for (const mode of ['classic', 'stable']) {
+    const { mock, url } = await startMock(t)
+    mock.inject({ fault: { kind: 'latency', ms: 150 } })
+    const { apps } = await fleet(t, 3, url, { WECHAT_TOKEN_MODE: mode })
+    const answers = await Promise.all(Array.from({ length: 500 }, async (_, i) => await post(apps[i % 3]!, ROUTE, body)))
+    t.equal(mock.issued(APP_ID), 1, `${mode}: one token issued`)
+    t.equal(mock.calls(mode === 'classic' ? 'token' : 'stable_token'), 1, `${mode}: one upstream call`)
+    const tokens = new Set(answers.map((a) => a.body.data?.accessToken))
+    t.equal(tokens.size, 1, `${mode}: every request got the same token`)
+    t.ok(answers.every((a) => a.body.statusCode === 200), `${mode}: all 500 succeeded`)
+    t.equal(mock.check([...tokens][0]!), 'valid')
+  }
+})
+
+t.test('500 concurrent requests over 3 instances when the token is near expiry: exactly one new token', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, clock } = await fleet(t, 3, url, { WECHAT_TOKEN_MODE: 'classic', REFRESH_AHEAD_SECONDS: '0' })
+  const first = await post(apps[0]!, ROUTE, body)
+  clock.advance(2 * HOUR - 60_000)
+  mock.advance(2 * HOUR - 60_000)
+  mock.inject({ fault: { kind: 'latency', ms: 150 } })
+  const answers = await Promise.all(Array.from({ length: 500 }, async (_, i) => await post(apps[i % 3]!, ROUTE, body)))
+  const tokens = new Set(answers.map((a) => a.body.data?.accessToken))
+  t.equal(mock.issued(APP_ID), 2, 'one new token for the whole fleet')
+  t.equal(tokens.size, 1)
+  t.not([...tokens][0], first.body.data?.accessToken)
+})
+
+t.test('a holder whose lease lapsed mid-fetch cannot overwrite the newer token', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, env } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: 'classic' })
+  const client = redis.client()
+  const store = createRedisStore(client, env.REDIS_KEY_PREFIX)
+  const wechat = createWechatClient({
+    baseUrl: url, mode: 'classic', connectTimeoutMs: 1000, headersTimeoutMs: 5000, bodyTimeoutMs: 5000, connections: 2, maxRetries: 0, retryBaseMs: 10
+  })
+  t.teardown(async () => {
+    await store.close()
+    await wechat.close()
+    client.disconnect()
+  })
+  const slow = createTokenService({
+    store,
+    wechat,
+    serveMarginSeconds: 120,
+    refreshAheadSeconds: 0,
+    requestDeadlineMs: 5000,
+    lockLeaseMs: 200,
+    secretCheckIntervalSeconds: 60,
+    negativeCacheSeconds: 300,
+    dailyUpstreamBudget: 100,
+    forceRefreshDailyLimit: 20,
+    forceRefreshMinIntervalSeconds: 30
+  })
+  const logs: string[] = []
+  const log = { warn: (o: unknown, m: string) => logs.push(m), debug: () => {}, info: () => {} } as never
+  mock.inject({ fault: { kind: 'latency', ms: 800 }, times: 1 })
+  const late = slow.getToken(APP_ID, APP_SECRET, { log })
+  await sleep(400)
+  const fresh = await post(apps[0]!, ROUTE, body)
+  t.equal(fresh.body.statusCode, 200, 'a second instance took over the lapsed lock and stored a token')
+  const lateResult = await late
+  t.equal(mock.issued(APP_ID), 2, 'both fetched')
+  const stored = await store.get(APP_ID)
+  t.equal(stored?.accessToken, fresh.body.data?.accessToken, 'the store keeps the token written first under a live lease')
+  t.equal(stored?.generation, 1, 'the late write was refused')
+  t.equal(lateResult.accessToken, fresh.body.data?.accessToken, 'the late holder serves the stored token, not its own')
+  t.ok(logs.some((m) => /newer token was stored/.test(m)), 'and says so in its log')
+})
+
+t.test('refresh ahead: the caller gets the current token at once, one background refresh replaces it', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, clock } = await fleet(t, 2, url, { WECHAT_TOKEN_MODE: 'classic', REFRESH_AHEAD_SECONDS: '600' })
+  const first = await post(apps[0]!, ROUTE, body)
+  clock.advance(2 * HOUR - 300_000)
+  mock.inject({ fault: { kind: 'latency', ms: 200 } })
+  const started = Date.now()
+  const burst = await Promise.all(Array.from({ length: 50 }, async (_, i) => await post(apps[i % 2]!, ROUTE, body)))
+  t.ok(Date.now() - started < 200, 'nobody waited for WeChat')
+  t.ok(burst.every((a) => a.body.data?.accessToken === first.body.data?.accessToken), 'the burst got the current token')
+  t.ok(await until(() => mock.issued(APP_ID) === 2), 'a background refresh ran')
+  await sleep(300)
+  t.equal(mock.issued(APP_ID), 2, 'exactly one, for both instances')
+  const after = await post(apps[1]!, ROUTE, body)
+  t.not(after.body.data?.accessToken, first.body.data?.accessToken, 'the next caller gets the new token')
+  t.ok(after.body.data!.expiresIn > 7000)
+})
+
+t.test('WECHAT_APPS: proactive refresh on one instance, only configured apps and secrets served', async (t) => {
+  const second = 'wx00000000000000aa'
+  const { mock, url } = await startMock(t, { apps: { [APP_ID]: APP_SECRET, [second]: OTHER_SECRET } })
+  const { apps, clock } = await fleet(t, 3, url, {
+    WECHAT_TOKEN_MODE: 'classic',
+    WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET, [second]: OTHER_SECRET }),
+    SCHEDULER_INTERVAL_SECONDS: '1'
+  })
+  t.ok(await until(() => mock.issued(APP_ID) === 1 && mock.issued(second) === 1), 'cold apps fetched before anyone asked')
+  await sleep(1500)
+  t.equal(mock.issued(APP_ID), 1, 'three instances, one fetch per app')
+  t.equal(mock.issued(second), 1)
+
+  const served = await post(apps[2]!, ROUTE, body)
+  t.equal(served.body.statusCode, 200)
+  t.equal(mock.calls('token'), 2, 'the caller did not wait on WeChat')
+
+  const unknown = await post(apps[0]!, ROUTE, { appId: 'wx1111111111111111', appSecret: APP_SECRET })
+  t.equal(unknown.body.apiCode, ApiCodes.APP_NOT_CONFIGURED.apiCode)
+  const wrong = await post(apps[0]!, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(wrong.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode)
+  t.equal(mock.calls('token'), 2, 'neither reached WeChat')
+
+  clock.advance(2 * HOUR - 400_000)
+  t.ok(await until(() => mock.issued(APP_ID) === 2 && mock.issued(second) === 2, 4000), 'due tokens refreshed ahead by the scheduler')
+  await sleep(1500)
+  t.equal(mock.issued(APP_ID), 2, 'once per app for the fleet')
+})
+
+t.test('WECHAT_APPS and WECHAT_APPS_FILE are validated at start', async (t) => {
+  const { loadConfig } = await import('../src/config.js')
+  t.throws(() => loadConfig({ WECHAT_APPS: '[1]' }), /WECHAT_APPS must be a JSON object/)
+  t.throws(() => loadConfig({ WECHAT_APPS: '{"wx1":"x"}' }), /WECHAT_APPS: "wx1" is not a WeChat appId/)
+  t.throws(() => loadConfig({ WECHAT_APPS: `{"${APP_ID}":"short"}` }), /secret of wx0123456789abcdef is not/)
+  t.throws(() => loadConfig({ WECHAT_APPS_FILE: '/nonexistent/apps.json' }), /WECHAT_APPS_FILE cannot be read/)
+  t.throws(() => loadConfig({ LOCK_LEASE_MS: '5000', REQUEST_DEADLINE_MS: '6000' }), /LOCK_LEASE_MS must exceed/)
+  const { writeFile, mkdtemp } = await import('node:fs/promises')
+  const dir = await mkdtemp('/tmp/wxapps-')
+  await writeFile(`${dir}/apps.json`, JSON.stringify({ [APP_ID]: APP_SECRET }))
+  t.equal(loadConfig({ WECHAT_APPS_FILE: `${dir}/apps.json` }).WECHAT_APPS_FILE, `${dir}/apps.json`)
+})
+
+t.test('passive refresh (stable): forced only while the reported token is current, within WeChat\'s limits', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, clock, instances } = await fleet(t, 2, url, { FORCE_REFRESH_DAILY_LIMIT: '2' })
+  const advance = (ms: number) => { clock.advance(ms); mock.advance(ms) }
+  const headers = { 'x-authing-app-id': 'billing-service' }
+  const t1 = (await post(apps[0]!, ROUTE, body)).body.data!.accessToken
+
+  const refreshed = await post(apps[1]!, REFRESH, { ...body, accessToken: t1 }, headers)
+  t.equal(refreshed.body.statusCode, 200)
+  const t2 = refreshed.body.data!.accessToken
+  t.not(t2, t1)
+  t.equal(mock.check(t1), 'invalid', 'WeChat was asked to force a refresh')
+  t.equal(mock.issued(APP_ID), 2)
+
+  const stale = await post(apps[0]!, REFRESH, { ...body, accessToken: t1 }, headers)
+  t.equal(stale.body.data?.accessToken, t2, 'a report of an old token gets the current one')
+  t.equal(mock.calls('stable_token'), 2, 'without calling WeChat')
+
+  const tooSoon = await post(apps[0]!, REFRESH, { ...body, accessToken: t2 }, headers)
+  t.equal(tooSoon.body.statusCode, 429)
+  t.equal(tooSoon.body.apiCode, ApiCodes.FORCE_REFRESH_LIMITED.apiCode)
+  t.match(tooSoon.body.message, /less than 30 s ago/)
+  t.equal(tooSoon.body.data?.accessToken, t2, 'with the current token')
+  t.equal(mock.calls('stable_token'), 2, 'and no upstream call')
+
+  advance(31_000)
+  const t3 = (await post(apps[1]!, REFRESH, { ...body, accessToken: t2 }, headers)).body.data!.accessToken
+  t.not(t3, t2)
+  advance(31_000)
+  const limit = await post(apps[1]!, REFRESH, { ...body, accessToken: t3 }, headers)
+  t.equal(limit.body.apiCode, ApiCodes.FORCE_REFRESH_LIMITED.apiCode, 'the daily limit (2 here) holds')
+  t.match(limit.body.message, /used its 2 forced refreshes/)
+  t.equal(limit.body.data?.accessToken, t3)
+  t.equal(mock.issued(APP_ID), 3)
+
+  const audit = instances.flatMap((i) => i.logs.records).filter((r) => r.audit === 'forced-refresh')
+  t.equal(audit.filter((r) => r.outcome === 'refreshed').length, 2, 'each forced refresh is audited')
+  t.equal(audit.filter((r) => r.outcome === 'refused').length, 2, 'and each refusal')
+  t.ok(audit.every((r) => r.appId === APP_ID && r.caller === 'billing-service' && typeof r.requestId === 'string'))
+  const text = JSON.stringify(audit)
+  for (const secret of [APP_SECRET, t1, t2, t3]) t.notOk(text.includes(secret), 'no secret or token in the audit trail')
+})
+
+t.test('a storm of 200 reports of the same failed token: exactly one upstream refresh', async (t) => {
+  for (const mode of ['stable', 'classic']) {
+    const { mock, url } = await startMock(t)
+    const { apps } = await fleet(t, 2, url, { WECHAT_TOKEN_MODE: mode })
+    const failed = (await post(apps[0]!, ROUTE, body)).body.data!.accessToken
+    mock.inject({ fault: { kind: 'latency', ms: 100 } })
+    const answers = await Promise.all(Array.from({ length: 200 }, async (_, i) =>
+      await post(apps[i % 2]!, REFRESH, { ...body, accessToken: failed })))
+    t.equal(mock.issued(APP_ID), 2, `${mode}: one refresh for 200 reports`)
+    const tokens = new Set(answers.map((a) => a.body.data?.accessToken))
+    t.equal(tokens.size, 1, `${mode}: all got the new token`)
+    t.not([...tokens][0], failed)
+  }
+})
+
+t.test('a rotated secret is adopted after one check; the old one is then refused and remembered', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps } = await fleet(t, 2, url, { SECRET_CHECK_INTERVAL_SECONDS: '1' })
+  const before = (await post(apps[0]!, ROUTE, body)).body.data!.accessToken
+  mock.setApp(APP_ID, OTHER_SECRET)
+  const rotated = await post(apps[1]!, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(rotated.body.statusCode, 200, 'WeChat accepted the new secret')
+  t.equal(rotated.body.data?.accessToken, before, 'stable mode: the same token, now under the new secret')
+  t.equal(mock.calls('stable_token'), 2)
+
+  const oldTooSoon = await post(apps[0]!, ROUTE, body)
+  t.equal(oldTooSoon.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode, 'within the interval: refused without asking')
+  await sleep(1100)
+  const oldChecked = await post(apps[0]!, ROUTE, body)
+  t.equal(oldChecked.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'checked once: WeChat refuses the old secret')
+  await sleep(1100)
+  for (let i = 0; i < 5; i++) {
+    t.equal((await post(apps[i % 2]!, ROUTE, body)).body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode)
+  }
+  t.equal(mock.calls('stable_token'), 3, 'repeating the wrong secret costs nothing upstream')
+  t.equal((await post(apps[0]!, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })).body.data?.accessToken, before)
+})
+
+t.test('quota governor: past the daily budget no upstream call; cached token while valid, else 4002; resets at Beijing midnight', async (t) => {
+  const { mock, url } = await startMock(t)
+  const clock = new TestClock()
+  const midnight = Date.parse('2026-11-25T16:00:00Z')
+  clock.offset = midnight - 10 * HOUR - Date.now()
+  const { apps } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: 'classic', DAILY_UPSTREAM_BUDGET: '1', REFRESH_AHEAD_SECONDS: '0' }, clock)
+  const first = await post(apps[0]!, ROUTE, body)
+  t.equal(first.body.statusCode, 200)
+  clock.advance(2 * HOUR - 60_000)
+  const stale = await post(apps[0]!, ROUTE, body)
+  t.equal(stale.body.data?.accessToken, first.body.data?.accessToken, 'budget spent: the still-valid token is served')
+  t.equal(mock.calls('token'), 1, 'no upstream call')
+  clock.advance(120_000)
+  const none = await post(apps[0]!, ROUTE, body)
+  t.equal(none.body.apiCode, ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode, 'expired and no budget left: 4002')
+  t.equal(none.body.statusCode, 429)
+  t.equal(mock.calls('token'), 1)
+  clock.advance(8 * HOUR + 1000)
+  t.equal((await post(apps[0]!, ROUTE, body)).body.statusCode, 200, 'a new Beijing day, a new budget')
+  t.equal(mock.calls('token'), 2)
+})
+
+t.test('the Beijing day starts at 16:00 UTC', async (t) => {
+  t.equal(beijingDay(Date.parse('2026-11-24T15:59:59Z')), '2026-11-24')
+  t.equal(beijingDay(Date.parse('2026-11-24T16:00:00Z')), '2026-11-25')
+})
+
+t.test('non-retryable refusals are remembered for the app, across instances, then asked again', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps } = await fleet(t, 2, url, { NEGATIVE_CACHE_SECONDS: '1' })
+  mock.inject({ fault: { kind: 'errcode', errcode: 40164 }, times: 1 })
+  const first = await post(apps[0]!, ROUTE, body)
+  t.equal(first.body.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode)
+  const again = await post(apps[1]!, ROUTE, body)
+  t.equal(again.body.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode)
+  t.match(again.body.message, /remembered/)
+  t.equal(mock.calls('stable_token'), 1, 'the second instance did not ask')
+  await sleep(1100)
+  t.equal((await post(apps[1]!, ROUTE, body)).body.statusCode, 200, 'asked again after NEGATIVE_CACHE_SECONDS')
+})
+
+t.test('waiting on another instance\'s refresh is bounded by the request deadline', async (t) => {
+  const { mock, url } = await startMock(t)
+  const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `fleet${++prefixes}`, LOCK_LEASE_MS: '5000', WECHAT_MAX_RETRIES: '0' }
+  const holderApp = (await build(t, { upstream: url, env: { ...shared, REQUEST_DEADLINE_MS: '2000' } })).app
+  const waiterApp = (await build(t, { upstream: url, env: { ...shared, REQUEST_DEADLINE_MS: '400' } })).app
+  mock.inject({ fault: { kind: 'hang' }, times: 1 })
+  const holder = post(holderApp, ROUTE, body)
+  await sleep(100)
+  const started = Date.now()
+  const waiter = await post(waiterApp, ROUTE, body)
+  t.ok(Date.now() - started < 1000, `the waiter was answered within its deadline (${Date.now() - started} ms)`)
+  t.equal(waiter.body.apiCode, ApiCodes.REFRESH_IN_PROGRESS.apiCode)
+  t.equal(waiter.body.statusCode, 503)
+  t.equal((await holder).body.apiCode, ApiCodes.WECHAT_UNAVAILABLE.apiCode, 'the holder hit its own deadline')
+  t.equal((await post(waiterApp, ROUTE, body)).body.statusCode, 200, 'and the next request fetches')
+})
