@@ -75,6 +75,17 @@ const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZE
 
 interface Remembered { kind: string, message: string }
 
+/** A stored JSON value, or undefined when absent or unreadable (a corrupted value is forgotten, not fatal). */
+function parseJson<T> (raw: string | null): T | undefined {
+  if (raw === null) return undefined
+  try {
+    const value: unknown = JSON.parse(raw)
+    return typeof value === 'object' && value !== null ? value as T : undefined
+  } catch {
+    return undefined
+  }
+}
+
 export function beijingDay (epochMs: number): string {
   return new Date(epochMs + BEIJING_OFFSET_MS).toISOString().slice(0, 10)
 }
@@ -126,8 +137,8 @@ export function createTokenService (opts: TokenServiceOptions) {
 
   async function rememberedError (appId: string, fp: string): Promise<AppError | null> {
     const [appWide, rejected] = await Promise.all([store.getValue(appId, 'negative'), store.getValue(appId, 'rejected')])
-    const record = appWide ? JSON.parse(appWide) as Remembered : (rejected ? (JSON.parse(rejected) as Record<string, Remembered>)[fp] : undefined)
-    if (!record || !Object.hasOwn(ApiCodes, record.kind)) return null
+    const record = appWide ? parseJson<Remembered>(appWide) : parseJson<Record<string, Remembered>>(rejected)?.[fp]
+    if (!record || typeof record.kind !== 'string' || !Object.hasOwn(ApiCodes, record.kind)) return null
     return new AppError(record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
   }
 
@@ -137,8 +148,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (APP_WIDE_REMEMBERED.has(err.kind)) {
       await store.setValue(appId, 'negative', JSON.stringify(record), negativeMs)
     } else if (SECRET_REMEMBERED.has(err.kind)) {
-      const raw = await store.getValue(appId, 'rejected')
-      const rejected = raw ? JSON.parse(raw) as Record<string, Remembered> : {}
+      const rejected = parseJson<Record<string, Remembered>>(await store.getValue(appId, 'rejected')) ?? {}
       rejected[fp] = record
       await store.setValue(appId, 'rejected', JSON.stringify(rejected), Math.max(negativeMs, opts.secretCheckIntervalSeconds * 1000))
     }

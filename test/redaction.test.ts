@@ -5,6 +5,7 @@ import { createLogger } from '../src/logger.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
+const REFRESH = '/api/v3/refresh-wechat-access-token'
 const CALLER_KEY = 'caller-key-5f1c9e0a7b3d'
 const secrets = [APP_SECRET, OTHER_SECRET, CALLER_KEY]
 
@@ -29,6 +30,11 @@ t.test('no secret and no token in any log line, at trace, on any path', async (t
     await post(app, ROUTE, { appId: 'wx123', appSecret: APP_SECRET }, headers)
     await post(app, ROUTE, `{"appId":"${APP_ID}","appSecret":"${APP_SECRET}"`, headers)
     await post(app, ROUTE, { appId: APP_ID, appSecret: APP_SECRET, pad: 'x'.repeat(10000) }, headers)
+    const current = ok.body.data!.accessToken
+    await post(app, REFRESH, { appId: APP_ID, appSecret: APP_SECRET, accessToken: current }, headers)
+    await post(app, REFRESH, { appId: APP_ID, appSecret: APP_SECRET, accessToken: current }, headers)
+    await post(app, REFRESH, { appId: APP_ID, appSecret: OTHER_SECRET, accessToken: current }, headers)
+    await post(app, REFRESH, { appId: APP_ID, appSecret: APP_SECRET, accessToken: 'x'.repeat(5000) }, headers)
     const otherApp = 'wx00000000000000ff'
     for (const fault of [
       { kind: 'errcode', errcode: 40125 },
@@ -56,6 +62,7 @@ t.test('no secret and no token in any log line, at trace, on any path', async (t
   t.match(text, /"level":10|"level":20/, 'trace/debug lines are present')
   t.match(text, /errcode 40125/, 'upstream errors are logged')
   t.match(text, /store is unavailable/, 'the outage is logged')
+  t.match(text, /"audit":"forced-refresh"/, 'forced refreshes are audited')
   for (const secret of secrets) t.notOk(text.includes(secret), `secret ${secret.slice(0, 4)}… never logged`)
   for (const token of seenTokens) t.notOk(text.includes(token), `token ${token.slice(0, 6)}… never logged`)
 })
