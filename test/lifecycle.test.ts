@@ -303,3 +303,13 @@ t.test('waiting on another instance\'s refresh is bounded by the request deadlin
   t.equal((await holder).body.apiCode, ApiCodes.WECHAT_UNAVAILABLE.apiCode, 'the holder hit its own deadline')
   t.equal((await post(waiterApp, ROUTE, body)).body.statusCode, 200, 'and the next request fetches')
 })
+
+t.test('unreadable remembered values are ignored, not fatal', async (t) => {
+  const { url } = await startMock(t)
+  const { apps, env } = await fleet(t, 1, url)
+  const client = redis.client()
+  t.teardown(() => client.disconnect())
+  await client.set(`${env.REDIS_KEY_PREFIX}:{${APP_ID}}:negative`, 'not json', 'PX', 60_000)
+  await client.set(`${env.REDIS_KEY_PREFIX}:{${APP_ID}}:rejected`, '[1,2', 'PX', 60_000)
+  t.equal((await post(apps[0]!, ROUTE, body)).body.statusCode, 200)
+})
