@@ -78,6 +78,7 @@ export class MockWechat {
   private readonly server = createServer((req, res) => { this.handle(req, res) })
   private readonly apps = new Map<string, AppState>()
   private readonly tokens = new Map<string, IssuedToken>()
+  private readonly everIssued: string[] = []
   private readonly rules: FaultRule[] = []
   private readonly issuedCount = new Map<string, number>()
   private readonly callCount = new Map<string, number>()
@@ -137,7 +138,7 @@ export class MockWechat {
   }
 
   /** Every token it has issued, for tests that search logs and stores for them. */
-  issuedTokens (): string[] { return [...this.tokens.keys()] }
+  issuedTokens (): string[] { return [...this.everIssued] }
 
   /** What WeChat would say of a token used now. */
   check (token: string): 'valid' | 'expired' | 'invalid' {
@@ -328,6 +329,7 @@ export class MockWechat {
   private issue (appId: string, endpoint: 'token' | 'stable_token'): string {
     const token = `${Math.floor(Math.random() * 90) + 10}_${randomBytes(96).toString('base64url')}`
     this.tokens.set(token, { appId, expiresAt: this.now() + this.options.tokenTtlSeconds * 1000 })
+    this.everIssued.push(token)
     this.count(this.issuedCount, `${endpoint}:${appId}`)
     return token
   }

@@ -1,5 +1,6 @@
 /** Test helpers: a ready app built from the factory with its logs captured, torn down with the test. */
 import { Writable } from 'node:stream'
+import tap from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
@@ -9,6 +10,27 @@ import { MockWechat, type MockWechatOptions } from '../../src/mock-wechat.js'
 export const APP_ID = 'wx0123456789abcdef'
 export const APP_SECRET = '0123456789abcdef0123456789abcdef'
 export const OTHER_SECRET = 'fedcba9876543210fedcba9876543210'
+/** Caller keys the tests use; like the secrets, they must never be logged. */
+export const CALLER_KEYS = ['caller-key-5f1c9e0a7b3d', 'caller-key-second-77aa']
+
+/** Every log capture and every WeChat stand-in of this test process, searched when the process's tests end. */
+const captures: LogCapture[] = []
+const mocks: MockWechat[] = []
+
+tap.after(() => {
+  const secrets = [APP_SECRET, OTHER_SECRET, APP_SECRET.toUpperCase(), ...CALLER_KEYS]
+  const tokens = mocks.flatMap((mock) => mock.issuedTokens())
+  let leaks = 0
+  for (const capture of captures) {
+    for (const line of capture.lines) {
+      if (secrets.some((s) => line.includes(s)) || tokens.some((token) => line.includes(token))) leaks++
+    }
+  }
+  if (leaks > 0) {
+    process.exitCode = 1
+    throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret or a token`)
+  }
+})
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -34,6 +56,7 @@ export class TestClock {
 export async function startMock (t: Teardown, options: MockWechatOptions = {}): Promise<{ mock: MockWechat, url: string }> {
   const mock = new MockWechat({ apps: { [APP_ID]: APP_SECRET }, ...options })
   const url = await mock.start()
+  mocks.push(mock)
   t.teardown(() => mock.close())
   return { mock, url }
 }
@@ -52,6 +75,7 @@ export async function build (t: Teardown, options: BuildOptions = {}): Promise<{
     ...options.env
   })
   const logs = new LogCapture()
+  captures.push(logs)
   const app = await buildApp(config, {
     logger: createLogger(config.LOG_LEVEL, logs),
     ...(options.clock ? { now: options.clock.now } : {})
