@@ -18,6 +18,7 @@ export const ApiCodes = {
   ROUTE_NOT_FOUND: code(1005, 404, 'No route for this method and path.'),
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one).'),
   APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId.'),
+  UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization.'),
   WECHAT_INVALID_APPID: code(3001, 400, 'WeChat rejected the appId (errcode 40013).'),
   WECHAT_INVALID_SECRET: code(3002, 400, 'WeChat rejected the appSecret (errcode 40125, or 40001 from older servers).'),
   WECHAT_SECRET_FROZEN: code(3003, 403, 'The AppSecret is frozen (errcode 40243).'),
@@ -31,6 +32,7 @@ export const ApiCodes = {
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A forced refresh was refused locally (WeChat allows 20 a day, 30 s apart); data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET) and no valid token is cached.'),
   REFRESH_IN_PROGRESS: code(4003, 503, 'Another instance is fetching this app\'s token and did not finish within the request deadline.'),
+  RATE_LIMITED: code(4004, 429, 'Too many requests from this caller or for this appId (a real HTTP 429, as GenAuth throttles).'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

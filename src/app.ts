@@ -3,9 +3,11 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import { loadApps, type Config } from './config.js'
+import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger } from './logger.js'
+import auth from './plugins/auth.js'
 import envelope, { requestIdFrom } from './plugins/envelope.js'
+import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
 import healthRoutes from './routes/health.js'
@@ -41,6 +43,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(envelope)
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, ...(now ? { now } : {}) })
+  await app.register(auth, { keys: loadCallerKeys(config) })
+  await app.register(rateLimits, { config })
   const apps = loadApps(config)
   app.decorate('tokens', createTokenService({
     store: app.store,

@@ -85,6 +85,17 @@ export const ConfigSchema = Type.Object({
     default: 120,
     description: 'A cached token is served only while it has more than this many seconds left.'
   }),
+  AUTH_TOKENS: Type.Optional(Type.String({
+    description: 'Caller keys, comma-separated, each "name=key" or "key" (16+ characters). When set (or AUTH_TOKENS_FILE), /api routes require one in authorization.'
+  })),
+  AUTH_TOKENS_FILE: Type.Optional(Type.String({ description: 'Path of a file of caller keys, one "name=key" or "key" a line (# comments).' })),
+  RATE_LIMIT_WINDOW_SECONDS: Type.Integer({ minimum: 1, default: 60, description: 'Window of the rate limits.' }),
+  RATE_LIMIT_PER_CALLER: Type.Integer({
+    minimum: 0,
+    default: 0,
+    description: 'Requests per window per caller (caller key name, else client IP); 0 (the default) turns it off. Shared through Redis.'
+  }),
+  RATE_LIMIT_PER_APP: Type.Integer({ minimum: 0, default: 0, description: 'Requests per window per appId; 0 (the default) turns it off. Shared through Redis.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 256, maximum: 1048576, default: 8192, description: 'Largest request body accepted.' })
 })
@@ -103,7 +114,43 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new Error('env/LOCK_LEASE_MS must exceed REQUEST_DEADLINE_MS, or a lock could lapse during a fetch')
   }
   loadApps(config)
+  loadCallerKeys(config)
   return config
+}
+
+export interface CallerKey {
+  name: string
+  key: string
+}
+
+const CALLER_KEY = /^[A-Za-z0-9._~+/-]{16,256}$/
+
+/** The caller keys (from AUTH_TOKENS or its file); empty when caller authentication is off. */
+export function loadCallerKeys (config: Pick<Config, 'AUTH_TOKENS' | 'AUTH_TOKENS_FILE'>): CallerKey[] {
+  let name = 'AUTH_TOKENS'
+  let entries: string[] = []
+  if (config.AUTH_TOKENS_FILE) {
+    if (config.AUTH_TOKENS !== undefined) throw new Error('env/AUTH_TOKENS and env/AUTH_TOKENS_FILE cannot both be set')
+    name = 'AUTH_TOKENS_FILE'
+    try {
+      entries = readFileSync(config.AUTH_TOKENS_FILE, 'utf8').split('\n').filter((line) => !line.trim().startsWith('#'))
+    } catch (err) {
+      throw new Error(`env/AUTH_TOKENS_FILE cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+  } else if (config.AUTH_TOKENS !== undefined) {
+    entries = config.AUTH_TOKENS.split(',')
+  }
+  const keys: CallerKey[] = []
+  for (const [index, entry] of entries.map((e) => e.trim()).filter(Boolean).entries()) {
+    const split = entry.indexOf('=')
+    const key = split > 0 ? entry.slice(split + 1) : entry
+    const caller = split > 0 ? entry.slice(0, split) : `key${index + 1}`
+    if (!CALLER_KEY.test(key)) throw new Error(`env/${name}: key ${index + 1} must be 16 to 256 characters of A-Z a-z 0-9 . _ ~ + / -`)
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(caller)) throw new Error(`env/${name}: the name of key ${index + 1} must be 1 to 64 characters of A-Z a-z 0-9 . _ -`)
+    keys.push({ name: caller, key })
+  }
+  if ((config.AUTH_TOKENS !== undefined || config.AUTH_TOKENS_FILE) && keys.length === 0) throw new Error(`env/${name} lists no key`)
+  return keys
 }
 
 const APP_ID = new RegExp(APP_ID_PATTERN)

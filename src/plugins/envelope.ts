@@ -46,9 +46,10 @@ function validationMessage (err: FastifyError): string {
   return FieldHints[field] ?? `${field} ${issue.message ?? 'is invalid'}`
 }
 
-/** HTTP status of an error envelope: GenAuth answers business errors with HTTP 200; an unknown route is a real 404. */
+/** HTTP status of an error envelope: GenAuth answers business errors with HTTP 200, throttling with a real 429; an unknown route is a real 404. */
 function httpStatus (error: AppError): number {
-  return error.kind === 'ROUTE_NOT_FOUND' ? 404 : 200
+  if (error.kind === 'ROUTE_NOT_FOUND') return 404
+  return error.kind === 'RATE_LIMITED' ? 429 : 200
 }
 
 async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {

@@ -10,6 +10,8 @@ import type { TokenStore } from '../store/types.js'
 declare module 'fastify' {
   interface FastifyInstance {
     store: TokenStore
+    /** The Redis client behind the store, for plugins that keep their own state there; null with the memory store. */
+    redis: Redis | null
   }
 }
 
@@ -31,6 +33,7 @@ export function createRedisClient (url: string, config: Config): Redis {
 
 export default fp<StorePluginOptions>(async (app, { config, now }) => {
   if (!config.REDIS_URL) {
+    app.decorate('redis', null)
     app.decorate('store', createMemoryStore(now))
     app.addHook('onClose', async () => { await app.store.close() })
     return
@@ -42,6 +45,7 @@ export default fp<StorePluginOptions>(async (app, { config, now }) => {
   } catch (err) {
     app.log.warn({ err: safeError(err) }, 'redis is not reachable yet; retrying in the background')
   }
+  app.decorate('redis', redis)
   app.decorate('store', createRedisStore(redis, config.REDIS_KEY_PREFIX, now))
   app.addHook('onClose', async () => {
     await app.store.close()

@@ -49,9 +49,10 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         deprecated: route.deprecated,
         body: TokenRequestSchema,
         headers: SdkHeadersSchema,
-        response: { 200: EnvelopeSchema }
+        response: { 200: EnvelopeSchema, 429: EnvelopeSchema }
       },
-      ...(route.deprecated ? { onRequest: markDeprecated } : {})
+      onRequest: route.deprecated ? [markDeprecated, ...app.limits.perCaller] : app.limits.perCaller,
+      preHandler: app.limits.perApp
     }, async (request) => {
       const { appId, appSecret } = request.body
       const token = await app.tokens.getToken(appId, appSecret, context(request, appId))
@@ -66,8 +67,10 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'In stable mode this is a forced refresh, limited to 20 a day and 30 s apart (apiCode 4001 past them, with the current token).',
       body: RefreshRequestSchema,
       headers: SdkHeadersSchema,
-      response: { 200: EnvelopeSchema }
-    }
+      response: { 200: EnvelopeSchema, 429: EnvelopeSchema }
+    },
+    onRequest: app.limits.perCaller,
+    preHandler: app.limits.perApp
   }, async (request) => {
     const { appId, appSecret, accessToken } = request.body
     const outcome = await app.tokens.refreshReported(appId, appSecret, accessToken, context(request, appId))
@@ -80,8 +83,9 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
   })
 }
 
-/** Who is asking, from the GenAuth / Authing SDK headers; only for logs and the audit trail. */
+/** Who is asking: the caller key's name, else the GenAuth / Authing SDK headers; for logs and the audit trail. */
 function callerOf (request: FastifyRequest): string | undefined {
+  if (request.callerName) return request.callerName
   const h = request.headers
   const value = h['x-authing-app-id'] ?? h['x-genauth-app-id'] ?? h['x-authing-userpool-id']
   return typeof value === 'string' ? value.slice(0, 64) : undefined

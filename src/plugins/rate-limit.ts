@@ -1,0 +1,45 @@
+/** Rate limits per caller and per appId (@fastify/rate-limit, counted in Redis when there is one), answered as GenAuth throttles. */
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
+import type { Config } from '../config.js'
+import { AppError } from '../errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    limits: { perCaller: onRequestHookHandler[], perApp: preHandlerHookHandler[] }
+  }
+}
+
+export default fp<{ config: Config }>(async (app, { config }) => {
+  const timeWindow = config.RATE_LIMIT_WINDOW_SECONDS * 1000
+  if (config.RATE_LIMIT_PER_CALLER === 0 && config.RATE_LIMIT_PER_APP === 0) {
+    app.decorate('limits', { perCaller: [], perApp: [] })
+    return
+  }
+  /** One registration per limit: the plugin applies one limit per request and registration. */
+  async function limiter (max: number, keyGenerator: (request: FastifyRequest) => string) {
+    let hook: onRequestHookHandler | undefined
+    await app.register(async (scope) => {
+      await scope.register(rateLimit, {
+        global: false,
+        ...(app.redis ? { redis: app.redis } : {}),
+        nameSpace: `${config.REDIS_KEY_PREFIX}:ratelimit:`,
+        skipOnError: true,
+        timeWindow,
+        addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+        errorResponseBuilder: (_request, context) => new AppError('RATE_LIMITED',
+          `Rate limit exceeded: at most ${context.max} requests per ${config.RATE_LIMIT_WINDOW_SECONDS} s; retry in ${context.after}`)
+      })
+      hook = scope.rateLimit({ max, timeWindow, keyGenerator })
+    })
+    return hook as onRequestHookHandler
+  }
+  const perCaller = config.RATE_LIMIT_PER_CALLER > 0
+    ? [await limiter(config.RATE_LIMIT_PER_CALLER, (request) => `caller:${request.callerName ?? request.ip}`)]
+    : []
+  const perApp = config.RATE_LIMIT_PER_APP > 0
+    ? [await limiter(config.RATE_LIMIT_PER_APP, (request) => `app:${(request.body as { appId?: string }).appId ?? '-'}`) as preHandlerHookHandler]
+    : []
+  app.decorate('limits', { perCaller, perApp })
+}, { name: 'rate-limit', fastify: '5.x', dependencies: ['store', 'auth'] })
