@@ -63,6 +63,8 @@ interface Need {
 }
 
 const LOCK = 'lock'
+/** Apps whose last served token is kept in process, to answer while the store is down. */
+const OUTAGE_COPIES = 10_000
 const POLL_MS = 250
 const DAY_MS = 24 * 3600 * 1000
 const BEIJING_OFFSET_MS = 8 * 3600 * 1000
@@ -98,6 +100,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   const negativeMs = opts.negativeCacheSeconds * 1000
   const inflight = new Map<string, Promise<TokenEntry>>()
   const background = new Set<string>()
+  const copies = new Map<string, TokenEntry>()
   const configured = new Map<string, string>()
   for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret))
 
@@ -118,6 +121,15 @@ export function createTokenService (opts: TokenServiceOptions) {
   function refreshDue (entry: TokenEntry): boolean {
     const ahead = entry.mode === 'stable' ? Math.min(aheadMs, STABLE_RENEWAL_WINDOW_MS) : aheadMs
     return entry.expiresAt - now() < ahead && now() - entry.fetchedAt > MIN_REFRESH_SPACING_MS
+  }
+
+  /** Remembers what was served, for outages; a Map kept in insertion order, oldest dropped first. */
+  function keepCopy (appId: string, entry: TokenEntry): void {
+    const copy = copies.get(appId)
+    if (copy?.generation === entry.generation && copy.accessToken === entry.accessToken) return
+    copies.delete(appId)
+    copies.set(appId, entry)
+    if (copies.size > OUTAGE_COPIES) copies.delete(copies.keys().next().value as string)
   }
 
   function served (entry: TokenEntry): ServedToken {
@@ -289,25 +301,75 @@ export function createTokenService (opts: TokenServiceOptions) {
     return await shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, secret, fp), ctx))
   }
 
+  /**
+   * While the store is down: the in-process copy for warm apps; for a cold app a direct fetch in stable mode
+   * (idempotent, so it cannot break other instances), and a refusal in classic mode (a fetch would retire the
+   * token the other instances serve).
+   */
+  async function duringOutage (appId: string, appSecret: string, fp: string, ctx: CallContext, outage: AppError): Promise<ServedToken> {
+    const copy = copies.get(appId)
+    if (copy && !sameFingerprint(copy.secretFingerprint, fp)) {
+      throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
+    }
+    if (usable(copy ?? null, fp, marginMs)) return served(copy as TokenEntry)
+    if (wechat.mode === 'classic') {
+      throw new AppError('STORE_UNAVAILABLE',
+        'The token store is unavailable, and in classic mode a fetch would invalidate the token other instances serve', { cause: outage.cause })
+    }
+    ctx.log.warn('token store unavailable: fetching directly (stable mode)')
+    const entry = await shared(`${appId}\0${fp}\0outage`, async () => {
+      const fetched = await wechat.fetchToken(appId, appSecret, { deadline: now() + opts.requestDeadlineMs })
+      return { ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 }
+    })
+    keepCopy(appId, entry)
+    return served(entry)
+  }
+
+  /**
+   * After the store lost everything (a Redis restart without persistence), put back this instance's copy of a
+   * still-valid token instead of fetching: in classic mode a fetch would retire the token every instance serves.
+   * Only over generation 0, so it never replaces anything another instance wrote since.
+   */
+  async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
+    const copy = copies.get(appId) ?? null
+    if (!usable(copy, fp, marginMs) || await store.generation(appId) !== 0) return null
+    const entry: TokenEntry = { ...copy, generation: 1 }
+    if (!await store.compareAndSet(appId, entry, 0)) return null
+    ctx.log.info('the token store had lost this app\'s token; restored from this instance\'s copy')
+    await store.notify(appId).catch(() => {})
+    return entry
+  }
+
   /** The token for appId, if appSecret is the right one. */
   async function getToken (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const fp = fingerprint(appId, appSecret)
     checkConfigured(appId, fp)
-    const cached = await guarded(() => store.get(appId))
-    if (cached && !opts.apps && !sameFingerprint(cached.secretFingerprint, fp)) {
-      return served(await guarded(() => adoptNewSecret(appId, appSecret, fp, ctx)))
+    let cached: TokenEntry | null
+    try {
+      cached = await guarded(() => store.get(appId))
+      if (cached && !opts.apps && !sameFingerprint(cached.secretFingerprint, fp)) {
+        return served(await guarded(() => adoptNewSecret(appId, appSecret, fp, ctx)))
+      }
+    } catch (err) {
+      if (err instanceof AppError && err.kind === 'STORE_UNAVAILABLE') return await duringOutage(appId, appSecret, fp, ctx, err)
+      throw err
     }
     if (usable(cached, fp, marginMs)) {
+      keepCopy(appId, cached)
       if (refreshDue(cached)) refreshInBackground(appId, appSecret, fp, ctx.log).catch(() => {})
       return served(cached)
     }
     try {
-      return served(await guarded(() => shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, appSecret, fp), ctx))))
+      const restored = cached === null ? await guarded(() => restoreCopy(appId, fp, ctx)) : null
+      const entry = restored ?? await guarded(() => shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, appSecret, fp), ctx)))
+      keepCopy(appId, entry)
+      return served(entry)
     } catch (err) {
       if (usable(cached, fp, 0)) {
         ctx.log.warn({ apiCode: (err as AppError).apiCode }, 'refresh failed; serving the cached token while it lasts')
         return served(cached)
       }
+      if (err instanceof AppError && err.kind === 'STORE_UNAVAILABLE') return await duringOutage(appId, appSecret, fp, ctx, err)
       throw err
     }
   }

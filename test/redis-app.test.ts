@@ -54,29 +54,60 @@ t.test('the Redis entry expires with the token and holds no secret', async (t) =
   t.notMatch(keys.join(), APP_SECRET)
 })
 
-t.test('a Redis outage: readiness reports it, requests get a 503 envelope, and all recovers by itself', async (t) => {
-  const { url } = await startMock(t)
-  const { app } = await build(t, { upstream: url, env: env({ REDIS_COMMAND_TIMEOUT_MS: '300' }) })
-  t.equal((await app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200)
-  t.equal((await post(app, ROUTE, body)).body.statusCode, 200)
+t.test('a Redis outage under load: warm apps keep being served, cold ones by mode, and all recovers by itself', async (t) => {
+  const outageRedis = await RedisServer.start()
+  t.teardown(() => outageRedis.stop())
+  const warmApps = Array.from({ length: 20 }, (_, i) => `wx${String(i).padStart(16, 'a')}`)
+  for (const mode of ['stable', 'classic']) {
+    const { mock, url } = await startMock(t, { apps: Object.fromEntries([APP_ID, ...warmApps].map((id) => [id, APP_SECRET])) })
+    const env = { REDIS_URL: outageRedis.url, REDIS_KEY_PREFIX: `outage-${mode}`, WECHAT_TOKEN_MODE: mode, REDIS_COMMAND_TIMEOUT_MS: '300' }
+    const fleet = [(await build(t, { upstream: url, env })).app, (await build(t, { upstream: url, env })).app]
+    for (const app of fleet) {
+      for (const appId of warmApps) t.equal((await post(app, ROUTE, { appId, appSecret: APP_SECRET })).body.statusCode, 200)
+    }
+    const issuedBefore = warmApps.reduce((n, id) => n + mock.issued(id), 0)
 
-  await redis.stop()
-  const ready = await app.inject({ method: 'GET', url: '/health/ready' })
-  t.equal(ready.statusCode, 503)
-  t.same(ready.json(), { status: 'unavailable', store: 'redis' })
-  const down = await post(app, ROUTE, body)
-  t.equal(down.res.statusCode, 200)
-  t.equal(down.body.apiCode, ApiCodes.STORE_UNAVAILABLE.apiCode)
-  t.equal(down.body.statusCode, 503)
-
-  await redis.restart()
-  let recovered = false
-  for (let i = 0; i < 60 && !recovered; i++) {
-    await sleep(100)
-    recovered = (await app.inject({ method: 'GET', url: '/health/ready' })).statusCode === 200
+    const run = { stop: false }
+    let requests = 0
+    const failures = new Map<number, number>()
+    const load = Promise.all(fleet.map(async (app) => {
+      for (let i = 0; !run.stop; i++) {
+        const { body: envelope } = await post(app, ROUTE, { appId: warmApps[i % warmApps.length]!, appSecret: APP_SECRET })
+        requests++
+        if (envelope.statusCode !== 200) failures.set(envelope.apiCode ?? 0, (failures.get(envelope.apiCode ?? 0) ?? 0) + 1)
+        await sleep(2)
+      }
+    }))
+    await sleep(200)
+    await outageRedis.stop()
+    await sleep(200)
+    const ready = await fleet[0]!.inject({ method: 'GET', url: '/health/ready' })
+    t.equal(ready.statusCode, 503, `${mode}: readiness reports the outage`)
+    const cold = await post(fleet[1]!, ROUTE, body)
+    if (mode === 'stable') {
+      t.equal(cold.body.statusCode, 200, 'stable: a cold app is fetched directly')
+      t.equal(mock.check(cold.body.data!.accessToken), 'valid')
+    } else {
+      t.equal(cold.body.apiCode, ApiCodes.STORE_UNAVAILABLE.apiCode, 'classic: a cold app gets 503 rather than a fetch that would retire other instances\' token')
+      t.equal(cold.body.statusCode, 503)
+      t.equal(mock.calls('token', APP_ID), 0)
+    }
+    await sleep(200)
+    await outageRedis.restart()
+    let recovered = false
+    for (let i = 0; i < 60 && !recovered; i++) {
+      await sleep(100)
+      recovered = (await fleet[0]!.inject({ method: 'GET', url: '/health/ready' })).statusCode === 200
+    }
+    run.stop = true
+    await load
+    t.ok(requests > 100, `${mode}: ${requests} requests for warm apps across the outage`)
+    t.same(Object.fromEntries(failures), {}, `${mode}: no failure for warm apps`)
+    t.equal(warmApps.reduce((n, id) => n + mock.issued(id), 0), issuedBefore, `${mode}: warm apps cost no upstream call`)
+    t.ok(recovered, `${mode}: ready again without a restart`)
+    const after = await post(fleet[0]!, ROUTE, { appId: 'wxbbbbbbbbbbbbbbbb', appSecret: APP_SECRET })
+    t.equal(after.body.apiCode, ApiCodes.WECHAT_INVALID_APPID.apiCode, `${mode}: the store path works again (an unknown app reaches WeChat)`)
   }
-  t.ok(recovered, 'ready again without a restart')
-  t.equal((await post(app, ROUTE, body)).body.statusCode, 200)
 })
 
 t.test('the service starts while Redis is down and becomes ready when it comes up', async (t) => {
