@@ -137,6 +137,11 @@ export class MockWechat {
     return this.callCount.get(appId ? `${endpoint}:${appId}` : endpoint) ?? 0
   }
 
+  /** Every appid value any request carried, well-formed or not. */
+  seenAppIds (): string[] {
+    return [...this.callCount.keys()].filter((key) => key.includes(':')).map((key) => key.slice(key.indexOf(':') + 1))
+  }
+
   /** Every token it has issued, for tests that search logs and stores for them. */
   issuedTokens (): string[] { return [...this.everIssued] }
 
