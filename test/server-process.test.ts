@@ -66,6 +66,29 @@ t.test('SIGTERM lets in-flight requests finish, then exits', async (t) => {
   t.match(output(), /shutting down/)
 })
 
+t.test('SIGTERM under load: every request accepted before it gets its answer', async (t) => {
+  const { mock, url } = await startMock(t, { autoRegister: true })
+  mock.inject({ fault: { kind: 'latency', ms: 700 } })
+  const { child, base } = await startServer({ WECHAT_API_BASE: url, WECHAT_POOL_CONNECTIONS: '128' })
+  t.teardown(() => { child.kill('SIGKILL') })
+  const inflight = Array.from({ length: 100 }, async (_, i) => {
+    const res = await request(`${base}${ROUTE}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ appId: `wx${i.toString(16).padStart(16, 'c')}`, appSecret: APP_SECRET })
+    })
+    return await res.body.json() as { statusCode: number }
+  })
+  for (let i = 0; i < 100 && mock.calls('stable_token') < 100; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.equal(mock.calls('stable_token'), 100, 'all 100 requests are in flight')
+  child.kill('SIGTERM')
+  const answers = await Promise.all(inflight)
+  t.equal(answers.filter((a) => a.statusCode === 200).length, 100, 'all 100 answered with a token')
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0)
+  await t.rejects(request(`${base}/health/live`), 'no longer accepting')
+})
+
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
   const port = await freePort()
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
