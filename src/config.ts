@@ -118,6 +118,19 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   return config
 }
 
+/** The value of a variable, or the content of the file its _FILE twin names (for mounted secrets); not both. */
+function variableOrFile<V extends 'WECHAT_APPS' | 'AUTH_TOKENS'> (config: Partial<Record<V | `${V}_FILE`, string>>, variable: V) {
+  const fileVariable = `${variable}_FILE` as const
+  const path = config[fileVariable]
+  if (!path) return { name: variable, raw: config[variable] }
+  if (config[variable] !== undefined) throw new Error(`env/${variable} and env/${fileVariable} cannot both be set`)
+  try {
+    return { name: fileVariable, raw: readFileSync(path, 'utf8') }
+  } catch (err) {
+    throw new Error(`env/${fileVariable} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
 export interface CallerKey {
   name: string
   key: string
@@ -127,19 +140,10 @@ const CALLER_KEY = /^[A-Za-z0-9._~+/-]{16,256}$/
 
 /** The caller keys (from AUTH_TOKENS or its file); empty when caller authentication is off. */
 export function loadCallerKeys (config: Pick<Config, 'AUTH_TOKENS' | 'AUTH_TOKENS_FILE'>): CallerKey[] {
-  let name = 'AUTH_TOKENS'
-  let entries: string[] = []
-  if (config.AUTH_TOKENS_FILE) {
-    if (config.AUTH_TOKENS !== undefined) throw new Error('env/AUTH_TOKENS and env/AUTH_TOKENS_FILE cannot both be set')
-    name = 'AUTH_TOKENS_FILE'
-    try {
-      entries = readFileSync(config.AUTH_TOKENS_FILE, 'utf8').split('\n').filter((line) => !line.trim().startsWith('#'))
-    } catch (err) {
-      throw new Error(`env/AUTH_TOKENS_FILE cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    }
-  } else if (config.AUTH_TOKENS !== undefined) {
-    entries = config.AUTH_TOKENS.split(',')
-  }
+  const { name, raw } = variableOrFile(config, 'AUTH_TOKENS')
+  const entries = raw === undefined
+    ? []
+    : name === 'AUTH_TOKENS' ? raw.split(',') : raw.split('\n').filter((line) => !line.trim().startsWith('#'))
   const keys: CallerKey[] = []
   for (const [index, entry] of entries.map((e) => e.trim()).filter(Boolean).entries()) {
     const split = entry.indexOf('=')
@@ -149,7 +153,7 @@ export function loadCallerKeys (config: Pick<Config, 'AUTH_TOKENS' | 'AUTH_TOKEN
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(caller)) throw new Error(`env/${name}: the name of key ${index + 1} must be 1 to 64 characters of A-Z a-z 0-9 . _ -`)
     keys.push({ name: caller, key })
   }
-  if ((config.AUTH_TOKENS !== undefined || config.AUTH_TOKENS_FILE) && keys.length === 0) throw new Error(`env/${name} lists no key`)
+  if (raw !== undefined && keys.length === 0) throw new Error(`env/${name} lists no key`)
   return keys
 }
 
@@ -158,17 +162,7 @@ const APP_SECRET = new RegExp(APP_SECRET_PATTERN)
 
 /** The WECHAT_APPS map (from the variable or the file), or undefined in dynamic mode. */
 export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE'>): Map<string, string> | undefined {
-  let name = 'WECHAT_APPS'
-  let raw = config.WECHAT_APPS
-  if (config.WECHAT_APPS_FILE) {
-    if (raw !== undefined) throw new Error('env/WECHAT_APPS and env/WECHAT_APPS_FILE cannot both be set')
-    name = 'WECHAT_APPS_FILE'
-    try {
-      raw = readFileSync(config.WECHAT_APPS_FILE, 'utf8')
-    } catch (err) {
-      throw new Error(`env/WECHAT_APPS_FILE cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    }
-  }
+  const { name, raw } = variableOrFile(config, 'WECHAT_APPS')
   if (raw === undefined) return undefined
   let parsed: unknown
   try {
