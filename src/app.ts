@@ -58,6 +58,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     dailyUpstreamBudget: config.DAILY_UPSTREAM_BUDGET,
     forceRefreshDailyLimit: config.FORCE_REFRESH_DAILY_LIMIT,
     forceRefreshMinIntervalSeconds: config.FORCE_REFRESH_MIN_INTERVAL_SECONDS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
     ...(apps ? { apps } : {}),
     ...(now ? { now } : {})
   }))

@@ -79,6 +79,13 @@ export const ConfigSchema = Type.Object({
   }),
   FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
   FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s).' }),
+  HOT_CACHE_MS: Type.Integer({
+    minimum: 0,
+    maximum: 60000,
+    default: 2000,
+    description: 'How long a served token is answered from process memory without reading the store; dropped at once when any instance replaces it. 0 turns it off.'
+  }),
+  HOT_CACHE_MAX_APPS: Type.Integer({ minimum: 1, default: 10000, description: 'Apps kept in the in-process hot cache at most.' }),
   TOKEN_SERVE_MARGIN_SECONDS: Type.Integer({
     minimum: 0,
     maximum: 3600,

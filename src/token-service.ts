@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { ApiCodes } from './api-codes.js'
 import { AppError } from './errors.js'
-import { fingerprint, sameFingerprint } from './fingerprint.js'
+import { fingerprint, sameFingerprint, sameString } from './fingerprint.js'
 import { safeError } from './logger.js'
 import type { TokenEntry, TokenStore } from './store/types.js'
 import { WechatApiError } from './wechat/errcodes.js'
@@ -26,6 +26,9 @@ export interface TokenServiceOptions {
   dailyUpstreamBudget: number
   forceRefreshDailyLimit: number
   forceRefreshMinIntervalSeconds: number
+  /** How long a served token is answered from process memory; 0: never. */
+  hotCacheMs?: number
+  hotCacheMaxApps?: number
   /** WECHAT_APPS: when given, only these appIds are served, each with its configured secret. */
   apps?: ReadonlyMap<string, string>
   now?: () => number
@@ -77,6 +80,9 @@ const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZE
 
 interface Remembered { kind: string, message: string }
 
+/** A token in the hot cache, with the secret that was verified for it and the time it stops being served from here. */
+interface Hot { entry: TokenEntry, secret: string, until: number }
+
 /** A stored JSON value, or undefined when absent or unreadable (a corrupted value is forgotten, not fatal). */
 function parseJson<T> (raw: string | null): T | undefined {
   if (raw === null) return undefined
@@ -101,6 +107,10 @@ export function createTokenService (opts: TokenServiceOptions) {
   const inflight = new Map<string, Promise<TokenEntry>>()
   const background = new Set<string>()
   const copies = new Map<string, TokenEntry>()
+  const hot = new Map<string, Hot>()
+  const hotMs = opts.hotCacheMs ?? 0
+  const hotMax = opts.hotCacheMaxApps ?? 10_000
+  store.onChange((appId) => hot.delete(appId))
   const configured = new Map<string, string>()
   for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret))
 
@@ -130,6 +140,13 @@ export function createTokenService (opts: TokenServiceOptions) {
     copies.delete(appId)
     copies.set(appId, entry)
     if (copies.size > OUTAGE_COPIES) copies.delete(copies.keys().next().value as string)
+  }
+
+  /** Keeps a just-served token in process for hotMs, never past its serving margin, with the verified secret. */
+  function keepHot (appId: string, appSecret: string, entry: TokenEntry): void {
+    if (hotMs === 0) return
+    if (!hot.has(appId) && hot.size >= hotMax) hot.delete(hot.keys().next().value as string)
+    hot.set(appId, { entry, secret: appSecret, until: Math.min(now() + hotMs, entry.expiresAt - marginMs) })
   }
 
   function served (entry: TokenEntry): ServedToken {
@@ -342,6 +359,8 @@ export function createTokenService (opts: TokenServiceOptions) {
 
   /** The token for appId, if appSecret is the right one. */
   async function getToken (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
+    const fromHot = hot.get(appId)
+    if (fromHot !== undefined && fromHot.until > now() && sameString(fromHot.secret, appSecret)) return served(fromHot.entry)
     const fp = fingerprint(appId, appSecret)
     checkConfigured(appId, fp)
     let cached: TokenEntry | null
@@ -357,12 +376,14 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (usable(cached, fp, marginMs)) {
       keepCopy(appId, cached)
       if (refreshDue(cached)) refreshInBackground(appId, appSecret, fp, ctx.log).catch(() => {})
+      else keepHot(appId, appSecret, cached)
       return served(cached)
     }
     try {
       const restored = cached === null ? await guarded(() => restoreCopy(appId, fp, ctx)) : null
       const entry = restored ?? await guarded(() => shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, appSecret, fp), ctx)))
       keepCopy(appId, entry)
+      keepHot(appId, appSecret, entry)
       return served(entry)
     } catch (err) {
       if (usable(cached, fp, 0)) {

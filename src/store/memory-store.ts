@@ -80,6 +80,9 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
     async waitForChange (appId, timeoutMs) {
       await waiters.wait(appId, timeoutMs)
     },
+    onChange (listener) {
+      waiters.listen(listener)
+    },
     async ping () {},
     async close () {
       clearInterval(sweeper)

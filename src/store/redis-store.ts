@@ -77,6 +77,9 @@ export function createRedisStore (redis: Redis, prefix: string, now: () => numbe
     async waitForChange (appId, timeoutMs) {
       await waiters.wait(appId, timeoutMs)
     },
+    onChange (listener) {
+      waiters.listen(listener)
+    },
     async ping () {
       await redis.ping()
     },

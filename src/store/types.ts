@@ -43,6 +43,8 @@ export interface TokenStore {
   notify (appId: string): Promise<void>
   /** Resolves at the next notify() for the app, or after timeoutMs, whichever is first. */
   waitForChange (appId: string, timeoutMs: number): Promise<void>
+  /** Calls `listener` at every notify() for any app, from any instance. */
+  onChange (listener: (appId: string) => void): void
 
   /** Resolves when the store answers, rejects when it does not. */
   ping (): Promise<void>
@@ -78,8 +80,14 @@ export function parseEntry (raw: string | null): TokenEntry | null {
 /** Waiters woken by notify(); shared by both stores (the Redis one feeds it from pub/sub). */
 export class ChangeWaiters {
   private readonly waiting = new Map<string, Set<() => void>>()
+  private readonly listeners: Array<(appId: string) => void> = []
+
+  listen (listener: (appId: string) => void): void {
+    this.listeners.push(listener)
+  }
 
   wake (appId: string): void {
+    for (const listener of this.listeners) listener(appId)
     const set = this.waiting.get(appId)
     if (!set) return
     this.waiting.delete(appId)
