@@ -5,15 +5,23 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger } from './logger.js'
+import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
 import envelope, { requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
 import healthRoutes from './routes/health.js'
+import metricsRoute from './routes/metrics.js'
 import tokenRoutes from './routes/token.js'
 import { createScheduler } from './scheduler.js'
 import { createTokenService } from './token-service.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Metrics
+  }
+}
 
 export interface BuildOptions {
   logger?: Logger
@@ -40,9 +48,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     if (closing) reply.header('connection', 'close')
   })
 
+  const metrics = createMetrics()
+  app.decorate('metrics', metrics)
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.labels(request.routeOptions.url ?? 'unknown', String(request.outcome || reply.statusCode)).inc()
+  })
+
   await app.register(envelope)
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
-  await app.register(wechatPlugin, { config, ...(now ? { now } : {}) })
+  await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
   await app.register(auth, { keys: loadCallerKeys(config) })
   await app.register(rateLimits, { config })
   const apps = loadApps(config)
@@ -60,6 +74,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     forceRefreshMinIntervalSeconds: config.FORCE_REFRESH_MIN_INTERVAL_SECONDS,
     hotCacheMs: config.HOT_CACHE_MS,
     hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    metrics,
     ...(apps ? { apps } : {}),
     ...(now ? { now } : {})
   }))
@@ -75,6 +90,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     app.addHook('preClose', async () => { await scheduler.stop() })
   }
   await app.register(healthRoutes)
+  await app.register(metricsRoute)
   await app.register(tokenRoutes)
   return app
 }

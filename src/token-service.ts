@@ -10,6 +10,7 @@ import { ApiCodes } from './api-codes.js'
 import { AppError } from './errors.js'
 import { fingerprint, sameFingerprint, sameString } from './fingerprint.js'
 import { safeError } from './logger.js'
+import type { Metrics } from './metrics.js'
 import type { TokenEntry, TokenStore } from './store/types.js'
 import { WechatApiError } from './wechat/errcodes.js'
 import type { WechatClient } from './wechat/client.js'
@@ -29,6 +30,7 @@ export interface TokenServiceOptions {
   /** How long a served token is answered from process memory; 0: never. */
   hotCacheMs?: number
   hotCacheMaxApps?: number
+  metrics?: Metrics
   /** WECHAT_APPS: when given, only these appIds are served, each with its configured secret. */
   apps?: ReadonlyMap<string, string>
   now?: () => number
@@ -110,6 +112,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   const hot = new Map<string, Hot>()
   const hotMs = opts.hotCacheMs ?? 0
   const hotMax = opts.hotCacheMaxApps ?? 10_000
+  const metrics = opts.metrics
   store.onChange((appId) => hot.delete(appId))
   const configured = new Map<string, string>()
   for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret))
@@ -187,6 +190,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   async function spendBudget (appId: string): Promise<void> {
     const day = beijingDay(now())
     const used = await store.increment(appId, `calls:${day}`, 2 * DAY_MS)
+    metrics?.quotaUsed.labels(appId).set(used)
     if (used > opts.dailyUpstreamBudget) {
       throw new AppError('DAILY_BUDGET_EXHAUSTED',
         `appId ${appId} used its budget of ${opts.dailyUpstreamBudget} upstream token calls for ${day} (Beijing time)`)
@@ -225,11 +229,17 @@ export function createTokenService (opts: TokenServiceOptions) {
       await spendBudget(appId)
       fetched = await wechat.fetchToken(appId, need.secret, { deadline: need.deadline, forceRefresh: forced })
     } catch (err) {
-      if (audit) ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
+      if (audit) {
+        ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
+        metrics?.forcedRefreshes.labels('refused').inc()
+      }
       await remember(appId, need.fp, err).catch(() => {})
       throw err
     }
-    if (audit) ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
+    if (audit) {
+      ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
+      metrics?.forcedRefreshes.labels('refreshed').inc()
+    }
     const entry: TokenEntry = { ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: generation + 1 }
     if (await store.compareAndSet(appId, entry, generation)) {
       ctx.log.debug({ generation: entry.generation }, 'token stored')
@@ -243,7 +253,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
   async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
     const owner = randomUUID()
-    for (;;) {
+    for (let waited = false; ; waited = true) {
       const entry = await store.get(need.appId)
       if (need.satisfied(entry)) return entry
       const remembered = await rememberedError(need.appId, need.fp)
@@ -256,8 +266,10 @@ export function createTokenService (opts: TokenServiceOptions) {
           await store.notify(need.appId).catch(() => {})
         }
       }
+      if (!waited) metrics?.lockWaits.inc()
       const remaining = need.deadline - now()
       if (remaining <= 0) {
+        metrics?.lockTimeouts.inc()
         throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the token of appId ${need.appId}; it did not finish in time`)
       }
       await store.waitForChange(need.appId, Math.min(remaining, POLL_MS))
@@ -328,7 +340,11 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (copy && !sameFingerprint(copy.secretFingerprint, fp)) {
       throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
     }
-    if (usable(copy ?? null, fp, marginMs)) return served(copy as TokenEntry)
+    if (usable(copy ?? null, fp, marginMs)) {
+      metrics?.outageHit.inc()
+      return served(copy as TokenEntry)
+    }
+    metrics?.outageMiss.inc()
     if (wechat.mode === 'classic') {
       throw new AppError('STORE_UNAVAILABLE',
         'The token store is unavailable, and in classic mode a fetch would invalidate the token other instances serve', { cause: outage.cause })
@@ -360,7 +376,11 @@ export function createTokenService (opts: TokenServiceOptions) {
   /** The token for appId, if appSecret is the right one. */
   async function getToken (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const fromHot = hot.get(appId)
-    if (fromHot !== undefined && fromHot.until > now() && sameString(fromHot.secret, appSecret)) return served(fromHot.entry)
+    if (fromHot !== undefined && fromHot.until > now() && sameString(fromHot.secret, appSecret)) {
+      metrics?.hotHit.inc()
+      return served(fromHot.entry)
+    }
+    if (hotMs > 0) metrics?.hotMiss.inc()
     const fp = fingerprint(appId, appSecret)
     checkConfigured(appId, fp)
     let cached: TokenEntry | null
@@ -374,11 +394,13 @@ export function createTokenService (opts: TokenServiceOptions) {
       throw err
     }
     if (usable(cached, fp, marginMs)) {
+      metrics?.storeHit.inc()
       keepCopy(appId, cached)
       if (refreshDue(cached)) refreshInBackground(appId, appSecret, fp, ctx.log).catch(() => {})
       else keepHot(appId, appSecret, cached)
       return served(cached)
     }
+    metrics?.storeMiss.inc()
     try {
       const restored = cached === null ? await guarded(() => restoreCopy(appId, fp, ctx)) : null
       const entry = restored ?? await guarded(() => shared(`${appId}\0${fp}`, async () => await obtain(freshNeed(appId, appSecret, fp), ctx)))
@@ -429,7 +451,12 @@ export function createTokenService (opts: TokenServiceOptions) {
     await refreshInBackground(appId, secret, fp, log)
   }
 
-  return { getToken, refreshReported, refreshIfDue }
+  /** Each app this instance has served, with its token's expiry (for the seconds-left gauge). */
+  function known (): Array<[string, number]> {
+    return [...copies].map(([appId, entry]) => [appId, entry.expiresAt])
+  }
+
+  return { getToken, refreshReported, refreshIfDue, known }
 }
 
 export type TokenService = ReturnType<typeof createTokenService>

@@ -52,11 +52,20 @@ function httpStatus (error: AppError): number {
   return error.kind === 'RATE_LIMITED' ? 429 : 200
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The envelope statusCode of the answer, for metrics; 0 until one is known. */
+    outcome: number
+  }
+}
+
 async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
+  request.outcome = error.statusCode
   return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
 }
 
 export default fp(async (app) => {
+  app.decorateRequest('outcome', 0)
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id)
   })

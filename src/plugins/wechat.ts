@@ -1,6 +1,7 @@
 /** The upstream plugin: the WeChat client on its undici Pool, and the in-process stand-in when WECHAT_API_BASE=mock. */
 import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
+import type { Metrics } from '../metrics.js'
 import { MockWechat } from '../mock-wechat.js'
 import { createWechatClient, type WechatClient } from '../wechat/client.js'
 
@@ -12,10 +13,11 @@ declare module 'fastify' {
 
 export interface WechatPluginOptions {
   config: Config
+  metrics: Metrics
   now?: () => number
 }
 
-export default fp<WechatPluginOptions>(async (app, { config, now }) => {
+export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => {
   let baseUrl = config.WECHAT_API_BASE
   if (baseUrl === 'mock') {
     const mock = new MockWechat({ autoRegister: true })
@@ -32,6 +34,7 @@ export default fp<WechatPluginOptions>(async (app, { config, now }) => {
     connections: config.WECHAT_POOL_CONNECTIONS,
     maxRetries: config.WECHAT_MAX_RETRIES,
     retryBaseMs: config.WECHAT_RETRY_BASE_MS,
+    metrics,
     ...(now ? { now } : {})
   })
   app.decorate('wechat', client)

@@ -56,6 +56,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }, async (request) => {
       const { appId, appSecret } = request.body
       const token = await app.tokens.getToken(appId, appSecret, context(request, appId))
+      request.outcome = 200
       return { statusCode: 200, message: 'Operation successful', requestId: request.id, data: tokenData(token) }
     })
   }
@@ -75,6 +76,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { appId, appSecret, accessToken } = request.body
     const outcome = await app.tokens.refreshReported(appId, appSecret, accessToken, context(request, appId))
     const data = outcome.token ? { data: tokenData(outcome.token) } : {}
+    request.outcome = outcome.notice?.statusCode ?? 200
     if (outcome.notice) {
       const { statusCode, apiCode, message } = outcome.notice
       return { statusCode, message, apiCode, requestId: request.id, ...data }

@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, errors as undiciErrors } from 'undici'
 import { AppError } from '../errors.js'
+import type { Metrics } from '../metrics.js'
 import { WechatApiError } from './errcodes.js'
 
 export type TokenMode = 'stable' | 'classic'
@@ -16,6 +17,7 @@ export interface WechatClientOptions {
   maxRetries: number
   retryBaseMs: number
   now?: () => number
+  metrics?: Metrics
 }
 
 export interface FetchedToken {
@@ -33,6 +35,18 @@ export interface FetchOptions {
 const MAX_BODY_BYTES = 64 * 1024
 
 class RetryableUpstreamError extends AppError {}
+
+/** A failure's label for the upstream-calls metric. */
+function outcomeOf (err: unknown): string {
+  if (err instanceof WechatApiError) return String(err.errcode)
+  if (err instanceof AppError) {
+    const status = /HTTP (\d{3})/.exec(err.message)?.[1]
+    if (status) return `http_${status}`
+    if (err.kind === 'WECHAT_UNAVAILABLE') return err.message.includes('deadline') ? 'timeout' : 'network'
+    return 'bad_body'
+  }
+  return 'error'
+}
 
 export function createWechatClient (opts: WechatClientOptions) {
   const base = new URL(opts.baseUrl)
@@ -97,13 +111,20 @@ export function createWechatClient (opts: WechatClientOptions) {
       }
       const remaining = deadline - now()
       if (remaining <= 0) break
+      const started = performance.now()
+      const endpoint = opts.mode === 'classic' ? 'token' : 'stable_token'
       try {
-        return await attempt(appId, secret, forceRefresh, AbortSignal.timeout(remaining))
+        const token = await attempt(appId, secret, forceRefresh, AbortSignal.timeout(remaining))
+        opts.metrics?.upstreamCalls.labels(endpoint, '0').inc()
+        return token
       } catch (err) {
+        opts.metrics?.upstreamCalls.labels(endpoint, outcomeOf(err)).inc()
         if (!(err instanceof AppError)) throw err
         lastError = err
         const retryable = err instanceof RetryableUpstreamError || (err instanceof WechatApiError && err.retryable)
         if (!retryable) throw err
+      } finally {
+        opts.metrics?.upstreamSeconds.labels(endpoint).observe((performance.now() - started) / 1000)
       }
     }
     throw lastError

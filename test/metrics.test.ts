@@ -1,0 +1,39 @@
+import t from 'tap'
+import { APP_ID, APP_SECRET, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
+
+const ROUTE = '/api/v3/get-wechat-access-token-info'
+const body = { appId: APP_ID, appSecret: APP_SECRET }
+
+function value (text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '))
+  return line ? Number(line.slice(series.length + 1)) : 0
+}
+
+t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refreshes, quota and seconds left', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url })
+  const token = (await post(app, ROUTE, body)).body.data!.accessToken
+  await post(app, ROUTE, body)
+  await post(app, ROUTE, { appId: 'wx123', appSecret: APP_SECRET })
+  mock.inject({ fault: { kind: 'errcode', errcode: 40013 }, appId: 'wx00000000000000dd', times: 1 })
+  await post(app, ROUTE, { appId: 'wx00000000000000dd', appSecret: APP_SECRET })
+  await post(app, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: token })
+  await post(app, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: 'not-current' })
+
+  const res = await app.inject({ method: 'GET', url: '/metrics' })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], /text\/plain/)
+  const text = res.body
+  t.equal(value(text, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="200"}'), 2)
+  t.equal(value(text, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="400"}'), 2)
+  t.equal(value(text, 'wxtoken_cache_lookups_total{layer="hot",result="hit"}'), 1)
+  t.equal(value(text, 'wxtoken_upstream_calls_total{endpoint="stable_token",errcode="0"}'), 2)
+  t.equal(value(text, 'wxtoken_upstream_calls_total{endpoint="stable_token",errcode="40013"}'), 1)
+  t.equal(value(text, 'wxtoken_upstream_seconds_count{endpoint="stable_token"}'), 3)
+  t.equal(value(text, 'wxtoken_forced_refreshes_total{outcome="refreshed"}'), 1)
+  t.equal(value(text, `wxtoken_upstream_quota_used{app_id="${APP_ID}"}`), 2)
+  const left = value(text, `wxtoken_token_seconds_left{app_id="${APP_ID}"}`)
+  t.ok(left > 7100 && left <= 7200, `seconds left: ${left}`)
+  t.match(text, /wxtoken_process_resident_memory_bytes/, 'process metrics too')
+  for (const secret of [APP_SECRET, OTHER_SECRET, token, ...mock.issuedTokens()]) t.notOk(text.includes(secret), 'no secret or token in any label')
+})
