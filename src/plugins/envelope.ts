@@ -59,6 +59,12 @@ declare module 'fastify' {
   }
 }
 
+/** The request's appId for its log lines, when the body has one that looks like an appId. */
+function appIdOf (request: FastifyRequest): { appId?: string } {
+  const appId = (request.body as { appId?: unknown } | undefined)?.appId
+  return typeof appId === 'string' && /^wx[0-9a-fA-F]{16}$/.test(appId) ? { appId } : {}
+}
+
 async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
   request.outcome = error.statusCode
   return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
@@ -71,12 +77,14 @@ export default fp(async (app) => {
   })
 
   app.addHook('onResponse', async (request, reply) => {
-    request.log.debug({ url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+    if (request.log.level === 'debug' || request.log.level === 'trace') {
+      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+    }
   })
 
   app.setErrorHandler(async (err: FastifyError, request, reply) => {
     const error = toAppError(err)
-    const detail = { apiCode: error.apiCode, statusCode: error.statusCode, ...(error.cause ? { cause: safeError(error.cause) } : {}) }
+    const detail = { ...appIdOf(request), apiCode: error.apiCode, statusCode: error.statusCode, ...(error.cause ? { cause: safeError(error.cause) } : {}) }
     if (error.kind === 'INTERNAL') request.log.error({ ...detail, stack: err.stack }, error.message)
     else if (error.statusCode >= 500) request.log.warn(detail, error.message)
     else request.log.info(detail, error.message)

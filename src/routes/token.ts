@@ -1,6 +1,6 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
 import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
 import type { CallContext, ServedToken, TokenService } from '../token-service.js'
 
@@ -34,11 +34,18 @@ function tokenData (token: ServedToken) {
   }
 }
 
-/** Adds appId and caller to the request's log lines and returns what the token service needs of the request. */
+/** What the token service needs of the request; its logger (with appId and caller) is made only when a line is logged. */
 function context (request: FastifyRequest, appId: string): CallContext {
   const caller = callerOf(request)
-  request.log = request.log.child({ appId, caller })
-  return { log: request.log, caller, requestId: request.id }
+  let log: FastifyBaseLogger | undefined
+  return {
+    get log () {
+      log ??= request.log.child({ appId, caller })
+      return log
+    },
+    caller,
+    requestId: request.id
+  }
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
