@@ -7,7 +7,7 @@ import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
-import envelope, { requestIdFrom } from './plugins/envelope.js'
+import envelope, { appIdOf, requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
@@ -42,16 +42,14 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return503OnClosing: true
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  let closing = false
-  app.addHook('preClose', async () => { closing = true })
-  app.addHook('onSend', async (_request, reply) => {
-    if (closing) reply.header('connection', 'close')
-  })
-
   const metrics = createMetrics()
   app.decorate('metrics', metrics)
-  app.addHook('onResponse', async (request, reply) => {
-    metrics.requests.labels(request.routeOptions.url ?? 'unknown', String(request.outcome || reply.statusCode)).inc()
+  app.addHook('onResponse', (request, reply, done) => {
+    metrics.countRequest(request.routeOptions.url ?? 'unknown', request.outcome || reply.statusCode)
+    if (request.log.level === 'debug' || request.log.level === 'trace') {
+      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+    }
+    done()
   })
 
   await app.register(envelope)

@@ -14,14 +14,30 @@ export function createMetrics () {
   })
   const lockWaits = new Counter({ name: 'wxtoken_lock_waits_total', help: 'Refreshes that waited for another holder of the app\'s lock.', registers })
 
+  const requests = new Counter({
+    name: 'wxtoken_requests_total',
+    help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
+    labelNames: ['route', 'status_code'] as const,
+    registers
+  })
+  /** Label children by route and status, made once: labels() hashes its values on every call. */
+  const requestChildren = new Map<string, Map<number, { inc: () => void }>>()
+
   const metrics = {
     registry,
-    requests: new Counter({
-      name: 'wxtoken_requests_total',
-      help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
-      labelNames: ['route', 'status_code'] as const,
-      registers
-    }),
+    countRequest (route: string, status: number): void {
+      let byStatus = requestChildren.get(route)
+      if (!byStatus) {
+        byStatus = new Map()
+        requestChildren.set(route, byStatus)
+      }
+      let child = byStatus.get(status)
+      if (!child) {
+        child = requests.labels(route, String(status))
+        byStatus.set(status, child)
+      }
+      child.inc()
+    },
     hotHit: cacheLookups.labels('hot', 'hit'),
     hotMiss: cacheLookups.labels('hot', 'miss'),
     storeHit: cacheLookups.labels('store', 'hit'),

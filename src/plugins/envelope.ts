@@ -60,7 +60,7 @@ declare module 'fastify' {
 }
 
 /** The request's appId for its log lines, when the body has one that looks like an appId. */
-function appIdOf (request: FastifyRequest): { appId?: string } {
+export function appIdOf (request: FastifyRequest): { appId?: string } {
   const appId = (request.body as { appId?: unknown } | undefined)?.appId
   return typeof appId === 'string' && /^wx[0-9a-fA-F]{16}$/.test(appId) ? { appId } : {}
 }
@@ -72,14 +72,15 @@ async function send (request: FastifyRequest, reply: FastifyReply, error: AppErr
 
 export default fp(async (app) => {
   app.decorateRequest('outcome', 0)
-  app.addHook('onRequest', async (request, reply) => {
-    reply.header('x-request-id', request.id)
+  let closing = false
+  app.addHook('preClose', (done) => {
+    closing = true
+    done()
   })
-
-  app.addHook('onResponse', async (request, reply) => {
-    if (request.log.level === 'debug' || request.log.level === 'trace') {
-      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
-    }
+  app.addHook('onSend', (request, reply, payload, done) => {
+    reply.header('x-request-id', request.id)
+    if (closing) reply.header('connection', 'close')
+    done(null, payload)
   })
 
   app.setErrorHandler(async (err: FastifyError, request, reply) => {

@@ -26,6 +26,10 @@ async function markDeprecated (_request: FastifyRequest, reply: FastifyReply) {
   reply.header('link', `<${CURRENT_ROUTE}>; rel="successor-version"`)
 }
 
+function success (requestId: string, token: ServedToken) {
+  return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
+}
+
 function tokenData (token: ServedToken) {
   return {
     accessToken: token.accessToken,
@@ -60,11 +64,15 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
       onRequest: route.deprecated ? [markDeprecated, ...app.limits.perCaller] : app.limits.perCaller,
       preHandler: app.limits.perApp
-    }, async (request) => {
+    }, (request, reply) => {
       const { appId, appSecret } = request.body
-      const token = await app.tokens.getToken(appId, appSecret, context(request, appId))
       request.outcome = 200
-      return { statusCode: 200, message: 'Operation successful', requestId: request.id, data: tokenData(token) }
+      const kept = app.tokens.fromHot(appId, appSecret)
+      if (kept) {
+        reply.send(success(request.id, kept))
+        return
+      }
+      return app.tokens.getToken(appId, appSecret, context(request, appId)).then((token) => success(request.id, token))
     })
   }
 
