@@ -19,6 +19,17 @@ export const ConfigSchema = Type.Object({
     pattern: '^rediss?://',
     description: 'Redis URL (redis:// or rediss://). Unset: tokens are kept in process memory.'
   })),
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({
+    pattern: '^[^\\s,:]+:\\d{1,5}(,[^\\s,:]+:\\d{1,5})*$',
+    description: 'Redis Cluster seed nodes, host:port,host:port. Instead of REDIS_URL.'
+  })),
+  REDIS_SENTINELS: Type.Optional(Type.String({
+    pattern: '^[^\\s,:]+:\\d{1,5}(,[^\\s,:]+:\\d{1,5})*$',
+    description: 'Redis Sentinels, host:port,host:port, with REDIS_SENTINEL_NAME. Instead of REDIS_URL.'
+  })),
+  REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, description: 'The Sentinel master group name.' })),
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'Redis ACL user for Cluster and Sentinel (with REDIS_URL, put it in the URL).' })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'Redis password for Cluster and Sentinel (with REDIS_URL, put it in the URL).' })),
   REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 2000, description: 'Redis connect timeout.' }),
   REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 1000, description: 'A Redis command that takes longer fails (the store counts as unavailable).' }),
   REDIS_KEY_PREFIX: Type.String({
@@ -117,12 +128,25 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (value !== undefined && value !== '') data[key] = value
   }
   const config = envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  const topologies = [config.REDIS_URL, config.REDIS_CLUSTER_NODES, config.REDIS_SENTINELS].filter((v) => v !== undefined)
+  if (topologies.length > 1) throw new Error('env/REDIS_URL, env/REDIS_CLUSTER_NODES and env/REDIS_SENTINELS: set one at most')
+  if ((config.REDIS_SENTINELS === undefined) !== (config.REDIS_SENTINEL_NAME === undefined)) {
+    throw new Error('env/REDIS_SENTINELS and env/REDIS_SENTINEL_NAME go together')
+  }
   if (config.LOCK_LEASE_MS <= config.REQUEST_DEADLINE_MS) {
     throw new Error('env/LOCK_LEASE_MS must exceed REQUEST_DEADLINE_MS, or a lock could lapse during a fetch')
   }
   loadApps(config)
   loadCallerKeys(config)
   return config
+}
+
+/** host:port,host:port as ioredis wants nodes. */
+export function hostPorts (list: string): Array<{ host: string, port: number }> {
+  return list.split(',').map((node) => {
+    const split = node.lastIndexOf(':')
+    return { host: node.slice(0, split), port: Number(node.slice(split + 1)) }
+  })
 }
 
 /** The value of a variable, or the content of the file its _FILE twin names (for mounted secrets); not both. */

@@ -1,7 +1,7 @@
 /** The token store plugin: Redis when REDIS_URL is set, process memory otherwise; closed with the app. */
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
-import type { Config } from '../config.js'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
+import { hostPorts, type Config } from '../config.js'
 import { safeError } from '../logger.js'
 import { createMemoryStore } from '../store/memory-store.js'
 import { createRedisStore } from '../store/redis-store.js'
@@ -11,7 +11,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     store: TokenStore
     /** The Redis client behind the store, for plugins that keep their own state there; null with the memory store. */
-    redis: Redis | null
+    redis: RedisClient | null
   }
 }
 
@@ -20,32 +20,59 @@ export interface StorePluginOptions {
   now?: () => number
 }
 
-export function createRedisClient (url: string, config: Config): Redis {
-  return new Redis(url, {
+export type RedisClient = Redis | Cluster
+
+/** A single node (REDIS_URL), a Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS), all through ioredis. */
+export function createRedisClient (config: Config): RedisClient | null {
+  const options: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
     retryStrategy: (times) => Math.min(times * 100, 2000)
-  })
+  }
+  const credentials = {
+    ...(config.REDIS_USERNAME ? { username: config.REDIS_USERNAME } : {}),
+    ...(config.REDIS_PASSWORD ? { password: config.REDIS_PASSWORD } : {})
+  }
+  if (config.REDIS_URL) return new Redis(config.REDIS_URL, options)
+  if (config.REDIS_CLUSTER_NODES) {
+    return new Cluster(hostPorts(config.REDIS_CLUSTER_NODES), {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      scaleReads: 'master',
+      clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
+      redisOptions: { ...options, ...credentials }
+    })
+  }
+  if (config.REDIS_SENTINELS && config.REDIS_SENTINEL_NAME) {
+    return new Redis({
+      ...options,
+      ...credentials,
+      sentinels: hostPorts(config.REDIS_SENTINELS),
+      name: config.REDIS_SENTINEL_NAME,
+      ...(config.REDIS_PASSWORD ? { sentinelPassword: config.REDIS_PASSWORD } : {})
+    })
+  }
+  return null
 }
 
 export default fp<StorePluginOptions>(async (app, { config, now }) => {
-  if (!config.REDIS_URL) {
+  const redis = createRedisClient(config)
+  if (!redis) {
     app.decorate('redis', null)
     app.decorate('store', createMemoryStore(now))
     app.addHook('onClose', async () => { await app.store.close() })
     return
   }
-  const redis = createRedisClient(config.REDIS_URL, config)
   redis.on('error', (err) => app.log.warn({ err: safeError(err) }, 'redis error'))
   try {
     await redis.connect()
   } catch (err) {
     app.log.warn({ err: safeError(err) }, 'redis is not reachable yet; retrying in the background')
   }
-  app.decorate('redis', redis)
+  app.decorate<RedisClient | null>('redis', redis)
   app.decorate('store', createRedisStore(redis, config.REDIS_KEY_PREFIX, now))
   app.addHook('onClose', async () => {
     await app.store.close()

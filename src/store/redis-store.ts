@@ -1,5 +1,5 @@
 /** The shared store: per-app keys under one hash tag (Cluster-safe), Lua for compare-and-set, pub/sub for changes. */
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { ChangeWaiters, parseEntry, type TokenStore } from './types.js'
 
 const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
@@ -31,10 +31,12 @@ export function tokenKey (prefix: string, appId: string): string {
   return appKey(prefix, appId, 'token')
 }
 
-export function createRedisStore (redis: Redis, prefix: string, now: () => number = Date.now): TokenStore {
+export function createRedisStore (redis: Redis | Cluster, prefix: string, now: () => number = Date.now): TokenStore {
   const channel = `${prefix}:changed`
   const waiters = new ChangeWaiters()
-  const subscriber = redis.duplicate({ lazyConnect: false, enableOfflineQueue: true, maxRetriesPerRequest: null })
+  const subscriber = 'isCluster' in redis && redis.isCluster
+    ? redis.duplicate([], { lazyConnect: false, enableOfflineQueue: true })
+    : (redis as Redis).duplicate({ lazyConnect: false, enableOfflineQueue: true, maxRetriesPerRequest: null })
   subscriber.on('error', () => {})
   subscriber.on('message', (_channel: string, appId: string) => waiters.wake(appId))
   subscriber.subscribe(channel).catch(() => {})

@@ -16,22 +16,36 @@ export async function freePort (): Promise<number> {
   return address.port
 }
 
+export interface RedisServerOptions {
+  /** More redis-server arguments (cluster mode, replicaof). */
+  args?: string[]
+  /** A config file to start from, for Sentinel (which rewrites it), together with `sentinel`. */
+  configFile?: string
+  sentinel?: boolean
+  port?: number
+}
+
 export class RedisServer {
   private child: ChildProcess | undefined
-  private constructor (readonly port: number) {}
+  private constructor (readonly port: number, private readonly options: RedisServerOptions) {}
 
   get url (): string { return `redis://127.0.0.1:${this.port}` }
+  get address (): string { return `127.0.0.1:${this.port}` }
 
-  static async start (): Promise<RedisServer> {
-    const server = new RedisServer(await freePort())
+  static async start (options: RedisServerOptions = {}): Promise<RedisServer> {
+    const server = new RedisServer(options.port ?? await freePort(), options)
     await server.restart()
     return server
   }
 
   async restart (): Promise<void> {
     if (this.child) return
+    const { configFile, sentinel, args = [] } = this.options
     const child = spawn('redis-server', [
-      '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
+      ...(configFile ? [configFile] : []),
+      '--port', String(this.port), '--bind', '127.0.0.1', '--loglevel', 'warning',
+      ...(sentinel ? ['--sentinel'] : ['--save', '', '--appendonly', 'no']),
+      ...args
     ], { stdio: 'ignore' })
     this.child = child
     child.once('exit', () => { if (this.child === child) this.child = undefined })

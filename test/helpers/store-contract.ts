@@ -1,0 +1,113 @@
+/** The store contract: every store (memory, Redis single node, Cluster, Sentinel) must pass it. */
+import type { TokenEntry, TokenStore } from '../../src/store/types.js'
+import { fingerprint } from '../../src/fingerprint.js'
+import type { Test } from 'tap'
+import { APP_ID, APP_SECRET, TestClock, type Teardown } from './build.js'
+
+export function entry (clock: TestClock, lifeMs: number, generation: number, token = 'tok_' + 'a'.repeat(120)): TokenEntry {
+  return {
+    accessToken: token,
+    expiresAt: clock.now() + lifeMs,
+    mode: 'stable',
+    secretFingerprint: fingerprint(APP_ID, APP_SECRET),
+    fetchedAt: clock.now(),
+    generation
+  }
+}
+
+/** One contract, every store. */
+export function storeContract (t: Test, name: string, make: (t: Teardown, clock: TestClock) => Promise<TokenStore>) {
+  t.test(`${name} store contract`, async (t) => {
+    t.test('a miss is null, generation 0', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.get(APP_ID), null)
+      t.equal(await store.generation(APP_ID), 0)
+    })
+
+    t.test('compare-and-set writes only over the generation it saw', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      const first = entry(clock, 60_000, 1, 'first')
+      t.equal(await store.compareAndSet(APP_ID, first, 0), true)
+      t.same(await store.get(APP_ID), first)
+      t.equal(await store.generation(APP_ID), 1)
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 1, 'stale'), 0), false, 'a writer that saw generation 0 is refused')
+      t.equal((await store.get(APP_ID))?.accessToken, 'first')
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 2, 'second'), 1), true)
+      t.equal((await store.get(APP_ID))?.accessToken, 'second')
+      t.equal(await store.get('wxffffffffffffffff'), null, 'entries are per appId')
+    })
+
+    t.test('an entry is gone once its token expires; the generation stays', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      await store.compareAndSet(APP_ID, entry(clock, 300, 1), 0)
+      t.ok(await store.get(APP_ID))
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      t.equal(await store.get(APP_ID), null)
+      t.equal(await store.generation(APP_ID), 1)
+    })
+
+    t.test('an already expired entry is not stored', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, -1, 1), 0), true)
+      t.equal(await store.get(APP_ID), null)
+    })
+
+    t.test('delete removes the token', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      await store.compareAndSet(APP_ID, entry(clock, 60_000, 1), 0)
+      await store.delete(APP_ID)
+      t.equal(await store.get(APP_ID), null)
+    })
+
+    t.test('a lock is held by one owner, released only by it, and lapses with its lease', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.acquire(APP_ID, 'lock', 'a', 300), true)
+      t.equal(await store.acquire(APP_ID, 'lock', 'b', 300), false)
+      t.equal(await store.release(APP_ID, 'lock', 'b'), false, 'not by another owner')
+      t.equal(await store.release(APP_ID, 'lock', 'a'), true)
+      t.equal(await store.acquire(APP_ID, 'lock', 'b', 200), true)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.acquire(APP_ID, 'lock', 'c', 200), true, 'the lapsed lease is taken over')
+      t.equal(await store.release(APP_ID, 'lock', 'b'), false, 'the lapsed owner cannot release the new one')
+    })
+
+    t.test('counters count and lapse', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.increment(APP_ID, 'calls', 200), 1)
+      t.equal(await store.increment(APP_ID, 'calls', 200), 2)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.increment(APP_ID, 'calls', 200), 1)
+    })
+
+    t.test('values are kept for their TTL', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.getValue(APP_ID, 'negative'), null)
+      await store.setValue(APP_ID, 'negative', '{"x":1}', 200)
+      t.equal(await store.getValue(APP_ID, 'negative'), '{"x":1}')
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.getValue(APP_ID, 'negative'), null)
+    })
+
+    t.test('notify wakes a waiter at once; otherwise the wait times out', async (t) => {
+      const store = await make(t, new TestClock())
+      const started = Date.now()
+      await store.waitForChange(APP_ID, 100)
+      t.ok(Date.now() - started >= 90, 'timed out')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const woken = Date.now()
+      const waiting = store.waitForChange(APP_ID, 5000)
+      setTimeout(() => { store.notify(APP_ID).catch(() => {}) }, 50)
+      await waiting
+      t.ok(Date.now() - woken < 2000, `woken after ${Date.now() - woken} ms`)
+    })
+
+    t.test('ping answers', async (t) => {
+      const store = await make(t, new TestClock())
+      await t.resolves(store.ping())
+    })
+  })
+}
