@@ -1,5 +1,5 @@
 /**
- * Benchmark: starts Redis, the WeChat stand-in and each server variant in its own process, drives it with
+ * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own process, drives it with
  * autocannon and prints figures as Markdown: cache hits on both routes with the hot cache on and off against a
  * bare Fastify route (the ceiling), a cold burst of 1,000 concurrent requests, and RSS with 10,000 apps cached.
  * Settings: BENCH_SECONDS (10 per run), BENCH_CONNECTIONS (50).
@@ -24,7 +24,7 @@ const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 interface Server { child: ChildProcess, base: string }
 
 async function startServer (env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/bench-server.ts'], {
+  const child = spawn(process.execPath, ['scripts/bench-server.js'], {
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'inherit']
   })
@@ -66,6 +66,7 @@ for (const [hotMs, label] of [['2000', 'hot cache on'], ['0', 'hot cache off']] 
 }
 
 const server = await startServer(serviceEnv('2000'))
+const startRss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'))?.[1] ?? 0)
 mock.inject({ fault: { kind: 'latency', ms: 100 } })
 const cold = 'wx00000000c01db00f'
 const pool = new Pool(server.base, { connections: 1000 })
@@ -105,4 +106,5 @@ console.log('|---|---|---|---|---|---|')
 for (const row of rows) console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50} | ${row.p99} | ${(row.rps / ceiling).toFixed(2)} | ${row.errors} |`)
 console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
   `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
-console.log(`memory with ${fmt(apps)} apps cached (service process): peak RSS ${(kb('VmHWM') / 1024).toFixed(1)} MB, RSS now ${(kb('VmRSS') / 1024).toFixed(1)} MB`)
+console.log(`memory of the service process: RSS ${(startRss / 1024).toFixed(1)} MB after start; with ${fmt(apps)} apps cached ` +
+  `peak RSS ${(kb('VmHWM') / 1024).toFixed(1)} MB, RSS now ${(kb('VmRSS') / 1024).toFixed(1)} MB`)

@@ -1,0 +1,37 @@
+/**
+ * One server for the benchmark, in its own process, running the compiled service as production does (npm run build
+ * first): BENCH_VARIANT=service (the app, configured by the environment) or bare (a bare Fastify route with the same
+ * framework set-up and body schema, answering a constant envelope of the same size). Prints its port once listening.
+ */
+import { randomUUID } from 'node:crypto'
+import Fastify, { LogController } from 'fastify'
+import { buildApp } from '../dist/app.js'
+import { loadConfig } from '../dist/config.js'
+import { createLogger } from '../dist/logger.js'
+import { requestIdFrom } from '../dist/plugins/envelope.js'
+import { EnvelopeSchema, TokenRequestSchema } from '../dist/schemas/token.js'
+
+const level = process.env.LOG_LEVEL ?? 'warn'
+
+async function bare () {
+  const app = Fastify({
+    loggerInstance: createLogger(level),
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: false,
+    genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
+    ajv: { customOptions: { coerceTypes: false, allErrors: false } }
+  })
+  const envelope = {
+    statusCode: 200,
+    message: 'Operation successful',
+    requestId: '5f0a1c2e-8d1b-4c0e-9a7f-3b2d1e0c9f8a',
+    data: { accessToken: `88_${'A'.repeat(129)}`, expiresAt: '1795542463', expiresIn: 7199 }
+  }
+  app.post('/api/v3/get-wechat-access-token-info', { schema: { body: TokenRequestSchema, response: { 200: EnvelopeSchema } } }, async () => envelope)
+  return app
+}
+
+const app = process.env.BENCH_VARIANT === 'bare' ? await bare() : await buildApp(loadConfig(), { logger: createLogger(level) })
+await app.listen({ port: 0, host: '127.0.0.1' })
+console.log(String(app.server.address().port))
+process.on('SIGTERM', () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
