@@ -92,6 +92,8 @@ for (let i = 0; i < apps; i += 200) {
   }))
 }
 const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8')
+const exposition = await (await fetch(`${server.base}/metrics`)).text()
+const heapUsed = Number(/^wxtoken_nodejs_heap_size_used_bytes (\S+)/m.exec(exposition)?.[1] ?? 0)
 const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0)
 await pool.close()
 await stopServer(server)
@@ -107,4 +109,4 @@ for (const row of rows) console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50
 console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
   `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
 console.log(`memory of the service process: RSS ${(startRss / 1024).toFixed(1)} MB after start; with ${fmt(apps)} apps cached ` +
-  `peak RSS ${(kb('VmHWM') / 1024).toFixed(1)} MB, RSS now ${(kb('VmRSS') / 1024).toFixed(1)} MB`)
+  `peak RSS ${(kb('VmHWM') / 1024).toFixed(1)} MB, RSS now ${(kb('VmRSS') / 1024).toFixed(1)} MB, V8 heap in use ${(heapUsed / 1048576).toFixed(1)} MB`)

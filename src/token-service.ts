@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { ApiCodes } from './api-codes.js'
 import { AppError } from './errors.js'
-import { fingerprint, sameFingerprint, sameString } from './fingerprint.js'
+import { createFingerprintCache, fingerprint, sameFingerprint, sameString } from './fingerprint.js'
 import { safeError } from './logger.js'
 import type { Metrics } from './metrics.js'
 import type { TokenEntry, TokenStore } from './store/types.js'
@@ -113,6 +113,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   const hotMs = opts.hotCacheMs ?? 0
   const hotMax = opts.hotCacheMaxApps ?? 10_000
   const metrics = opts.metrics
+  const fingerprintOf = createFingerprintCache(hotMax)
   store.onChange((appId) => hot.delete(appId))
   const configured = new Map<string, string>()
   for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret))
@@ -386,7 +387,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     const kept = fromHot(appId, appSecret)
     if (kept) return kept
     if (hotMs > 0) metrics?.hotMiss.inc()
-    const fp = fingerprint(appId, appSecret)
+    const fp = fingerprintOf(appId, appSecret)
     checkConfigured(appId, fp)
     let cached: TokenEntry | null
     try {
@@ -424,7 +425,7 @@ export function createTokenService (opts: TokenServiceOptions) {
 
   /** "WeChat refused this token": refresh only while it is still the current one, within WeChat's limits. */
   async function refreshReported (appId: string, appSecret: string, reported: string, ctx: CallContext): Promise<RefreshOutcome> {
-    const fp = fingerprint(appId, appSecret)
+    const fp = fingerprintOf(appId, appSecret)
     checkConfigured(appId, fp)
     const cached = await guarded(() => store.get(appId))
     if (cached && !sameFingerprint(cached.secretFingerprint, fp)) {

@@ -21,9 +21,10 @@ const routes = [
   { url: OBSOLETE_ROUTE, deprecated: true, summary: `Obsolete: use ${CURRENT_ROUTE}` }
 ]
 
-async function markDeprecated (_request: FastifyRequest, reply: FastifyReply) {
+function markDeprecated (_request: FastifyRequest, reply: FastifyReply, done: () => void) {
   reply.header('deprecation', DEPRECATION)
   reply.header('link', `<${CURRENT_ROUTE}>; rel="successor-version"`)
+  done()
 }
 
 function success (requestId: string, token: ServedToken) {
