@@ -24,12 +24,20 @@ const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 interface Server { child: ChildProcess, base: string }
 
 async function startServer (env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, ['scripts/bench-server.js'], {
+  const child = spawn(process.execPath, ['--expose-gc', 'scripts/bench-server.js'], {
     env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'inherit']
+    stdio: ['ignore', 'pipe', 'pipe']
   })
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
   return { child, base: `http://127.0.0.1:${chunk.toString().trim()}` }
+}
+
+/** The server's memory after a full collection (it prints it on SIGUSR2). */
+async function memoryAfterGc (server: Server): Promise<{ rss: number, heapUsed: number }> {
+  const line = once(server.child.stderr!, 'data') as Promise<[Buffer]>
+  server.child.kill('SIGUSR2')
+  const [chunk] = await line
+  return JSON.parse(chunk.toString().trim().split('\n').at(-1) ?? '{}')
 }
 
 async function stopServer (server: Server): Promise<void> {
@@ -66,7 +74,6 @@ for (const [hotMs, label] of [['2000', 'hot cache on'], ['0', 'hot cache off']] 
 }
 
 const server = await startServer(serviceEnv('2000'))
-const startRss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'))?.[1] ?? 0)
 mock.inject({ fault: { kind: 'latency', ms: 100 } })
 const cold = 'wx00000000c01db00f'
 const pool = new Pool(server.base, { connections: 1000 })
@@ -83,20 +90,24 @@ const burstMs = performance.now() - started
 const coldCalls = mock.calls('stable_token') - callsBefore
 mock.clearFaults()
 
+await pool.close()
+await stopServer(server)
+
 const apps = 10_000
+const memoryServer = await startServer(serviceEnv('2000'))
+const idle = await memoryAfterGc(memoryServer)
+const fill = new Pool(memoryServer.base, { connections: 200 })
 for (let i = 0; i < apps; i += 200) {
   await Promise.all(Array.from({ length: 200 }, async (_, j) => {
     const appId = `wx${(i + j).toString(16).padStart(16, '7')}`
-    const res = await pool.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
+    const res = await fill.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
     await res.body.dump()
   }))
 }
-const status = readFileSync(`/proc/${server.child.pid}/status`, 'utf8')
-const exposition = await (await fetch(`${server.base}/metrics`)).text()
-const heapUsed = Number(/^wxtoken_nodejs_heap_size_used_bytes (\S+)/m.exec(exposition)?.[1] ?? 0)
-const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0)
-await pool.close()
-await stopServer(server)
+const peakKb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${memoryServer.child.pid}/status`, 'utf8'))?.[1] ?? 0)
+const filled = await memoryAfterGc(memoryServer)
+await fill.close()
+await stopServer(memoryServer)
 await mock.close()
 await redis.stop()
 
@@ -108,5 +119,7 @@ console.log('|---|---|---|---|---|---|')
 for (const row of rows) console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50} | ${row.p99} | ${(row.rps / ceiling).toFixed(2)} | ${row.errors} |`)
 console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
   `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
-console.log(`memory of the service process: RSS ${(startRss / 1024).toFixed(1)} MB after start; with ${fmt(apps)} apps cached ` +
-  `peak RSS ${(kb('VmHWM') / 1024).toFixed(1)} MB, RSS now ${(kb('VmRSS') / 1024).toFixed(1)} MB, V8 heap in use ${(heapUsed / 1048576).toFixed(1)} MB`)
+const mb = (bytes: number) => (bytes / 1048576).toFixed(1)
+console.log(`memory of a fresh service process, after a full GC: RSS ${mb(idle.rss)} MB and heap ${mb(idle.heapUsed)} MB idle; ` +
+  `with ${fmt(apps)} apps cached RSS ${mb(filled.rss)} MB and heap ${mb(filled.heapUsed)} MB ` +
+  `(${((filled.heapUsed - idle.heapUsed) / apps / 1024).toFixed(2)} KB per app); peak RSS while filling ${(peakKb / 1024).toFixed(1)} MB`)
