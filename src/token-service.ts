@@ -187,15 +187,15 @@ export function createTokenService (opts: TokenServiceOptions) {
     }
   }
 
-  /** The quota governor: every upstream token call of an app counts against its daily budget. */
-  async function spendBudget (appId: string): Promise<void> {
+  /** The quota governor: every upstream token call of an app counts against its daily budget. Returns the count. */
+  async function spendBudget (appId: string): Promise<number> {
     const day = beijingDay(now())
     const used = await store.increment(appId, `calls:${day}`, 2 * DAY_MS)
-    metrics?.quotaUsed.labels(appId).set(used)
     if (used > opts.dailyUpstreamBudget) {
       throw new AppError('DAILY_BUDGET_EXHAUSTED',
         `appId ${appId} used its budget of ${opts.dailyUpstreamBudget} upstream token calls for ${day} (Beijing time)`)
     }
+    return used
   }
 
   /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
@@ -227,8 +227,9 @@ export function createTokenService (opts: TokenServiceOptions) {
     let fetched
     try {
       if (forced) await allowForcedRefresh(appId)
-      await spendBudget(appId)
+      const used = await spendBudget(appId)
       fetched = await wechat.fetchToken(appId, need.secret, { deadline: need.deadline, forceRefresh: forced })
+      metrics?.quotaUsed.labels(appId).set(used)
     } catch (err) {
       if (audit) {
         ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')

@@ -35,5 +35,6 @@ t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refr
   const left = value(text, `wxtoken_token_seconds_left{app_id="${APP_ID}"}`)
   t.ok(left > 7100 && left <= 7200, `seconds left: ${left}`)
   t.match(text, /wxtoken_process_resident_memory_bytes/, 'process metrics too')
+  t.notMatch(text, /app_id="wx00000000000000dd"/, 'an app WeChat refused gets no per-app series (they could grow without bound)')
   for (const secret of [APP_SECRET, OTHER_SECRET, token, ...mock.issuedTokens()]) t.notOk(text.includes(secret), 'no secret or token in any label')
 })
