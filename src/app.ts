@@ -7,7 +7,7 @@ import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
-import envelope, { appIdOf, requestIdFrom } from './plugins/envelope.js'
+import envelope, { requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
@@ -44,15 +44,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   const metrics = createMetrics()
   app.decorate('metrics', metrics)
-  app.addHook('onResponse', (request, reply, done) => {
-    metrics.countRequest(request.routeOptions.url ?? 'unknown', request.outcome || reply.statusCode)
-    if (request.log.level === 'debug' || request.log.level === 'trace') {
-      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
-    }
-    done()
-  })
 
-  await app.register(envelope)
+  await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL })
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
   await app.register(auth, { keys: loadCallerKeys(config) })

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { safeError } from '../logger.js'
+import type { Metrics } from '../metrics.js'
 import { FieldHints } from '../schemas/token.js'
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -53,9 +54,13 @@ function httpStatus (error: AppError): number {
 }
 
 declare module 'fastify' {
-  interface FastifyRequest {
-    /** The envelope statusCode of the answer, for metrics; 0 until one is known. */
-    outcome: number
+  interface FastifyInstance {
+    /**
+     * Every answer passes here just before it is sent: the x-request-id header, Connection: close while shutting
+     * down, and the request counter by route and envelope statusCode. Called by each route and the error handlers,
+     * so the hot path runs no hook.
+     */
+    finish: (request: FastifyRequest, reply: FastifyReply, status: number) => void
   }
 }
 
@@ -65,23 +70,28 @@ export function appIdOf (request: FastifyRequest): { appId?: string } {
   return typeof appId === 'string' && /^wx[0-9a-fA-F]{16}$/.test(appId) ? { appId } : {}
 }
 
-async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
-  request.outcome = error.statusCode
-  return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
-}
-
-export default fp(async (app) => {
-  app.decorateRequest('outcome', 0)
+export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics, logLevel }) => {
   let closing = false
   app.addHook('preClose', (done) => {
     closing = true
     done()
   })
-  app.addHook('onSend', (request, reply, payload, done) => {
+  app.decorate('finish', (request: FastifyRequest, reply: FastifyReply, status: number) => {
     reply.header('x-request-id', request.id)
     if (closing) reply.header('connection', 'close')
-    done(null, payload)
+    metrics.countRequest(request.routeOptions.url ?? 'unknown', status)
   })
+  if (logLevel === 'debug' || logLevel === 'trace') {
+    app.addHook('onResponse', (request, reply, done) => {
+      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+      done()
+    })
+  }
+
+  async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
+    app.finish(request, reply, error.statusCode)
+    return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
+  }
 
   app.setErrorHandler(async (err: FastifyError, request, reply) => {
     const error = toAppError(err)

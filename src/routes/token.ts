@@ -67,13 +67,16 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: app.limits.perApp
     }, (request, reply) => {
       const { appId, appSecret } = request.body
-      request.outcome = 200
       const kept = app.tokens.fromHot(appId, appSecret)
       if (kept) {
+        app.finish(request, reply, 200)
         reply.send(success(request.id, kept))
         return
       }
-      return app.tokens.getToken(appId, appSecret, context(request, appId)).then((token) => success(request.id, token))
+      return app.tokens.getToken(appId, appSecret, context(request, appId)).then((token) => {
+        app.finish(request, reply, 200)
+        return success(request.id, token)
+      })
     })
   }
 
@@ -88,11 +91,11 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     onRequest: app.limits.perCaller,
     preHandler: app.limits.perApp
-  }, async (request) => {
+  }, async (request, reply) => {
     const { appId, appSecret, accessToken } = request.body
     const outcome = await app.tokens.refreshReported(appId, appSecret, accessToken, context(request, appId))
     const data = outcome.token ? { data: tokenData(outcome.token) } : {}
-    request.outcome = outcome.notice?.statusCode ?? 200
+    app.finish(request, reply, outcome.notice?.statusCode ?? 200)
     if (outcome.notice) {
       const { statusCode, apiCode, message } = outcome.notice
       return { statusCode, message, apiCode, requestId: request.id, ...data }
