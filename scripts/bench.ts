@@ -46,12 +46,20 @@ async function stopServer (server: Server): Promise<void> {
   await exited
 }
 
-async function load (base: string, path: string) {
-  const options = { url: base + path, method: 'POST' as const, headers: { 'content-type': 'application/json' }, body, connections, pipelining: 1 }
+/** CPU time (user + system) a process has used, in microseconds. */
+function cpuMicros (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * (1e6 / 100)
+}
+
+async function load (server: Server, path: string) {
+  const options = { url: server.base + path, method: 'POST' as const, headers: { 'content-type': 'application/json' }, body, connections, pipelining: 1 }
   await autocannon({ ...options, duration: 2 })
+  const cpuBefore = cpuMicros(server.child.pid!)
   const result = await autocannon({ ...options, duration: seconds })
+  const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
   const errors = result.errors + result.non2xx
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors }
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors }
 }
 
 const redis = await RedisServer.start()
@@ -59,16 +67,16 @@ const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
 const serviceEnv = (hotMs: string) => ({ REDIS_URL: redis.url, WECHAT_API_BASE: upstream, HOT_CACHE_MS: hotMs, LOG_LEVEL: 'warn' })
 
-const rows: Array<{ name: string, rps: number, p50: number, p99: number, errors: number }> = []
+const rows: Array<{ name: string, rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }> = []
 const bare = await startServer({ BENCH_VARIANT: 'bare' })
-rows.push({ name: 'bare Fastify route (ceiling)', ...await load(bare.base, INFO) })
+rows.push({ name: 'bare Fastify route (ceiling)', ...await load(bare, INFO) })
 await stopServer(bare)
 
 for (const [hotMs, label] of [['2000', 'hot cache on'], ['0', 'hot cache off']] as const) {
   const server = await startServer(serviceEnv(hotMs))
   for (const path of [INFO, OBSOLETE]) {
     await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
-    rows.push({ name: `cache hit, ${path.endsWith('info') ? 'current' : 'obsolete'} route, ${label}`, ...await load(server.base, path) })
+    rows.push({ name: `cache hit, ${path.endsWith('info') ? 'current' : 'obsolete'} route, ${label}`, ...await load(server, path) })
   }
   await stopServer(server)
 }
@@ -111,12 +119,15 @@ await stopServer(memoryServer)
 await mock.close()
 await redis.stop()
 
-const ceiling = rows[0]!.rps
+const ceiling = rows[0]!
 const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
 console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; autocannon ${connections} connections, ${seconds} s per run after a 2 s warm-up\n`)
-console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare | errors |')
-console.log('|---|---|---|---|---|---|')
-for (const row of rows) console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50} | ${row.p99} | ${(row.rps / ceiling).toFixed(2)} | ${row.errors} |`)
+console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare | service CPU µs per request | CPU ratio (bare / run) | errors |')
+console.log('|---|---|---|---|---|---|---|---|')
+for (const row of rows) {
+  console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50} | ${row.p99} | ${(row.rps / ceiling.rps).toFixed(2)} | ` +
+    `${row.cpuPerRequest.toFixed(1)} | ${(ceiling.cpuPerRequest / row.cpuPerRequest).toFixed(2)} | ${row.errors} |`)
+}
 console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
   `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
 const mb = (bytes: number) => (bytes / 1048576).toFixed(1)
