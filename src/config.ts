@@ -17,7 +17,7 @@ export const ConfigSchema = Type.Object({
   }),
   REDIS_URL: Type.Optional(Type.String({
     pattern: '^rediss?://',
-    description: 'Redis URL (redis:// or rediss://). Unset: tokens are kept in process memory.'
+    description: 'Redis URL (redis:// or rediss://). With no Redis setting at all, tokens are kept in process memory.'
   })),
   REDIS_CLUSTER_NODES: Type.Optional(Type.String({
     pattern: '^[^\\s,:]+:\\d{1,5}(,[^\\s,:]+:\\d{1,5})*$',

@@ -23,11 +23,6 @@ export function createFingerprintCache (maxApps: number) {
   }
 }
 
-/** Constant-time comparison of two fingerprints. */
-export function sameFingerprint (a: string, b: string): boolean {
-  return sameString(a, b)
-}
-
 /** Constant-time equality of two strings of the same length (the length itself is not secret). */
 export function sameString (a: string, b: string): boolean {
   if (a.length !== b.length) return false

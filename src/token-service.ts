@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { ApiCodes } from './api-codes.js'
 import { AppError } from './errors.js'
-import { createFingerprintCache, fingerprint, sameFingerprint, sameString } from './fingerprint.js'
+import { createFingerprintCache, fingerprint, sameString } from './fingerprint.js'
 import { safeError } from './logger.js'
 import type { Metrics } from './metrics.js'
 import type { TokenEntry, TokenStore } from './store/types.js'
@@ -128,7 +128,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   }
 
   function usable (entry: TokenEntry | null, fp: string, minLifeMs: number): entry is TokenEntry {
-    return entry !== null && sameFingerprint(entry.secretFingerprint, fp) && entry.expiresAt - now() > minLifeMs
+    return entry !== null && sameString(entry.secretFingerprint, fp) && entry.expiresAt - now() > minLifeMs
   }
 
   /** When a served entry should be refreshed in the background. */
@@ -165,7 +165,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (!opts.apps) return
     const expected = configured.get(appId)
     if (expected === undefined) throw new AppError('APP_NOT_CONFIGURED', `appId ${appId} is not one of the configured WECHAT_APPS`)
-    if (!sameFingerprint(expected, fp)) throw new AppError('SECRET_MISMATCH', 'appSecret does not match the configured secret for this appId')
+    if (!sameString(expected, fp)) throw new AppError('SECRET_MISMATCH', 'appSecret does not match the configured secret for this appId')
   }
 
   async function rememberedError (appId: string, fp: string): Promise<AppError | null> {
@@ -249,7 +249,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     }
     ctx.log.warn({ generation }, 'a newer token was stored while this one was fetched; the newer one is kept')
     const newer = await store.get(appId)
-    return newer !== null && sameFingerprint(newer.secretFingerprint, need.fp) ? newer : entry
+    return newer !== null && sameString(newer.secretFingerprint, need.fp) ? newer : entry
   }
 
   /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
@@ -339,7 +339,7 @@ export function createTokenService (opts: TokenServiceOptions) {
    */
   async function duringOutage (appId: string, appSecret: string, fp: string, ctx: CallContext, outage: AppError): Promise<ServedToken> {
     const copy = copies.get(appId)
-    if (copy && !sameFingerprint(copy.secretFingerprint, fp)) {
+    if (copy && !sameString(copy.secretFingerprint, fp)) {
       throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
     }
     if (usable(copy ?? null, fp, marginMs)) {
@@ -393,7 +393,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     let cached: TokenEntry | null
     try {
       cached = await guarded(() => store.get(appId))
-      if (cached && !opts.apps && !sameFingerprint(cached.secretFingerprint, fp)) {
+      if (cached && !opts.apps && !sameString(cached.secretFingerprint, fp)) {
         return served(await guarded(() => adoptNewSecret(appId, appSecret, fp, ctx)))
       }
     } catch (err) {
@@ -429,7 +429,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     const fp = fingerprintOf(appId, appSecret)
     checkConfigured(appId, fp)
     const cached = await guarded(() => store.get(appId))
-    if (cached && !sameFingerprint(cached.secretFingerprint, fp)) {
+    if (cached && !sameString(cached.secretFingerprint, fp)) {
       throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
     }
     const need: Need = {
