@@ -11,7 +11,7 @@ import { AppError } from './errors.js'
 import { createFingerprintCache, fingerprint, sameString } from './fingerprint.js'
 import { safeError } from './logger.js'
 import type { Metrics } from './metrics.js'
-import type { TokenEntry, TokenStore } from './store/types.js'
+import { tokenEntry, type TokenEntry, type TokenStore } from './store/types.js'
 import { WechatApiError } from './wechat/errcodes.js'
 import type { WechatClient } from './wechat/client.js'
 
@@ -242,7 +242,7 @@ export function createTokenService (opts: TokenServiceOptions) {
       ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
       metrics?.forcedRefreshes.labels('refreshed').inc()
     }
-    const entry: TokenEntry = { ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: generation + 1 }
+    const entry = tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: generation + 1 })
     if (await store.compareAndSet(appId, entry, generation)) {
       ctx.log.debug({ generation: entry.generation }, 'token stored')
       return entry
@@ -354,7 +354,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     ctx.log.warn('token store unavailable: fetching directly (stable mode)')
     const entry = await shared(`${appId}\0${fp}\0outage`, async () => {
       const fetched = await wechat.fetchToken(appId, appSecret, { deadline: now() + opts.requestDeadlineMs })
-      return { ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 }
+      return tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 })
     })
     keepCopy(appId, entry)
     return served(entry)
@@ -368,7 +368,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
     const copy = copies.get(appId) ?? null
     if (!usable(copy, fp, marginMs) || await store.generation(appId) !== 0) return null
-    const entry: TokenEntry = { ...copy, generation: 1 }
+    const entry = tokenEntry({ ...copy, generation: 1 })
     if (!await store.compareAndSet(appId, entry, 0)) return null
     ctx.log.info('the token store had lost this app\'s token; restored from this instance\'s copy')
     await store.notify(appId).catch(() => {})

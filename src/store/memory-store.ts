@@ -1,5 +1,5 @@
 /** The embedded store: tokens and per-app state in process memory, for a single instance with no Redis. */
-import { ChangeWaiters, type TokenEntry, type TokenStore } from './types.js'
+import { ChangeWaiters, tokenEntry, type TokenEntry, type TokenStore } from './types.js'
 
 interface Timed { value: string, expiresAt: number }
 
@@ -34,7 +34,7 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
         entries.delete(appId)
         return null
       }
-      return { ...entry }
+      return tokenEntry(entry)
     },
     async generation (appId) {
       return generations.get(appId) ?? 0
@@ -42,7 +42,7 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
     async compareAndSet (appId, entry, expected) {
       if ((generations.get(appId) ?? 0) !== expected) return false
       generations.set(appId, expected + 1)
-      if (entry.expiresAt > now()) entries.set(appId, { ...entry })
+      if (entry.expiresAt > now()) entries.set(appId, tokenEntry(entry))
       else entries.delete(appId)
       return true
     },

@@ -15,6 +15,21 @@ export interface TokenEntry {
 }
 
 /**
+ * A TokenEntry built as one object literal, so that every entry shares one hidden class: an entry made by spreading
+ * another object gets a shape of its own in V8 (hundreds of bytes each, and slower reads on the hot path).
+ */
+export function tokenEntry (from: TokenEntry): TokenEntry {
+  return {
+    accessToken: from.accessToken,
+    expiresAt: from.expiresAt,
+    mode: from.mode,
+    secretFingerprint: from.secretFingerprint,
+    fetchedAt: from.fetchedAt,
+    generation: from.generation
+  }
+}
+
+/**
  * Per-app state. Every key an app uses shares its hash tag, so the multi-key scripts run on a Cluster.
  * `name` below is one of the small per-app values: a lock, a counter, a remembered error.
  */
@@ -67,14 +82,7 @@ export function parseEntry (raw: string | null): TokenEntry | null {
       typeof entry.fetchedAt !== 'number' || typeof entry.generation !== 'number') {
     return null
   }
-  return {
-    accessToken: entry.accessToken,
-    expiresAt: entry.expiresAt,
-    mode: entry.mode,
-    secretFingerprint: entry.secretFingerprint,
-    fetchedAt: entry.fetchedAt,
-    generation: entry.generation
-  }
+  return tokenEntry(entry as unknown as TokenEntry) // every field checked above
 }
 
 /** Waiters woken by notify(); shared by both stores (the Redis one feeds it from pub/sub). */
