@@ -113,8 +113,11 @@ export function createWechatClient (opts: WechatClientOptions) {
       if (remaining <= 0) break
       const started = performance.now()
       const endpoint = opts.mode === 'classic' ? 'token' : 'stable_token'
+      // A timer cleared as soon as the attempt ends (AbortSignal.timeout would live, and hold memory, until it fired).
+      const abort = new AbortController()
+      const timer = setTimeout(() => abort.abort(), remaining)
       try {
-        const token = await attempt(appId, secret, forceRefresh, AbortSignal.timeout(remaining))
+        const token = await attempt(appId, secret, forceRefresh, abort.signal)
         opts.metrics?.upstreamCalls.labels(endpoint, '0').inc()
         return token
       } catch (err) {
@@ -124,6 +127,7 @@ export function createWechatClient (opts: WechatClientOptions) {
         const retryable = err instanceof RetryableUpstreamError || (err instanceof WechatApiError && err.retryable)
         if (!retryable) throw err
       } finally {
+        clearTimeout(timer)
         opts.metrics?.upstreamSeconds.labels(endpoint).observe((performance.now() - started) / 1000)
       }
     }
