@@ -1,6 +1,7 @@
 /** The pino logger: redacts every path that can hold a secret or a token; pretty only on a TTY. */
 import { createRequire } from 'node:module'
-import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
+import type { FastifyBaseLogger } from 'fastify'
+import { pino, type Bindings, type ChildLoggerOptions, type DestinationStream, type LogFn, type Logger, type LoggerOptions } from 'pino'
 
 export const REDACT_PATHS = [
   'appSecret', '*.appSecret', 'secret', '*.secret',
@@ -19,6 +20,52 @@ export function createLogger (level: string, destination?: DestinationStream): L
     return pino({ ...options, transport: { target: 'pino-pretty' } })
   }
   return pino(options)
+}
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']
+
+/**
+ * A child of `parent` that is made only when a line is logged at a level `parent` has on: making a pino child
+ * serializes (and redacts) its bindings, which a request that logs nothing should not pay for.
+ */
+class DeferredChild implements FastifyBaseLogger {
+  #made: FastifyBaseLogger | undefined
+  readonly #parent: FastifyBaseLogger
+  readonly #bindings: () => Bindings
+
+  constructor (parent: FastifyBaseLogger, bindings: () => Bindings) {
+    this.#parent = parent
+    this.#bindings = bindings
+  }
+
+  get level (): string { return this.#made?.level ?? this.#parent.level }
+  set level (level: string) { this.#child().level = level }
+  get silent (): LogFn { return this.#parent.silent }
+
+  trace (...args: Parameters<LogFn>): void { this.#log('trace', args) }
+  debug (...args: Parameters<LogFn>): void { this.#log('debug', args) }
+  info (...args: Parameters<LogFn>): void { this.#log('info', args) }
+  warn (...args: Parameters<LogFn>): void { this.#log('warn', args) }
+  error (...args: Parameters<LogFn>): void { this.#log('error', args) }
+  fatal (...args: Parameters<LogFn>): void { this.#log('fatal', args) }
+
+  child (bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.#child().child(bindings, options)
+  }
+
+  #child (): FastifyBaseLogger {
+    this.#made ??= this.#parent.child(this.#bindings())
+    return this.#made
+  }
+
+  #log (level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal', args: Parameters<LogFn>): void {
+    const current = LEVELS.indexOf(this.level)
+    if (current !== -1 && current <= LEVELS.indexOf(level)) this.#child()[level](...args)
+  }
+}
+
+export function deferredChild (parent: FastifyBaseLogger, bindings: () => Bindings): FastifyBaseLogger {
+  return new DeferredChild(parent, bindings)
 }
 
 /** Only the harmless parts of an error: drivers attach their arguments (tokens among them) to errors. */

@@ -1,6 +1,7 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { deferredChild } from '../logger.js'
 import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
 import type { CallContext, ServedToken, TokenService } from '../token-service.js'
 
@@ -42,15 +43,7 @@ function tokenData (token: ServedToken) {
 /** What the token service needs of the request; its logger (with appId and caller) is made only when a line is logged. */
 function context (request: FastifyRequest, appId: string): CallContext {
   const caller = callerOf(request)
-  let log: FastifyBaseLogger | undefined
-  return {
-    get log () {
-      log ??= request.log.child({ appId, caller })
-      return log
-    },
-    caller,
-    requestId: request.id
-  }
+  return { log: deferredChild(request.log, () => ({ appId, caller })), caller, requestId: request.id }
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {

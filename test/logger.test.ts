@@ -1,0 +1,60 @@
+import t from 'tap'
+import type { FastifyBaseLogger } from 'fastify'
+import { LogCapture } from './helpers/build.js'
+import { createLogger, deferredChild } from '../src/logger.js'
+
+/** A logger at `level` whose children are counted. */
+function counted (level: string) {
+  const capture = new LogCapture()
+  const logger = createLogger(level, capture)
+  let children = 0
+  const parent: FastifyBaseLogger = Object.assign(Object.create(logger) as FastifyBaseLogger, {
+    child (this: FastifyBaseLogger, bindings: Record<string, unknown>) {
+      children++
+      return logger.child.call(this, bindings)
+    }
+  })
+  return { capture, parent, children: () => children }
+}
+
+t.test('a deferred child makes no pino child for lines below the level', async (t) => {
+  const { capture, parent, children } = counted('warn')
+  let asked = 0
+  const log = deferredChild(parent, () => { asked++; return { appId: 'wx1' } })
+  log.debug({ generation: 2 }, 'token stored')
+  log.info('checking the secret')
+  log.trace('detail')
+  t.equal(children(), 0, 'no child made')
+  t.equal(asked, 0, 'bindings not even built')
+  t.equal(capture.lines.length, 0)
+  t.equal(log.level, 'warn')
+})
+
+t.test('a deferred child logs enabled lines once, with its bindings', async (t) => {
+  const { capture, parent, children } = counted('info')
+  const log = deferredChild(parent, () => ({ appId: 'wx1', caller: 'billing' }))
+  log.debug('hidden')
+  log.info({ generation: 3 }, 'first')
+  log.warn('second')
+  log.error(new Error('boom'), 'third')
+  t.equal(children(), 1, 'one child for the whole request')
+  t.same(capture.records.map((r) => [r.msg, r.appId, r.caller]), [
+    ['first', 'wx1', 'billing'], ['second', 'wx1', 'billing'], ['third', 'wx1', 'billing']
+  ])
+  t.equal(capture.records[0]!.generation, 3)
+  t.match(capture.records[2]!.err, { message: 'boom' })
+  const grandchild = log.child({ audit: 'x' })
+  grandchild.info('fourth')
+  t.same(capture.records.at(-1), { ...capture.records.at(-1), appId: 'wx1', audit: 'x', msg: 'fourth' })
+})
+
+t.test('a deferred child follows its parent\'s level, and redaction still applies', async (t) => {
+  const { capture, parent } = counted('silent')
+  const log = deferredChild(parent, () => ({ appId: 'wx1' }))
+  log.fatal('nothing at silent')
+  t.equal(capture.lines.length, 0)
+  parent.level = 'debug'
+  log.debug({ appSecret: 'must-not-appear' }, 'now on')
+  t.equal(capture.lines.length, 1)
+  t.notMatch(capture.text, 'must-not-appear')
+})
