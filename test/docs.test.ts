@@ -31,3 +31,12 @@ t.test('every route in the README is served, and the README lists the routes', a
   ])
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
 })
+
+t.test('npm start, the image and the README give the service the same heap limit', async (t) => {
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  const dockerfile = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8')
+  const flag = /--max-old-space-size=\d+/.exec(pkg.scripts.start!)?.[0]
+  t.ok(flag, 'npm start sets a heap limit')
+  t.match(dockerfile, new RegExp(`NODE_OPTIONS=${flag}\\b`), 'the image sets the same one')
+  t.ok(readme.includes(`\`${flag}\``), 'the README names it')
+})
