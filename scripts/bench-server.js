@@ -31,12 +31,13 @@ async function bare () {
   return app
 }
 
-const app = process.env.BENCH_VARIANT === 'bare' ? await bare() : await buildApp(loadConfig(), { logger: createLogger(level) })
-await app.listen({ port: 0, host: '127.0.0.1' })
-console.log(String(app.server.address().port))
-process.on('SIGTERM', () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+// Before listening: the parent may signal as soon as the port is printed.
 // Started with --expose-gc: SIGUSR2 collects garbage and prints the memory left, as JSON on stderr.
 process.on('SIGUSR2', () => {
   globalThis.gc?.()
   process.stderr.write(JSON.stringify(process.memoryUsage()) + '\n')
 })
+const app = process.env.BENCH_VARIANT === 'bare' ? await bare() : await buildApp(loadConfig(), { logger: createLogger(level) })
+process.on('SIGTERM', () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
+await app.listen({ port: 0, host: '127.0.0.1' })
+console.log(String(app.server.address().port))

@@ -1,43 +1,45 @@
 /**
- * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own process, drives it with
- * autocannon and prints figures as Markdown: cache hits on both routes with the hot cache on and off against a
- * bare Fastify route (the ceiling), a cold burst of 1,000 concurrent requests, and RSS with 10,000 apps cached.
- * Settings: BENCH_SECONDS (10 per run), BENCH_CONNECTIONS (50).
+ * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
+ * process, with the Node flags `npm start` uses, drives them with autocannon and prints figures as Markdown:
+ * cache hits on both routes with the hot cache on and off against a bare Fastify route (the ceiling), a cold burst
+ * of 1,000 concurrent requests, and RSS with 10,000 apps cached.
+ *
+ * The hit runs are interleaved: every round measures the bare route and each case once, in turn, and a case's ratio
+ * is the median of its per-round ratios, so a slow spell of the shared machine moves both sides of a ratio.
+ * Settings: BENCH_ROUNDS (3), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
 import autocannon from 'autocannon'
 import { Pool } from 'undici'
 import { MockWechat } from '../src/mock-wechat.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
 
-const seconds = Number(process.env.BENCH_SECONDS ?? 10)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory').split(','))
 const SECRET = '0123456789abcdef0123456789abcdef'
 const APP = 'wx0123456789abcdef'
 const INFO = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
 const body = JSON.stringify({ appId: APP, appSecret: SECRET })
+/** The Node flags of `npm start`, so that the service is measured as it runs in production. */
+const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
+const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
 
 interface Server { child: ChildProcess, base: string }
 
 async function startServer (env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, ['--expose-gc', 'scripts/bench-server.js'], {
+  const child = spawn(process.execPath, [...nodeFlags, '--expose-gc', 'scripts/bench-server.js'], {
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
   return { child, base: `http://127.0.0.1:${chunk.toString().trim()}` }
-}
-
-/** The server's memory after a full collection (it prints it on SIGUSR2). */
-async function memoryAfterGc (server: Server): Promise<{ rss: number, heapUsed: number }> {
-  const line = once(server.child.stderr!, 'data') as Promise<[Buffer]>
-  server.child.kill('SIGUSR2')
-  const [chunk] = await line
-  return JSON.parse(chunk.toString().trim().split('\n').at(-1) ?? '{}')
 }
 
 async function stopServer (server: Server): Promise<void> {
@@ -46,91 +48,134 @@ async function stopServer (server: Server): Promise<void> {
   await exited
 }
 
+/** A line of /proc/<pid>/status, in MB (VmRSS, VmHWM). */
+function statusMb (pid: number, field: string): number {
+  const kb = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+  return Number(kb ?? 0) / 1024
+}
+
+/** The heap after a full collection (the server collects and prints it on SIGUSR2), and the RSS once it settled. */
+async function afterGc (server: Server): Promise<{ rss: number, heapUsed: number }> {
+  const line = once(server.child.stderr!, 'data') as Promise<[Buffer]>
+  server.child.kill('SIGUSR2')
+  const [chunk] = await line
+  const { heapUsed } = JSON.parse(chunk.toString().trim().split('\n').at(-1) ?? '{}') as { heapUsed: number }
+  await sleep(1000) // V8 returns freed pages from a background thread
+  return { rss: statusMb(server.child.pid!, 'VmRSS'), heapUsed: heapUsed / 1048576 }
+}
+
 /** CPU time (user + system) a process has used, in microseconds. */
 function cpuMicros (pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
   return (Number(fields[11]) + Number(fields[12])) * (1e6 / 100)
 }
 
-async function load (server: Server, path: string) {
+interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
+
+async function load (server: Server, path: string, warmup: number): Promise<Run> {
   const options = { url: server.base + path, method: 'POST' as const, headers: { 'content-type': 'application/json' }, body, connections, pipelining: 1 }
-  await autocannon({ ...options, duration: 2 })
+  await autocannon({ ...options, duration: warmup })
   const cpuBefore = cpuMicros(server.child.pid!)
   const result = await autocannon({ ...options, duration: seconds })
   const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
-  const errors = result.errors + result.non2xx
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors }
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors: result.errors + result.non2xx }
 }
 
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
 const redis = await RedisServer.start()
 const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
 const serviceEnv = (hotMs: string) => ({ REDIS_URL: redis.url, WECHAT_API_BASE: upstream, HOT_CACHE_MS: hotMs, LOG_LEVEL: 'warn' })
+console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}`)
 
-const rows: Array<{ name: string, rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }> = []
-const bare = await startServer({ BENCH_VARIANT: 'bare' })
-rows.push({ name: 'bare Fastify route (ceiling)', ...await load(bare, INFO) })
-await stopServer(bare)
-
-for (const [hotMs, label] of [['2000', 'hot cache on'], ['0', 'hot cache off']] as const) {
-  const server = await startServer(serviceEnv(hotMs))
-  for (const path of [INFO, OBSOLETE]) {
-    await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
-    rows.push({ name: `cache hit, ${path.endsWith('info') ? 'current' : 'obsolete'} route, ${label}`, ...await load(server, path) })
+if (only.has('hits')) {
+  const bare = await startServer({ BENCH_VARIANT: 'bare' })
+  const hot = await startServer(serviceEnv('2000'))
+  const cold = await startServer(serviceEnv('0'))
+  for (const server of [hot, cold]) {
+    for (const path of [INFO, OBSOLETE]) await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
   }
-  await stopServer(server)
+  const cases = [
+    { name: 'bare Fastify route (ceiling)', server: bare, path: INFO },
+    { name: 'cache hit, current route, hot cache on', server: hot, path: INFO },
+    { name: 'cache hit, obsolete route, hot cache on', server: hot, path: OBSOLETE },
+    { name: 'cache hit, current route, hot cache off', server: cold, path: INFO },
+    { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE }
+  ]
+  const runs = cases.map((): Run[] => [])
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, c] of cases.entries()) runs[i]!.push(await load(c.server, c.path, round === 0 ? 2 : 1))
+  }
+  for (const server of [bare, hot, cold]) await stopServer(server)
+
+  console.log(`\nautocannon, ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (after a warm-up); medians over the rounds\n`)
+  console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | errors |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
+  const ceiling = runs[0]!
+  for (const [i, c] of cases.entries()) {
+    const mine = runs[i]!
+    const ratios = mine.map((run, r) => run.rps / ceiling[r]!.rps)
+    const cpu = median(mine.map((run) => run.cpuPerRequest))
+    console.log(`| ${c.name} | ${fmt(median(mine.map((run) => run.rps)))} | ${median(mine.map((run) => run.p50))} | ` +
+      `${median(mine.map((run) => run.p99))} | ${median(ratios).toFixed(2)} | ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')} | ` +
+      `${cpu.toFixed(1)} | ${(median(ceiling.map((run) => run.cpuPerRequest)) / cpu).toFixed(2)} | ${mine.reduce((sum, run) => sum + run.errors, 0)} |`)
+  }
 }
 
-const server = await startServer(serviceEnv('2000'))
-mock.inject({ fault: { kind: 'latency', ms: 100 } })
-const cold = 'wx00000000c01db00f'
-const pool = new Pool(server.base, { connections: 1000 })
-const callsBefore = mock.calls('stable_token')
-const started = performance.now()
-let firstToken = 0
-const answers = await Promise.all(Array.from({ length: 1000 }, async () => {
-  const res = await pool.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId: cold, appSecret: SECRET }) })
-  const envelope = await res.body.json() as { statusCode: number }
-  if (firstToken === 0 && envelope.statusCode === 200) firstToken = performance.now() - started
-  return envelope.statusCode
-}))
-const burstMs = performance.now() - started
-const coldCalls = mock.calls('stable_token') - callsBefore
-mock.clearFaults()
-
-await pool.close()
-await stopServer(server)
-
-const apps = 10_000
-const memoryServer = await startServer(serviceEnv('2000'))
-const idle = await memoryAfterGc(memoryServer)
-const fill = new Pool(memoryServer.base, { connections: 200 })
-for (let i = 0; i < apps; i += 200) {
-  await Promise.all(Array.from({ length: 200 }, async (_, j) => {
-    const appId = `wx${(i + j).toString(16).padStart(16, '7')}`
-    const res = await fill.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
-    await res.body.dump()
+if (only.has('cold')) {
+  const server = await startServer(serviceEnv('2000'))
+  mock.inject({ fault: { kind: 'latency', ms: 100 } })
+  const appId = 'wx00000000c01db00f'
+  const pool = new Pool(server.base, { connections: 1000 })
+  const callsBefore = mock.calls('stable_token')
+  const started = performance.now()
+  let firstToken = 0
+  const answers = await Promise.all(Array.from({ length: 1000 }, async () => {
+    const res = await pool.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
+    const envelope = await res.body.json() as { statusCode: number }
+    if (firstToken === 0 && envelope.statusCode === 200) firstToken = performance.now() - started
+    return envelope.statusCode
   }))
+  const burstMs = performance.now() - started
+  const coldCalls = mock.calls('stable_token') - callsBefore
+  mock.clearFaults()
+  await pool.close()
+  await stopServer(server)
+  console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
+    `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
 }
-const peakKb = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${memoryServer.child.pid}/status`, 'utf8'))?.[1] ?? 0)
-const filled = await memoryAfterGc(memoryServer)
-await fill.close()
-await stopServer(memoryServer)
+
+if (only.has('memory')) {
+  const apps = 10_000
+  const server = await startServer(serviceEnv('2000'))
+  const pid = server.child.pid!
+  const idle = await afterGc(server)
+  const fill = new Pool(server.base, { connections: 200 })
+  for (let i = 0; i < apps; i += 200) {
+    await Promise.all(Array.from({ length: 200 }, async (_, j) => {
+      const appId = `wx${(i + j).toString(16).padStart(16, '7')}`
+      const res = await fill.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
+      await res.body.dump()
+    }))
+  }
+  await fill.close()
+  const peak = statusMb(pid, 'VmHWM')
+  await sleep(10_000)
+  const settled = statusMb(pid, 'VmRSS')
+  const filled = await afterGc(server)
+  await stopServer(server)
+  const mb = (n: number) => n.toFixed(1)
+  console.log(`\nmemory of a fresh service process filled with ${fmt(apps)} apps (200 concurrent cold requests at a time): ` +
+    `peak RSS while filling ${mb(peak)} MB; RSS 10 s after the fill ${mb(settled)} MB; after a full GC RSS ${mb(filled.rss)} MB ` +
+    `and heap ${mb(filled.heapUsed)} MB, against ${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle ` +
+    `(${((filled.heapUsed - idle.heapUsed) * 1024 / apps).toFixed(2)} KB of heap per app)`)
+}
+
 await mock.close()
 await redis.stop()
-
-const ceiling = rows[0]!
-const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
-console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}; autocannon ${connections} connections, ${seconds} s per run after a 2 s warm-up\n`)
-console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare | service CPU µs per request | CPU ratio (bare / run) | errors |')
-console.log('|---|---|---|---|---|---|---|---|')
-for (const row of rows) {
-  console.log(`| ${row.name} | ${fmt(row.rps)} | ${row.p50} | ${row.p99} | ${(row.rps / ceiling.rps).toFixed(2)} | ` +
-    `${row.cpuPerRequest.toFixed(1)} | ${(ceiling.cpuPerRequest / row.cpuPerRequest).toFixed(2)} | ${row.errors} |`)
-}
-console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
-  `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
-const mb = (bytes: number) => (bytes / 1048576).toFixed(1)
-console.log(`memory of a fresh service process, after a full GC: RSS ${mb(idle.rss)} MB and heap ${mb(idle.heapUsed)} MB idle; ` +
-  `with ${fmt(apps)} apps cached RSS ${mb(filled.rss)} MB and heap ${mb(filled.heapUsed)} MB ` +
-  `(${((filled.heapUsed - idle.heapUsed) / apps / 1024).toFixed(2)} KB per app); peak RSS while filling ${(peakKb / 1024).toFixed(1)} MB`)
