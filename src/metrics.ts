@@ -1,49 +1,79 @@
 /** Prometheus metrics (prom-client), one registry per app instance. Labels carry appIds and codes, never a secret or token. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
+/** A count since the last collection. */
+class Tally {
+  #count = 0
+  inc (): void { this.#count++ }
+  /** The count so far, starting again from 0. */
+  take (): number {
+    const count = this.#count
+    this.#count = 0
+    return count
+  }
+}
+
 export function createMetrics () {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'wxtoken_' })
   const registers = [registry]
 
-  const cacheLookups = new Counter({
+  /** Hot-path counts are plain numbers, handed to prom-client when metrics are collected (an inc() there costs 0.2 to 0.3 µs). */
+  const lookups = new Map<string, Tally>()
+  const lookup = (layer: string, result: string): Tally => {
+    const tally = new Tally()
+    lookups.set(`${layer}\0${result}`, tally)
+    return tally
+  }
+  new Counter({ // eslint-disable-line no-new -- registered in `registers`
     name: 'wxtoken_cache_lookups_total',
     help: 'Token lookups by layer (hot: process memory, store: Redis or memory store, outage: the copy used while the store is down) and result.',
     labelNames: ['layer', 'result'] as const,
-    registers
+    registers,
+    collect () {
+      for (const [key, tally] of lookups) {
+        const [layer, result] = key.split('\0') as [string, string]
+        this.labels(layer, result).inc(tally.take())
+      }
+    }
   })
   const lockWaits = new Counter({ name: 'wxtoken_lock_waits_total', help: 'Refreshes that waited for another holder of the app\'s lock.', registers })
 
-  const requests = new Counter({
+  /** Answers by route, then by status. */
+  const answered = new Map<string, Map<number, Tally>>()
+  new Counter({ // eslint-disable-line no-new -- registered in `registers`
     name: 'wxtoken_requests_total',
     help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
     labelNames: ['route', 'status_code'] as const,
-    registers
+    registers,
+    collect () {
+      for (const [route, byStatus] of answered) {
+        for (const [status, tally] of byStatus) this.labels(route, String(status)).inc(tally.take())
+      }
+    }
   })
-  /** Label children by route and status, made once: labels() hashes its values on every call. */
-  const requestChildren = new Map<string, Map<number, { inc: () => void }>>()
 
   const metrics = {
     registry,
     countRequest (route: string, status: number): void {
-      let byStatus = requestChildren.get(route)
+      let byStatus = answered.get(route)
       if (!byStatus) {
         byStatus = new Map()
-        requestChildren.set(route, byStatus)
+        answered.set(route, byStatus)
       }
-      let child = byStatus.get(status)
-      if (!child) {
-        child = requests.labels(route, String(status))
-        byStatus.set(status, child)
+      let tally = byStatus.get(status)
+      if (!tally) {
+        tally = new Tally()
+        byStatus.set(status, tally)
       }
-      child.inc()
+      tally.inc()
     },
-    hotHit: cacheLookups.labels('hot', 'hit'),
-    hotMiss: cacheLookups.labels('hot', 'miss'),
-    storeHit: cacheLookups.labels('store', 'hit'),
-    storeMiss: cacheLookups.labels('store', 'miss'),
-    outageHit: cacheLookups.labels('outage', 'hit'),
-    outageMiss: cacheLookups.labels('outage', 'miss'),
+    hotHit: lookup('hot', 'hit'),
+    hotMiss: lookup('hot', 'miss'),
+    storeHit: lookup('store', 'hit'),
+    storeMiss: lookup('store', 'miss'),
+    outageHit: lookup('outage', 'hit'),
+    outageMiss: lookup('outage', 'miss'),
     upstreamCalls: new Counter({
       name: 'wxtoken_upstream_calls_total',
       help: 'Calls to WeChat by endpoint and outcome: errcode ("0" for a token), or http_<status>, network, timeout, bad_body.',

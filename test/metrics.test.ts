@@ -37,4 +37,14 @@ t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refr
   t.match(text, /wxtoken_process_resident_memory_bytes/, 'process metrics too')
   t.notMatch(text, /app_id="wx00000000000000dd"/, 'an app WeChat refused gets no per-app series (they could grow without bound)')
   for (const secret of [APP_SECRET, OTHER_SECRET, token, ...mock.issuedTokens()]) t.notOk(text.includes(secret), 'no secret or token in any label')
+
+  // Hot-path counts are handed over at each collection: a later scrape adds to what the earlier one showed.
+  await post(app, ROUTE, body)
+  await post(app, ROUTE, body)
+  const later = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.equal(value(later, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="200"}'), 4)
+  // The forced refresh dropped the hot copy: one store hit puts it back, then one more hot hit.
+  t.equal(value(later, 'wxtoken_cache_lookups_total{layer="hot",result="hit"}'), 2)
+  t.equal(value(later, 'wxtoken_cache_lookups_total{layer="store",result="hit"}'), 1)
+  t.equal(value(later, 'wxtoken_requests_total{route="/metrics",status_code="200"}'), 2, 'both scrapes counted')
 })
