@@ -153,11 +153,11 @@ export function createTokenService (opts: TokenServiceOptions) {
     hot.set(appId, { entry, secret: appSecret, until: Math.min(now() + hotMs, entry.expiresAt - marginMs) })
   }
 
-  function served (entry: TokenEntry): ServedToken {
+  function served (entry: TokenEntry, at = now()): ServedToken {
     return {
       accessToken: entry.accessToken,
       expiresAt: entry.expiresAt,
-      expiresIn: Math.max(0, Math.floor((entry.expiresAt - now()) / 1000))
+      expiresIn: Math.max(0, Math.floor((entry.expiresAt - at) / 1000))
     }
   }
 
@@ -375,15 +375,17 @@ export function createTokenService (opts: TokenServiceOptions) {
     return entry
   }
 
-  /** The token for appId, if appSecret is the right one. */
   /** The hot-cache answer, synchronously, when there is one for this appId and secret. */
   function fromHot (appId: string, appSecret: string): ServedToken | undefined {
     const kept = hot.get(appId)
-    if (kept === undefined || kept.until <= now() || !sameString(kept.secret, appSecret)) return undefined
+    if (kept === undefined) return undefined
+    const at = now()
+    if (kept.until <= at || !sameString(kept.secret, appSecret)) return undefined
     metrics?.hotHit.inc()
-    return served(kept.entry)
+    return served(kept.entry, at)
   }
 
+  /** The token for appId, if appSecret is the right one. */
   async function getToken (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const kept = fromHot(appId, appSecret)
     if (kept) return kept

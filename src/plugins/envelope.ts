@@ -58,9 +58,9 @@ declare module 'fastify' {
     /**
      * Every answer passes here just before it is sent: the x-request-id header, Connection: close while shutting
      * down, and the request counter by route and envelope statusCode. Called by each route and the error handlers,
-     * so the hot path runs no hook.
+     * so the hot path runs no hook. Routes pass their url (request.routeOptions builds an object on every read).
      */
-    finish: (request: FastifyRequest, reply: FastifyReply, status: number) => void
+    finish: (request: FastifyRequest, reply: FastifyReply, status: number, route?: string) => void
   }
 }
 
@@ -76,10 +76,10 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
     closing = true
     done()
   })
-  app.decorate('finish', (request: FastifyRequest, reply: FastifyReply, status: number) => {
+  app.decorate('finish', (request: FastifyRequest, reply: FastifyReply, status: number, route?: string) => {
     reply.header('x-request-id', request.id)
     if (closing) reply.header('connection', 'close')
-    metrics.countRequest(request.routeOptions.url ?? 'unknown', status)
+    metrics.countRequest(route ?? request.routeOptions.url ?? 'unknown', status)
   })
   if (logLevel === 'debug' || logLevel === 'trace') {
     app.addHook('onResponse', (request, reply, done) => {

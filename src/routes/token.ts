@@ -62,12 +62,12 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { appId, appSecret } = request.body
       const kept = app.tokens.fromHot(appId, appSecret)
       if (kept) {
-        app.finish(request, reply, 200)
+        app.finish(request, reply, 200, route.url)
         reply.send(success(request.id, kept))
         return
       }
       return app.tokens.getToken(appId, appSecret, context(request, appId)).then((token) => {
-        app.finish(request, reply, 200)
+        app.finish(request, reply, 200, route.url)
         return success(request.id, token)
       })
     })
@@ -88,7 +88,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { appId, appSecret, accessToken } = request.body
     const outcome = await app.tokens.refreshReported(appId, appSecret, accessToken, context(request, appId))
     const data = outcome.token ? { data: tokenData(outcome.token) } : {}
-    app.finish(request, reply, outcome.notice?.statusCode ?? 200)
+    app.finish(request, reply, outcome.notice?.statusCode ?? 200, REFRESH_ROUTE)
     if (outcome.notice) {
       const { statusCode, apiCode, message } = outcome.notice
       return { statusCode, message, apiCode, requestId: request.id, ...data }
