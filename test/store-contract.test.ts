@@ -1,4 +1,6 @@
 import t from 'tap'
+import { loadConfig } from '../src/config.js'
+import { createRedisClient } from '../src/plugins/store.js'
 import { createMemoryStore } from '../src/store/memory-store.js'
 import { appKey, createRedisStore, tokenKey } from '../src/store/redis-store.js'
 import { APP_ID, APP_SECRET, TestClock } from './helpers/build.js'
@@ -15,8 +17,10 @@ const redisServer = await RedisServer.start()
 t.teardown(() => redisServer.stop())
 let prefixes = 0
 
+// The client the service makes (auto-pipelining on); the Cluster and Sentinel runs are in topologies.test.ts.
 storeContract(t, 'redis', async (t, clock) => {
-  const client = redisServer.client()
+  const client = createRedisClient(loadConfig({ REDIS_URL: redisServer.url }))!
+  await client.connect()
   const store = createRedisStore(client, `test${++prefixes}`, clock.now)
   t.teardown(async () => {
     await store.close()

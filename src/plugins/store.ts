@@ -30,6 +30,7 @@ export function createRedisClient (config: Config): RedisClient | null {
     maxRetriesPerRequest: 1,
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
+    enableAutoPipelining: true,
     retryStrategy: (times) => Math.min(times * 100, 2000)
   }
   const credentials = {
@@ -42,6 +43,7 @@ export function createRedisClient (config: Config): RedisClient | null {
       lazyConnect: true,
       enableOfflineQueue: false,
       scaleReads: 'master',
+      enableAutoPipelining: true,
       clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
       redisOptions: { ...options, ...credentials }
     })
