@@ -61,6 +61,8 @@ declare module 'fastify' {
      * so the hot path runs no hook. Routes pass their url (request.routeOptions builds an object on every read).
      */
     finish: (request: FastifyRequest, reply: FastifyReply, status: number, route?: string) => void
+    /** Headers finish adds to every answer of a route, errors included (the obsolete route's Deprecation and Link). */
+    routeHeaders: (route: string, headers: Record<string, string>) => void
   }
 }
 
@@ -76,10 +78,15 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
     closing = true
     done()
   })
+  const extraHeaders = new Map<string, Record<string, string>>()
+  app.decorate('routeHeaders', (route: string, headers: Record<string, string>) => { extraHeaders.set(route, headers) })
   app.decorate('finish', (request: FastifyRequest, reply: FastifyReply, status: number, route?: string) => {
+    const url = route ?? request.routeOptions.url ?? 'unknown'
     reply.header('x-request-id', request.id)
+    const extra = extraHeaders.get(url)
+    if (extra) reply.headers(extra)
     if (closing) reply.header('connection', 'close')
-    metrics.countRequest(route ?? request.routeOptions.url ?? 'unknown', status)
+    metrics.countRequest(url, status)
   })
   if (logLevel === 'debug' || logLevel === 'trace') {
     app.addHook('onResponse', (request, reply, done) => {

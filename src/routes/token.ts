@@ -1,6 +1,6 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyRequest } from 'fastify'
 import { deferredChild } from '../logger.js'
 import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
 import type { CallContext, ServedToken, TokenService } from '../token-service.js'
@@ -22,12 +22,6 @@ const routes = [
   { url: OBSOLETE_ROUTE, deprecated: true, summary: `Obsolete: use ${CURRENT_ROUTE}` }
 ]
 
-function markDeprecated (_request: FastifyRequest, reply: FastifyReply, done: () => void) {
-  reply.header('deprecation', DEPRECATION)
-  reply.header('link', `<${CURRENT_ROUTE}>; rel="successor-version"`)
-  done()
-}
-
 function success (requestId: string, token: ServedToken) {
   return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
 }
@@ -47,6 +41,7 @@ function context (request: FastifyRequest, appId: string): CallContext {
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.routeHeaders(OBSOLETE_ROUTE, { deprecation: DEPRECATION, link: `<${CURRENT_ROUTE}>; rel="successor-version"` })
   for (const route of routes) {
     app.post(route.url, {
       schema: {
@@ -56,7 +51,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         headers: SdkHeadersSchema,
         response: { 200: EnvelopeSchema, 429: EnvelopeSchema }
       },
-      onRequest: route.deprecated ? [markDeprecated, ...app.limits.perCaller] : app.limits.perCaller,
+      onRequest: app.limits.perCaller,
       preHandler: app.limits.perApp
     }, (request, reply) => {
       const { appId, appSecret } = request.body
