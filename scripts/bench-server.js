@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController } from 'fastify'
 import { buildApp } from '../dist/app.js'
 import { loadConfig } from '../dist/config.js'
-import { createLogger } from '../dist/logger.js'
+import { createLogger, requestLoggerFactory } from '../dist/logger.js'
 import { requestIdFrom } from '../dist/plugins/envelope.js'
 import { EnvelopeSchema, TokenRequestSchema } from '../dist/schemas/token.js'
 
@@ -17,6 +17,7 @@ async function bare () {
   const app = Fastify({
     loggerInstance: createLogger(level),
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     requestIdHeader: false,
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
     ajv: { customOptions: { coerceTypes: false, allErrors: false } }

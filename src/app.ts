@@ -4,7 +4,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { loadApps, loadCallerKeys, type Config } from './config.js'
-import { createLogger } from './logger.js'
+import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
 import envelope, { requestIdFrom } from './plugins/envelope.js'
@@ -35,6 +35,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: requestLoggerFactory,
     bodyLimit: config.BODY_LIMIT_BYTES,
     requestIdHeader: false,
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),

@@ -68,6 +68,15 @@ export function deferredChild (parent: FastifyBaseLogger, bindings: () => Bindin
   return new DeferredChild(parent, bindings)
 }
 
+/**
+ * Fastify's childLoggerFactory: each request's logger (with its reqId) is a deferred child, so a request that logs
+ * nothing makes no pino child. With options (a route's own log level) the child is made at once.
+ */
+export function requestLoggerFactory (logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  if (Object.keys(options).length > 0) return logger.child(bindings, options)
+  return deferredChild(logger, () => bindings)
+}
+
 /** Only the harmless parts of an error: drivers attach their arguments (tokens among them) to errors. */
 export function safeError (err: unknown): { type: string, message: string, code?: string } {
   if (!(err instanceof Error)) return { type: typeof err, message: 'non-error thrown' }

@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { FastifyBaseLogger } from 'fastify'
-import { LogCapture } from './helpers/build.js'
+import { APP_ID, APP_SECRET, LogCapture, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
 import { createLogger, deferredChild } from '../src/logger.js'
 
 /** A logger at `level` whose children are counted. */
@@ -57,4 +57,18 @@ t.test('a deferred child follows its parent\'s level, and redaction still applie
   log.debug({ appSecret: 'must-not-appear' }, 'now on')
   t.equal(capture.lines.length, 1)
   t.notMatch(capture.text, 'must-not-appear')
+})
+
+t.test('request log lines still carry the request id, and the route\'s appId and caller', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { LOG_LEVEL: 'info' } })
+  const refused = await post(app, '/api/v3/get-wechat-access-token-info', { appId: 'wx123', appSecret: APP_SECRET })
+  const line = logs.records.find((r) => r.apiCode === 1002)
+  t.equal(line?.reqId, refused.body.requestId, 'the error line names the request')
+  const first = await post(app, '/api/v3/get-wechat-access-token-info', { appId: APP_ID, appSecret: APP_SECRET })
+  t.equal(first.body.statusCode, 200)
+  const other = await post(app, '/api/v3/get-wechat-access-token-info', { appId: APP_ID, appSecret: OTHER_SECRET }, { 'x-authing-app-id': 'billing' })
+  t.not(other.body.statusCode, 200, 'WeChat refuses the other secret')
+  const checked = logs.records.find((r) => typeof r.msg === 'string' && r.msg.includes('checking it with WeChat'))
+  t.match(checked, { reqId: other.body.requestId, appId: APP_ID, caller: 'billing' })
 })
