@@ -30,7 +30,10 @@ export function createRedisClient (config: Config): RedisClient | null {
     maxRetriesPerRequest: 1,
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
+    // One socket write for the commands of an event-loop turn. Not for EVAL: on a Cluster, ioredis routes an
+    // auto-pipelined command by its first argument, which for EVAL is the script, not a key.
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: ['eval', 'evalsha'],
     retryStrategy: (times) => Math.min(times * 100, 2000)
   }
   const credentials = {
@@ -44,6 +47,7 @@ export function createRedisClient (config: Config): RedisClient | null {
       enableOfflineQueue: false,
       scaleReads: 'master',
       enableAutoPipelining: true,
+      autoPipeliningIgnoredCommands: ['eval', 'evalsha'],
       clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
       redisOptions: { ...options, ...credentials }
     })
