@@ -1,6 +1,7 @@
 /**
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
- * process, with the Node flags `npm start` uses, drives them with autocannon and prints figures as Markdown:
+ * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
+ * prints figures as Markdown:
  * cache hits on both routes with the hot cache on and off against a bare Fastify route (the ceiling), a cold burst
  * of 1,000 concurrent requests, and RSS with 10,000 apps cached.
  *
@@ -14,7 +15,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
-import autocannon from 'autocannon'
+import type autocannon from 'autocannon'
 import { Pool } from 'undici'
 import { MockWechat } from '../src/mock-wechat.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
@@ -73,11 +74,23 @@ function cpuMicros (pid: number): number {
 
 interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
 
+/** autocannon in a process of its own, as a load generator is run (its CLI, printing JSON). */
+async function autocannonRun (url: string, duration: number): Promise<autocannon.Result> {
+  const child = spawn(process.execPath, [
+    'node_modules/autocannon/autocannon.js', '--json', '-c', String(connections), '-p', '1', '-d', String(duration),
+    '-m', 'POST', '-H', 'content-type=application/json', '-b', body, url
+  ], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  const [code] = await once(child, 'exit') as [number]
+  if (code !== 0) throw new Error(`autocannon exited with ${code}`)
+  return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
+}
+
 async function load (server: Server, path: string, warmup: number): Promise<Run> {
-  const options = { url: server.base + path, method: 'POST' as const, headers: { 'content-type': 'application/json' }, body, connections, pipelining: 1 }
-  await autocannon({ ...options, duration: warmup })
+  await autocannonRun(server.base + path, warmup)
   const cpuBefore = cpuMicros(server.child.pid!)
-  const result = await autocannon({ ...options, duration: seconds })
+  const result = await autocannonRun(server.base + path, seconds)
   const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors: result.errors + result.non2xx }
 }
@@ -120,7 +133,7 @@ if (only.has('hits')) {
   }
   for (const server of [bare, hot, cold]) await stopServer(server)
 
-  console.log(`\nautocannon, ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
+  console.log(`\nautocannon (own process), ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
   console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | errors |')
   console.log('|---|---|---|---|---|---|---|---|---|')
   const ceiling = runs[0]!
