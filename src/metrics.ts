@@ -13,60 +13,57 @@ class Tally {
   }
 }
 
+/**
+ * A counter with two labels for the hot path: each label pair gets a Tally, a plain number that the counter's
+ * collect() adds to prom-client at each scrape (a prom-client inc() costs 0.2 to 0.3 µs). Returns the tally of a pair.
+ */
+function talliedCounter (registers: Registry[], config: { name: string, help: string, labelNames: [string, string] }) {
+  const tallies = new Map<string, Map<string, Tally>>()
+  new Counter({ // eslint-disable-line no-new -- registered in `registers`
+    ...config,
+    registers,
+    collect () {
+      for (const [first, bySecond] of tallies) {
+        for (const [second, tally] of bySecond) this.labels(first, second).inc(tally.take())
+      }
+    }
+  })
+  return (first: string, second: string): Tally => {
+    let bySecond = tallies.get(first)
+    if (!bySecond) {
+      bySecond = new Map()
+      tallies.set(first, bySecond)
+    }
+    let tally = bySecond.get(second)
+    if (!tally) {
+      tally = new Tally()
+      bySecond.set(second, tally)
+    }
+    return tally
+  }
+}
+
 export function createMetrics () {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'wxtoken_' })
   const registers = [registry]
 
-  /** Hot-path counts are plain numbers, handed to prom-client when metrics are collected (an inc() there costs 0.2 to 0.3 µs). */
-  const lookups = new Map<string, Tally>()
-  const lookup = (layer: string, result: string): Tally => {
-    const tally = new Tally()
-    lookups.set(`${layer}\0${result}`, tally)
-    return tally
-  }
-  new Counter({ // eslint-disable-line no-new -- registered in `registers`
+  const lookup = talliedCounter(registers, {
     name: 'wxtoken_cache_lookups_total',
     help: 'Token lookups by layer (hot: process memory, store: Redis or memory store, outage: the copy used while the store is down) and result.',
-    labelNames: ['layer', 'result'] as const,
-    registers,
-    collect () {
-      for (const [key, tally] of lookups) {
-        const [layer, result] = key.split('\0') as [string, string]
-        this.labels(layer, result).inc(tally.take())
-      }
-    }
+    labelNames: ['layer', 'result']
   })
   const lockWaits = new Counter({ name: 'wxtoken_lock_waits_total', help: 'Refreshes that waited for another holder of the app\'s lock.', registers })
-
-  /** Answers by route, then by status. */
-  const answered = new Map<string, Map<number, Tally>>()
-  new Counter({ // eslint-disable-line no-new -- registered in `registers`
+  const answered = talliedCounter(registers, {
     name: 'wxtoken_requests_total',
     help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
-    labelNames: ['route', 'status_code'] as const,
-    registers,
-    collect () {
-      for (const [route, byStatus] of answered) {
-        for (const [status, tally] of byStatus) this.labels(route, String(status)).inc(tally.take())
-      }
-    }
+    labelNames: ['route', 'status_code']
   })
 
   const metrics = {
     registry,
     countRequest (route: string, status: number): void {
-      let byStatus = answered.get(route)
-      if (!byStatus) {
-        byStatus = new Map()
-        answered.set(route, byStatus)
-      }
-      let tally = byStatus.get(status)
-      if (!tally) {
-        tally = new Tally()
-        byStatus.set(status, tally)
-      }
-      tally.inc()
+      answered(route, String(status)).inc()
     },
     hotHit: lookup('hot', 'hit'),
     hotMiss: lookup('hot', 'miss'),
