@@ -72,3 +72,17 @@ t.test('request log lines still carry the request id, and the route\'s appId and
   const checked = logs.records.find((r) => typeof r.msg === 'string' && r.msg.includes('checking it with WeChat'))
   t.match(checked, { reqId: other.body.requestId, appId: APP_ID, caller: 'billing' })
 })
+
+t.test('at the default level a cached answer makes no pino child; a logged error does', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { LOG_LEVEL: 'info' } })
+  let children = 0
+  const child = app.log.child.bind(app.log)
+  app.log.child = (...args: Parameters<typeof child>) => { children++; return child(...args) }
+  const body = { appId: APP_ID, appSecret: APP_SECRET }
+  await post(app, '/api/v3/get-wechat-access-token-info', body)
+  await post(app, '/api/v3/get-wechat-access-token-info', body)
+  t.equal(children, 0, 'a fetch and a cached answer log nothing and make no child')
+  await post(app, '/api/v3/get-wechat-access-token-info', { appId: 'wx123', appSecret: APP_SECRET })
+  t.ok(children > 0, 'a refused request logs a line, through a child with its reqId')
+})
