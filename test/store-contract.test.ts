@@ -1,4 +1,5 @@
 import t from 'tap'
+import { existsSync } from 'node:fs'
 import { loadConfig } from '../src/config.js'
 import { createRedisClient } from '../src/plugins/store.js'
 import { createMemoryStore } from '../src/store/memory-store.js'
@@ -81,4 +82,13 @@ t.test('redis: a foreign or corrupted value is a miss, not a crash', async (t) =
     await client.set(tokenKey('corrupt', APP_ID), raw)
     t.equal(await store.get(APP_ID), null, raw)
   }
+})
+
+t.test('a test redis-server writes its files in its own directory, never in the project', async (t) => {
+  const client = redisServer.client()
+  t.teardown(() => client.disconnect())
+  const dir = await client.config('GET', 'dir') as string[]
+  t.not(dir[1], process.cwd(), 'not the working directory of the tests')
+  await client.save()
+  t.notOk(existsSync('dump.rdb'), 'no dump.rdb in the project')
 })

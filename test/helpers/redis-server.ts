@@ -1,7 +1,10 @@
 /** Starts a real redis-server on a free loopback port, and stops or restarts it on demand (outage tests). */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 
@@ -25,9 +28,17 @@ export interface RedisServerOptions {
   port?: number
 }
 
+/** Every server's working directory, removed when the test process exits. */
+const dirs: string[] = []
+process.once('exit', () => { for (const dir of dirs) rmSync(dir, { recursive: true, force: true }) })
+
 export class RedisServer {
   private child: ChildProcess | undefined
-  private constructor (readonly port: number, private readonly options: RedisServerOptions) {}
+  /** Its own working directory, so nothing it writes (dump.rdb, nodes.conf) lands in the project. */
+  private readonly dir = mkdtempSync(join(tmpdir(), 'wxtoken-redis-'))
+  private constructor (readonly port: number, private readonly options: RedisServerOptions) {
+    dirs.push(this.dir)
+  }
 
   get url (): string { return `redis://127.0.0.1:${this.port}` }
   get address (): string { return `127.0.0.1:${this.port}` }
@@ -43,7 +54,7 @@ export class RedisServer {
     const { configFile, sentinel, args = [] } = this.options
     const child = spawn('redis-server', [
       ...(configFile ? [configFile] : []),
-      '--port', String(this.port), '--bind', '127.0.0.1', '--loglevel', 'warning',
+      '--port', String(this.port), '--bind', '127.0.0.1', '--loglevel', 'warning', '--dir', this.dir,
       ...(sentinel ? ['--sentinel'] : ['--save', '', '--appendonly', 'no']),
       ...args
     ], { stdio: 'ignore' })
