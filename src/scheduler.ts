@@ -27,7 +27,9 @@ export function createScheduler (opts: SchedulerOptions) {
     if (!await opts.store.acquire(SCHEDULER_SPACE, 'leader', owner, Math.max(1000, opts.intervalMs - 500))) return false
     for (const appId of opts.appIds) {
       if (stopped) break
-      await opts.tokens.refreshIfDue(appId, opts.log)
+      const log = opts.log.child({ appId })
+      // One app's failure (its key unreadable, say) must not keep the others from their refresh.
+      await opts.tokens.refreshIfDue(appId, log).catch((err: unknown) => log.warn({ err: safeError(err) }, 'scheduled refresh failed'))
     }
     return true
   }
