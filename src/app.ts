@@ -59,17 +59,24 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
     requestDeadlineMs: config.REQUEST_DEADLINE_MS,
     lockLeaseMs: config.LOCK_LEASE_MS,
-    secretCheckIntervalSeconds: config.SECRET_CHECK_INTERVAL_SECONDS,
     negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
     dailyUpstreamBudget: config.DAILY_UPSTREAM_BUDGET,
     forceRefreshDailyLimit: config.FORCE_REFRESH_DAILY_LIMIT,
     forceRefreshMinIntervalSeconds: config.FORCE_REFRESH_MIN_INTERVAL_SECONDS,
+    unverifiedChecksPerApp: config.UNVERIFIED_CHECKS_PER_APP,
+    unverifiedChecksPerCaller: config.UNVERIFIED_CHECKS_PER_CALLER,
+    unverifiedCheckWindowSeconds: config.UNVERIFIED_CHECK_WINDOW_SECONDS,
+    unverifiedDailyBudget: config.UNVERIFIED_DAILY_BUDGET,
     hotCacheMs: config.HOT_CACHE_MS,
     hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    fingerprintKey: config.FINGERPRINT_KEY,
     metrics,
     ...(apps ? { apps } : {}),
     ...(now ? { now } : {})
   }))
+  metrics.observeStore(app.store)
+  // onClose hooks run last-registered first: background refreshes end before the store closes.
+  app.addHook('onClose', async () => { await app.tokens.close() })
   if (apps && config.SCHEDULER_INTERVAL_SECONDS > 0) {
     const scheduler = createScheduler({
       store: app.store,

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { envSchema } from 'env-schema'
 import { Type, type Static, type SchemaOptions } from '@sinclair/typebox'
 import { APP_ID_PATTERN, APP_SECRET_PATTERN } from './schemas/token.js'
+import { STABLE_RENEWAL_WINDOW_MS } from './tokens/rules.js'
 
 /** A string limited to a few values, as a plain JSON-Schema enum so a bad value gets one clear error. */
 function StringEnum<const T extends readonly string[]> (values: T, options: SchemaOptions) {
@@ -73,11 +74,30 @@ export const ConfigSchema = Type.Object({
     default: 30,
     description: 'How often one instance (lock-elected) checks the configured apps and refreshes those due; 0 turns it off.'
   }),
-  SECRET_CHECK_INTERVAL_SECONDS: Type.Integer({
+  UNVERIFIED_CHECK_WINDOW_SECONDS: Type.Integer({
+    minimum: 1,
+    default: 600,
+    description: 'Window of the two per-caller limits on checking appSecrets not yet known to be right.'
+  }),
+  UNVERIFIED_CHECKS_PER_APP: Type.Integer({
+    minimum: 1,
+    default: 5,
+    description: 'Upstream checks of appSecrets not yet known to be right, per caller (key name, else address) per app per window.'
+  }),
+  UNVERIFIED_CHECKS_PER_CALLER: Type.Integer({
     minimum: 1,
     default: 60,
-    description: 'An appSecret that differs from the cached token\'s is checked with WeChat at most once per app per interval.'
+    description: 'Upstream checks of appSecrets not yet known to be right, per caller per window, over all apps (bounds random appIds).'
   }),
+  UNVERIFIED_DAILY_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 100,
+    description: 'Upstream calls per app per day (Beijing time) for appSecrets not yet known to be right, apart from DAILY_UPSTREAM_BUDGET.'
+  }),
+  FINGERPRINT_KEY: Type.Optional(Type.String({
+    minLength: 16,
+    description: 'Key of the HMAC that stands in for appSecrets in the store. Set one (16+ characters) so that Redis write access cannot forge entries.'
+  })),
   NEGATIVE_CACHE_SECONDS: Type.Integer({
     minimum: 0,
     default: 300,
@@ -120,6 +140,15 @@ export const ConfigSchema = Type.Object({
 
 export type Config = Static<typeof ConfigSchema>
 
+/** WeChat renews stable tokens only in their last five minutes: refreshing earlier returns the same token. */
+const STABLE_AHEAD_SECONDS = STABLE_RENEWAL_WINDOW_MS / 1000
+
+/** Variables that were replaced, with what to set instead: refused, so a setting is never silently ignored. */
+const OBSOLETE: Record<string, string> = {
+  SECRET_CHECK_INTERVAL_SECONDS: 'an appSecret not yet known to be right is now limited per caller by UNVERIFIED_CHECKS_PER_APP, ' +
+    'UNVERIFIED_CHECKS_PER_CALLER and UNVERIFIED_CHECK_WINDOW_SECONDS, and per app by UNVERIFIED_DAILY_BUDGET'
+}
+
 /** Validates `env` (process.env by default) against ConfigSchema; throws an error naming the bad variable. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   const data: Record<string, string> = {}
@@ -135,6 +164,14 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   if (config.LOCK_LEASE_MS <= config.REQUEST_DEADLINE_MS) {
     throw new Error('env/LOCK_LEASE_MS must exceed REQUEST_DEADLINE_MS, or a lock could lapse during a fetch')
+  }
+  const ahead = config.WECHAT_TOKEN_MODE === 'stable' ? Math.min(config.REFRESH_AHEAD_SECONDS, STABLE_AHEAD_SECONDS) : config.REFRESH_AHEAD_SECONDS
+  if (ahead <= config.TOKEN_SERVE_MARGIN_SECONDS) {
+    throw new Error(`env/REFRESH_AHEAD_SECONDS must exceed TOKEN_SERVE_MARGIN_SECONDS (in stable mode it counts as at most ${STABLE_AHEAD_SECONDS}), ` +
+      'or tokens would stop being served before any refresh ahead ran')
+  }
+  for (const [name, replacement] of Object.entries(OBSOLETE)) {
+    if (env[name] !== undefined) throw new Error(`env/${name} no longer exists: ${replacement}`)
   }
   loadApps(config)
   loadCallerKeys(config)
@@ -208,7 +245,7 @@ export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE
   for (const [appId, secret] of Object.entries(parsed)) {
     if (!APP_ID.test(appId)) throw new Error(`env/${name}: "${appId.slice(0, 20)}" is not a WeChat appId`)
     if (typeof secret !== 'string' || !APP_SECRET.test(secret)) throw new Error(`env/${name}: the secret of ${appId} is not a WeChat appSecret`)
-    apps.set(appId, secret)
+    apps.set(appId.toLowerCase(), secret)
   }
   if (apps.size === 0) throw new Error(`env/${name} lists no app`)
   return apps

@@ -1,22 +1,26 @@
 /** Secret fingerprints: a keyed hash stands in for the appSecret wherever it must be remembered. */
 import { createHmac } from 'node:crypto'
 
-const KEY = 'wechat-token-cache/secret-fingerprint/v1'
+/**
+ * The key used when FINGERPRINT_KEY is not set. It is public (it is in this file), so with it anyone who can write to
+ * Redis can write an entry whose fingerprint matches a secret of their own choosing; an operator's own key prevents that.
+ */
+const DEFAULT_KEY = 'wechat-token-cache/secret-fingerprint/v1'
 
-export function fingerprint (appId: string, appSecret: string): string {
-  return createHmac('sha256', KEY).update(appId).update('\0').update(appSecret).digest('base64url')
+export function fingerprint (appId: string, appSecret: string, key: string = DEFAULT_KEY): string {
+  return createHmac('sha256', key).update(appId).update('\0').update(appSecret).digest('base64url')
 }
 
 /**
  * Fingerprints without recomputing the HMAC for the secret an app was last asked with: the secret is kept in
  * process memory only (never logged or stored) and compared in constant time.
  */
-export function createFingerprintCache (maxApps: number) {
+export function createFingerprintCache (maxApps: number, key?: string) {
   const last = new Map<string, { secret: string, fp: string }>()
   return (appId: string, appSecret: string): string => {
     const kept = last.get(appId)
     if (kept !== undefined && sameString(kept.secret, appSecret)) return kept.fp
-    const fp = fingerprint(appId, appSecret)
+    const fp = fingerprint(appId, appSecret, key)
     if (kept === undefined && last.size >= maxApps) last.delete(last.keys().next().value as string)
     last.set(appId, { secret: appSecret, fp })
     return fp

@@ -43,7 +43,14 @@ function talliedCounter (registers: Registry[], config: { name: string, help: st
   }
 }
 
+/** What the store gauges read at each scrape; set once the store exists (metrics are made before it). */
+export interface StoreProbe {
+  ping: () => Promise<void>
+  readonly pubsubUp: boolean
+}
+
 export function createMetrics () {
+  let store: StoreProbe | undefined
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'wxtoken_' })
   const registers = [registry]
@@ -103,8 +110,34 @@ export function createMetrics () {
       help: 'Seconds left on the token this instance last served for each app.',
       labelNames: ['app_id'] as const,
       registers
-    })
+    }),
+    localRefusals: new Counter({
+      name: 'wxtoken_local_refusals_total',
+      help: 'Upstream token calls refused here without asking WeChat, by reason: budget, unverified, forced_refresh, remembered.',
+      labelNames: ['reason'] as const,
+      registers
+    }),
+    /** Lets the store gauges read the store. */
+    observeStore (probe: StoreProbe): void {
+      store = probe
+    }
   }
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_store_up',
+    help: '1 while the token store answers (a PING at each scrape), else 0.',
+    registers,
+    async collect () {
+      this.set(await store?.ping().then(() => 1, () => 0) ?? 1)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_store_pubsub_up',
+    help: '1 while change messages between instances reach this one (Redis pub/sub subscribed and publishing), else 0.',
+    registers,
+    collect () {
+      this.set(store === undefined || store.pubsubUp ? 1 : 0)
+    }
+  })
   return metrics
 }
 

@@ -132,6 +132,9 @@ export class MockWechat {
     return (this.issuedCount.get(`token:${appId}`) ?? 0) + (this.issuedCount.get(`stable_token:${appId}`) ?? 0)
   }
 
+  /** stable_token requests that asked for force_refresh, for an app. */
+  forcedCalls (appId: string): number { return this.callCount.get(`forced:${appId}`) ?? 0 }
+
   /** Requests received, for an endpoint and optionally one app. */
   calls (endpoint: MockEndpoint, appId?: string): number {
     return this.callCount.get(appId ? `${endpoint}:${appId}` : endpoint) ?? 0
@@ -139,7 +142,7 @@ export class MockWechat {
 
   /** Every appid value any request carried, well-formed or not. */
   seenAppIds (): string[] {
-    return [...this.callCount.keys()].filter((key) => key.includes(':')).map((key) => key.slice(key.indexOf(':') + 1))
+    return [...new Set([...this.callCount.keys()].filter((key) => key.includes(':')).map((key) => key.slice(key.indexOf(':') + 1)))]
   }
 
   /** Every token it has issued, for tests that search logs and stores for them. */
@@ -201,6 +204,7 @@ export class MockWechat {
     const appId = String(url.searchParams.get('appid') ?? body.appid ?? '')
     this.count(this.callCount, endpoint)
     if (appId) this.count(this.callCount, `${endpoint}:${appId}`)
+    if (endpoint === 'stable_token' && body.force_refresh === true) this.count(this.callCount, `forced:${appId}`)
 
     const fault = this.takeFault(endpoint, appId)
     if (fault) {

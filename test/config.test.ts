@@ -32,3 +32,21 @@ t.test('a bad value is refused with an error that names the variable', async (t)
     t.throws(() => loadConfig({ [name]: value }), new RegExp(name), `${name}=${value}`)
   }
 })
+
+t.test('settings that could never work are refused at start', async (t) => {
+  t.throws(() => loadConfig({ REFRESH_AHEAD_SECONDS: '120', TOKEN_SERVE_MARGIN_SECONDS: '120' }), /REFRESH_AHEAD_SECONDS/)
+  t.throws(() => loadConfig({ REFRESH_AHEAD_SECONDS: '600', TOKEN_SERVE_MARGIN_SECONDS: '300' }), /REFRESH_AHEAD_SECONDS.*290/,
+    'stable mode refreshes ahead at most 290 s before expiry')
+  t.doesNotThrow(() => loadConfig({ WECHAT_TOKEN_MODE: 'classic', REFRESH_AHEAD_SECONDS: '600', TOKEN_SERVE_MARGIN_SECONDS: '300' }))
+  t.throws(() => loadConfig({ SECRET_CHECK_INTERVAL_SECONDS: '60' }), /SECRET_CHECK_INTERVAL_SECONDS.*UNVERIFIED_/,
+    'a variable that no longer exists is named, with what replaced it')
+})
+
+t.test('FINGERPRINT_KEY keys the secret fingerprints', async (t) => {
+  const { fingerprint } = await import('../src/fingerprint.js')
+  const id = 'wx0123456789abcdef'
+  const secret = '0123456789abcdef0123456789abcdef'
+  t.not(fingerprint(id, secret, 'a-key-of-the-operators-choosing'), fingerprint(id, secret), 'another key, another fingerprint')
+  t.equal(fingerprint(id, secret, 'k'.repeat(32)), fingerprint(id, secret, 'k'.repeat(32)))
+  t.throws(() => loadConfig({ FINGERPRINT_KEY: 'short' }), /FINGERPRINT_KEY/, 'at least 16 characters')
+})

@@ -155,10 +155,15 @@ t.test('a secret that differs from the cached token\'s is checked with WeChat on
   t.equal(calls() - before, 1, 'the refusal is remembered: no second upstream call')
 
   const third = await post(app, CURRENT, { appId: APP_ID, appSecret: APP_SECRET.toUpperCase() })
-  t.equal(third.body.apiCode, ApiCodes.SECRET_MISMATCH.apiCode, 'another secret within the interval: refused without asking')
-  t.equal(third.body.statusCode, 403)
+  t.equal(third.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'another secret is checked too')
   t.notOk(third.body.data)
-  t.equal(calls() - before, 1)
+  t.equal(calls() - before, 2)
+  for (let i = 0; i < 2; i++) await post(app, CURRENT, { appId: APP_ID, appSecret: `${i}`.repeat(32) })
+  const past = await post(app, CURRENT, { appId: APP_ID, appSecret: 'a'.repeat(32) })
+  t.equal(past.body.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode, 'past the caller\'s allowance for this app: refused without asking')
+  t.equal(past.body.statusCode, 429)
+  t.notOk(past.body.data)
+  t.equal(calls(), 5, 'five checks of secrets not yet known per caller per app and window (UNVERIFIED_CHECKS_PER_APP), the first fetch among them')
 
   const original = await post(app, CURRENT, body)
   t.equal(original.body.data?.accessToken, good.body.data?.accessToken, 'the right secret still gets the cached token')
@@ -167,7 +172,7 @@ t.test('a secret that differs from the cached token\'s is checked with WeChat on
 t.test('a token is served only while it has more than the margin left', async (t) => {
   const { mock, url } = await startMock(t)
   const clock = new TestClock()
-  const { app } = await build(t, { upstream: url, clock, env: { WECHAT_TOKEN_MODE: 'classic', TOKEN_SERVE_MARGIN_SECONDS: '600' } })
+  const { app } = await build(t, { upstream: url, clock, env: { WECHAT_TOKEN_MODE: 'classic', TOKEN_SERVE_MARGIN_SECONDS: '600', REFRESH_AHEAD_SECONDS: '601' } })
   const first = await post(app, CURRENT, body)
   clock.advance((7200 - 601) * 1000)
   const stillGood = await post(app, CURRENT, body)
@@ -182,7 +187,7 @@ t.test('a token is served only while it has more than the margin left', async (t
 
 t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones are tried once', async (t) => {
   const { mock, url } = await startMock(t)
-  const { app } = await build(t, { upstream: url, env: { NEGATIVE_CACHE_SECONDS: '0' } })
+  const { app } = await build(t, { upstream: url, env: { NEGATIVE_CACHE_SECONDS: '0', UNVERIFIED_CHECKS_PER_APP: '100' } })
   const cases = [
     { errcode: 40013, api: ApiCodes.WECHAT_INVALID_APPID },
     { errcode: 40125, api: ApiCodes.WECHAT_INVALID_SECRET },
@@ -269,5 +274,5 @@ t.test('health routes', async (t) => {
   t.same(live.json(), { status: 'ok' })
   const ready = await app.inject({ method: 'GET', url: '/health/ready' })
   t.equal(ready.statusCode, 200)
-  t.same(ready.json(), { status: 'ready', store: 'memory' })
+  t.same(ready.json(), { status: 'ready', store: 'memory', storeUp: true, pubsubUp: true })
 })

@@ -69,7 +69,7 @@ t.test('SIGTERM lets in-flight requests finish, then exits', async (t) => {
 t.test('SIGTERM under load: every request accepted before it gets its answer', async (t) => {
   const { mock, url } = await startMock(t, { autoRegister: true })
   mock.inject({ fault: { kind: 'latency', ms: 700 } })
-  const { child, base } = await startServer({ WECHAT_API_BASE: url, WECHAT_POOL_CONNECTIONS: '128' })
+  const { child, base } = await startServer({ WECHAT_API_BASE: url, WECHAT_POOL_CONNECTIONS: '128', UNVERIFIED_CHECKS_PER_CALLER: '1000' })
   t.teardown(() => { child.kill('SIGKILL') })
   const inflight = Array.from({ length: 100 }, async (_, i) => {
     const res = await request(`${base}${ROUTE}`, {

@@ -22,7 +22,7 @@ let prefixes = 0
 storeContract(t, 'redis', async (t, clock) => {
   const client = createRedisClient(loadConfig({ REDIS_URL: redisServer.url }))!
   await client.connect()
-  const store = createRedisStore(client, `test${++prefixes}`, clock.now)
+  const store = createRedisStore(client, `test${++prefixes}`, { now: clock.now })
   t.teardown(async () => {
     await store.close()
     client.disconnect()
@@ -52,7 +52,7 @@ t.test('redis: one notify wakes waiters on every instance', async (t) => {
 t.test('redis: hash-tagged keys, TTL of the token, no secret anywhere', async (t) => {
   const client = redisServer.client()
   const clock = new TestClock()
-  const store = createRedisStore(client, 'wxtoken', clock.now)
+  const store = createRedisStore(client, 'wxtoken', { now: clock.now })
   t.teardown(async () => {
     await store.close()
     client.disconnect()

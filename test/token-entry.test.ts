@@ -9,7 +9,7 @@ t.test('every token entry, stored or fetched, shares one hidden class', async (t
     const store = createMemoryStore()
     const entries = []
     for (let i = 0; i < 50; i++) {
-      const fetched = { accessToken: 'token-' + i, expiresAt: Date.now() + 7_200_000 + i }
+      const fetched = { accessToken: 'token-' + i, expiresAt: Date.now() + 7_000_000 + i }
       const entry = tokenEntry({ ...fetched, mode: 'stable', secretFingerprint: 'fp' + i, fetchedAt: Date.now(), generation: 1 })
       await store.compareAndSet('wx' + i, entry, 0)
       entries.push(entry, parseEntry(JSON.stringify(entry)))

@@ -26,7 +26,7 @@ for (const [name, env] of Object.entries(topologies)) {
   storeContract(t, name, async (tt, clock) => {
     const client = createRedisClient(loadConfig(env()))!
     await client.connect()
-    const store = createRedisStore(client, `contract${++prefixes}`, clock.now)
+    const store = createRedisStore(client, `contract${++prefixes}`, { now: clock.now })
     tt.teardown(async () => {
       await store.close()
       client.disconnect()

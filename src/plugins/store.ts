@@ -79,9 +79,12 @@ export default fp<StorePluginOptions>(async (app, { config, now }) => {
     app.log.warn({ err: safeError(err) }, 'redis is not reachable yet; retrying in the background')
   }
   app.decorate<RedisClient | null>('redis', redis)
-  app.decorate('store', createRedisStore(redis, config.REDIS_KEY_PREFIX, now))
+  app.decorate('store', createRedisStore(redis, config.REDIS_KEY_PREFIX, { ...(now ? { now } : {}), log: app.log }))
   app.addHook('onClose', async () => {
     await app.store.close()
-    redis.disconnect()
+    // As fastify-redis closes: QUIT once the work has drained (a reply, then the server closes); a client that is
+    // not connected has nothing to flush.
+    if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect())
+    else redis.disconnect()
   })
 }, { name: 'store', fastify: '5.x' })

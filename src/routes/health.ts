@@ -1,24 +1,29 @@
-/** Liveness (the process answers) and readiness (the token store answers). */
+/**
+ * Liveness (the process answers) and readiness. An instance is ready while it can serve, even with the store down
+ * (warm tokens are answered from its copies; the body says it is degraded): readiness that failed on a shared
+ * dependency would take every instance out of the load balancer at once. It answers 503 only while closing.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { safeError } from '../logger.js'
 import { HealthSchema } from '../schemas/health.js'
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+
   app.get('/health/live', { schema: { response: { 200: HealthSchema } } }, async (request, reply) => {
     app.finish(request, reply, 200)
     return { status: 'ok' }
   })
 
   app.get('/health/ready', { schema: { response: { 200: HealthSchema, 503: HealthSchema } } }, async (request, reply) => {
-    try {
-      await app.store.ping()
-      app.finish(request, reply, 200)
-      return { status: 'ready', store: app.store.kind }
-    } catch (err) {
-      request.log.warn({ err: safeError(err) }, 'readiness check failed: store unavailable')
+    if (closing) {
       app.finish(request, reply, 503)
-      return await reply.code(503).send({ status: 'unavailable', store: app.store.kind })
+      return await reply.code(503).send({ status: 'closing', store: app.store.kind })
     }
+    const storeUp = await app.store.ping().then(() => true, () => false)
+    const pubsubUp = app.store.pubsubUp
+    app.finish(request, reply, 200)
+    return { status: storeUp && pubsubUp ? 'ready' : 'degraded', store: app.store.kind, storeUp, pubsubUp }
   })
 }
 

@@ -3,7 +3,16 @@ import { ChangeWaiters, tokenEntry, type TokenEntry, type TokenStore } from './t
 
 interface Timed { value: string, expiresAt: number }
 
-export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs = 60_000): TokenStore {
+export interface MemoryStoreOptions {
+  sweepIntervalMs?: number
+  /**
+   * Most small values (locks, counters, remembered refusals) kept at once; past it the oldest is dropped, so
+   * requests for ever new appIds cannot grow the process without bound.
+   */
+  maxValues?: number
+}
+
+export function createMemoryStore (now: () => number = Date.now, { sweepIntervalMs = 60_000, maxValues = 100_000 }: MemoryStoreOptions = {}): TokenStore {
   const entries = new Map<string, TokenEntry>()
   const generations = new Map<string, number>()
   const values = new Map<string, Timed>()
@@ -16,6 +25,10 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
   sweeper.unref()
 
   const valueKey = (appId: string, name: string): string => `${appId}\0${name}`
+  function put (key: string, timed: Timed): void {
+    if (!values.has(key) && values.size >= maxValues) values.delete(values.keys().next().value as string)
+    values.set(key, timed)
+  }
   function live (key: string): Timed | undefined {
     const timed = values.get(key)
     if (timed && timed.expiresAt <= now()) {
@@ -52,7 +65,7 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
     async acquire (appId, name, owner, ttlMs) {
       const key = valueKey(appId, name)
       if (live(key)) return false
-      values.set(key, { value: owner, expiresAt: now() + ttlMs })
+      put(key, { value: owner, expiresAt: now() + ttlMs })
       return true
     },
     async release (appId, name, owner) {
@@ -65,17 +78,20 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
       const key = valueKey(appId, name)
       const current = live(key)
       const next = (current ? Number(current.value) : 0) + 1
-      values.set(key, { value: String(next), expiresAt: current?.expiresAt ?? now() + ttlMs })
+      put(key, { value: String(next), expiresAt: current?.expiresAt ?? now() + ttlMs })
       return next
     },
     async getValue (appId, name) {
       return live(valueKey(appId, name))?.value ?? null
     },
     async setValue (appId, name, value, ttlMs) {
-      values.set(valueKey(appId, name), { value, expiresAt: now() + ttlMs })
+      put(valueKey(appId, name), { value, expiresAt: now() + ttlMs })
     },
-    async notify (appId) {
-      waiters.wake(appId)
+    async forget (appId, name) {
+      values.delete(valueKey(appId, name))
+    },
+    async notify (appId, stamp) {
+      waiters.wake(appId, stamp)
     },
     async waitForChange (appId, timeoutMs) {
       await waiters.wait(appId, timeoutMs)
@@ -83,6 +99,10 @@ export function createMemoryStore (now: () => number = Date.now, sweepIntervalMs
     onChange (listener) {
       waiters.listen(listener)
     },
+    onPubsub (listener) {
+      listener(true, false)
+    },
+    pubsubUp: true,
     async ping () {},
     async close () {
       clearInterval(sweeper)

@@ -1,12 +1,22 @@
 /** The shared store: per-app keys under one hash tag (Cluster-safe), Lua for compare-and-set, pub/sub for changes. */
+import type { FastifyBaseLogger } from 'fastify'
 import type { Cluster, Redis } from 'ioredis'
-import { ChangeWaiters, parseEntry, type TokenStore } from './types.js'
+import { safeError } from '../logger.js'
+import { ChangeWaiters, StoreError, parseCount, parseEntry, type TokenStore } from './types.js'
 
 const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
+/** A subscriber that lost its connection within this long of the main client was cut off with it (a Redis restart). */
+const SAME_OUTAGE_MS = 2000
 
-/** KEYS: token, generation. ARGV: expected generation, entry JSON, token TTL ms, generation TTL ms. */
+/**
+ * KEYS: token, generation. ARGV: expected generation, entry JSON, token TTL ms, generation TTL ms.
+ * A counter that is missing or not a plain count reads as 0, as TokenStore.generation() reads it, so the write
+ * that expected 0 repairs it.
+ */
 const COMPARE_AND_SET = `
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local raw = redis.call('GET', KEYS[2])
+local current = 0
+if raw and string.len(raw) <= 15 and string.match(raw, '^%d+$') then current = tonumber(raw) end
 if current ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], current + 1, 'PX', ARGV[4])
 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
@@ -31,50 +41,63 @@ export function tokenKey (prefix: string, appId: string): string {
   return appKey(prefix, appId, 'token')
 }
 
-export function createRedisStore (redis: Redis | Cluster, prefix: string, now: () => number = Date.now): TokenStore {
+export interface RedisStoreOptions {
+  now?: () => number
+  /** Where the state of pub/sub is reported (a warning when change messages stop, once per stop). */
+  log?: FastifyBaseLogger
+}
+
+/** Runs a store command; any failure becomes a StoreError, so a caller can tell the store's failures from its own. */
+async function command<T> (run: () => Promise<T>): Promise<T> {
+  try {
+    return await run()
+  } catch (err) {
+    throw new StoreError(err)
+  }
+}
+
+export function createRedisStore (redis: Redis | Cluster, prefix: string, { now = Date.now, log }: RedisStoreOptions = {}): TokenStore {
   const channel = `${prefix}:changed`
   const waiters = new ChangeWaiters()
-  const subscriber = 'isCluster' in redis && redis.isCluster
-    ? redis.duplicate([], { lazyConnect: false, enableOfflineQueue: true })
-    : (redis as Redis).duplicate({ lazyConnect: false, enableOfflineQueue: true, maxRetriesPerRequest: null })
-  subscriber.on('error', () => {})
-  subscriber.on('message', (_channel: string, appId: string) => waiters.wake(appId))
-  subscriber.subscribe(channel).catch(() => {})
+  const pubsub = trackPubsub(redis, channel, waiters, log)
   const key = (appId: string, name: string): string => appKey(prefix, appId, name)
 
   return {
     kind: 'redis',
     async get (appId) {
-      return parseEntry(await redis.get(key(appId, 'token')))
+      return parseEntry(await command(() => redis.get(key(appId, 'token'))), now())
     },
     async generation (appId) {
-      return Number(await redis.get(key(appId, 'generation')) ?? 0)
+      return parseCount(await command(() => redis.get(key(appId, 'generation'))))
     },
     async compareAndSet (appId, entry, expected) {
-      const written = await redis.eval(COMPARE_AND_SET, 2, key(appId, 'token'), key(appId, 'generation'),
-        expected, JSON.stringify(entry), entry.expiresAt - now(), GENERATION_TTL_MS)
+      const written = await command(() => redis.eval(COMPARE_AND_SET, 2, key(appId, 'token'), key(appId, 'generation'),
+        expected, JSON.stringify(entry), entry.expiresAt - now(), GENERATION_TTL_MS))
       return written === 1
     },
     async delete (appId) {
-      await redis.del(key(appId, 'token'))
+      await command(() => redis.del(key(appId, 'token')))
     },
     async acquire (appId, name, owner, ttlMs) {
-      return await redis.set(key(appId, name), owner, 'PX', ttlMs, 'NX') === 'OK'
+      return await command(() => redis.set(key(appId, name), owner, 'PX', ttlMs, 'NX')) === 'OK'
     },
     async release (appId, name, owner) {
-      return await redis.eval(RELEASE, 1, key(appId, name), owner) === 1
+      return await command(() => redis.eval(RELEASE, 1, key(appId, name), owner)) === 1
     },
     async increment (appId, name, ttlMs) {
-      return Number(await redis.eval(INCREMENT, 1, key(appId, name), ttlMs))
+      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs)))
     },
     async getValue (appId, name) {
-      return await redis.get(key(appId, name))
+      return await command(() => redis.get(key(appId, name)))
     },
     async setValue (appId, name, value, ttlMs) {
-      await redis.set(key(appId, name), value, 'PX', ttlMs)
+      await command(() => redis.set(key(appId, name), value, 'PX', ttlMs))
     },
-    async notify (appId) {
-      await redis.publish(channel, appId)
+    async forget (appId, name) {
+      await command(() => redis.del(key(appId, name)))
+    },
+    async notify (appId, stamp) {
+      await pubsub.publish(stamp === undefined ? appId : `${appId} ${stamp}`)
     },
     async waitForChange (appId, timeoutMs) {
       await waiters.wait(appId, timeoutMs)
@@ -82,12 +105,124 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, now: (
     onChange (listener) {
       waiters.listen(listener)
     },
+    onPubsub (listener) {
+      pubsub.listeners.push(listener)
+    },
+    get pubsubUp () {
+      return pubsub.up
+    },
     async ping () {
-      await redis.ping()
+      await command(() => redis.ping())
     },
     async close () {
       waiters.wakeAll()
-      subscriber.disconnect()
+      await pubsub.close()
+    }
+  }
+}
+
+/**
+ * The change channel: a subscriber connection of its own, and the state of pub/sub as a whole. Change messages
+ * reach this instance only while it is subscribed and its own messages are accepted (a Redis ACL user without
+ * channel rights gets neither). Every stop is reported to the listeners, and logged once at warn with what to fix;
+ * while stopped, waiters fall back to polling and the token service stops trusting its process-local copies.
+ * When it works again, listeners learn whether messages may have been missed meanwhile: not when the subscriber
+ * lost its connection together with the main client (Redis itself was away, so nobody could write), else yes.
+ */
+function trackPubsub (redis: Redis | Cluster, channel: string, waiters: ChangeWaiters, log: FastifyBaseLogger | undefined) {
+  const subscriber = 'isCluster' in redis && redis.isCluster
+    ? redis.duplicate([], { lazyConnect: false, enableOfflineQueue: true, redisOptions: { ...(redis as Cluster).options.redisOptions, autoResubscribe: false } })
+    : (redis as Redis).duplicate({ lazyConnect: false, enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: false })
+  const listeners: Array<(up: boolean, missed: boolean) => void> = []
+  const state = {
+    up: false,
+    subscribed: false,
+    publishing: true,
+    /** Whether messages may have been missed since pub/sub last worked. */
+    missed: false,
+    reason: '',
+    warned: false,
+    mainClosedAt: -Infinity,
+    subscriberClosedAt: -Infinity,
+    closing: false
+  }
+
+  /** Tells the listeners of every change of state; warns once per stop that has a reason (a refusal, a lost connection). */
+  function report (): void {
+    const up = state.subscribed && state.publishing
+    if (up !== state.up) {
+      state.up = up
+      if (up) {
+        state.warned = false
+        log?.info({ channel }, 'Redis pub/sub works: change messages reach this instance')
+      }
+      for (const listener of listeners) listener(up, state.missed)
+      if (up) state.missed = false
+    }
+    if (!up && !state.warned && state.reason !== '' && !state.closing) {
+      state.warned = true
+      log?.warn({ channel, reason: state.reason }, `Redis pub/sub is not working (${state.reason}): change messages between instances are lost, ` +
+        `so process-local token copies are not trusted and waiters poll every 250 ms. Give the Redis user the channel: ACL SETUSER <user> &${channel}`)
+    }
+  }
+
+  function refused (what: string, err: unknown): void {
+    state.reason = `${what} ${channel} was refused: ${safeError(err).message}`
+    state.missed = true
+  }
+
+  redis.on('close', () => { state.mainClosedAt = Date.now() })
+  // Connection errors are the main client's to log (it talks to the same server); the subscriber's state is reported above.
+  subscriber.on('error', () => {})
+  subscriber.on('close', () => {
+    state.subscriberClosedAt = Date.now()
+    if (state.subscribed) state.reason = 'the subscriber connection closed'
+    state.subscribed = false
+    report()
+  })
+  subscriber.on('ready', () => {
+    subscriber.subscribe(channel).then(() => {
+      if (Number.isFinite(state.subscriberClosedAt) && Math.abs(state.mainClosedAt - state.subscriberClosedAt) > SAME_OUTAGE_MS) state.missed = true
+      state.subscribed = true
+      report()
+    }, (err: unknown) => {
+      refused('SUBSCRIBE', err)
+      state.subscribed = false
+      report()
+    })
+  })
+  subscriber.on('message', (_channel: string, message: string) => {
+    const split = message.indexOf(' ')
+    if (split === -1) waiters.wake(message)
+    else waiters.wake(message.slice(0, split), message.slice(split + 1))
+  })
+
+  return {
+    listeners,
+    get up () { return state.up },
+    async publish (message: string): Promise<void> {
+      try {
+        await redis.publish(channel, message)
+      } catch (err) {
+        if (/NOPERM/.test(safeError(err).message) && state.publishing) {
+          refused('PUBLISH', err)
+          state.publishing = false
+          report()
+        }
+        throw new StoreError(err)
+      }
+      if (!state.publishing) {
+        state.publishing = true
+        report()
+      }
+    },
+    async close (): Promise<void> {
+      state.closing = true
+      if (subscriber.status === 'ready') {
+        await subscriber.quit().catch(() => subscriber.disconnect()) // Closing anyway: a failed QUIT only needs the socket dropped.
+      } else {
+        subscriber.disconnect()
+      }
     }
   }
 }

@@ -1,5 +1,6 @@
 /** The token store contract, met by the in-memory and the Redis store alike. */
-import type { TokenMode } from '../wechat/client.js'
+import { AppError } from '../errors.js'
+import { MAX_TOKEN_LIFE_MS, type TokenMode } from '../wechat/client.js'
 
 export interface TokenEntry {
   accessToken: string
@@ -30,13 +31,22 @@ export function tokenEntry (from: TokenEntry): TokenEntry {
 }
 
 /**
+ * What a change message says of the entry written: its generation and fetch time, which together name one write
+ * (generations start again at 1 after a flush, fetch times do not repeat). Holds no token.
+ */
+export function stampOf (entry: TokenEntry): string {
+  return `${entry.generation}.${entry.fetchedAt}`
+}
+
+/**
  * Per-app state. Every key an app uses shares its hash tag, so the multi-key scripts run on a Cluster.
  * `name` below is one of the small per-app values: a lock, a counter, a remembered error.
+ * Every method rejects with a STORE_UNAVAILABLE AppError (a StoreError) when the store fails, and with nothing else.
  */
 export interface TokenStore {
   readonly kind: 'memory' | 'redis'
   get (appId: string): Promise<TokenEntry | null>
-  /** The app's current generation (0 when it never had a token). */
+  /** The app's current generation: 0 when it never had a token, or when the counter is missing or not a count. */
   generation (appId: string): Promise<number>
   /**
    * Writes `entry` (whose generation must be `expected + 1`) only if the app's generation is still
@@ -53,21 +63,46 @@ export interface TokenStore {
   increment (appId: string, name: string, ttlMs: number): Promise<number>
   getValue (appId: string, name: string): Promise<string | null>
   setValue (appId: string, name: string, value: string, ttlMs: number): Promise<void>
+  /** Deletes a value. */
+  forget (appId: string, name: string): Promise<void>
 
-  /** Tells every instance that the app's token or state changed. */
-  notify (appId: string): Promise<void>
+  /** Tells every instance that the app's token or state changed; `stamp` (stampOf) names the entry now stored, if known. */
+  notify (appId: string, stamp?: string): Promise<void>
   /** Resolves at the next notify() for the app, or after timeoutMs, whichever is first. */
   waitForChange (appId: string, timeoutMs: number): Promise<void>
-  /** Calls `listener` at every notify() for any app, from any instance. */
-  onChange (listener: (appId: string) => void): void
+  /** Calls `listener` at every notify() for any app, from any instance, with the stamp when the message had one. */
+  onChange (listener: (appId: string, stamp: string | undefined) => void): void
+  /**
+   * Calls `listener` each time change messages start or stop reaching this instance (`up`: they do). Without them
+   * an instance cannot know when another one replaced a token, so it must not trust its process-local copies;
+   * `missed` (when up again) says whether a change may have been written while they did not arrive.
+   */
+  onPubsub (listener: (up: boolean, missed: boolean) => void): void
+  /** Whether change messages reach this instance now. */
+  readonly pubsubUp: boolean
 
   /** Resolves when the store answers, rejects when it does not. */
   ping (): Promise<void>
   close (): Promise<void>
 }
 
-/** Parses a stored entry, or null when it is not one (a foreign or corrupted value is treated as a miss). */
-export function parseEntry (raw: string | null): TokenEntry | null {
+/** The failure of a store command (unreachable, timed out, refused): the only error a TokenStore rejects with. */
+export class StoreError extends AppError {
+  constructor (cause: unknown) {
+    super('STORE_UNAVAILABLE', 'The token store is unavailable', { cause })
+  }
+}
+
+/** Longest token WeChat issues is 512 characters and may grow; anything this long is not a token. */
+const MAX_TOKEN_LENGTH = 2048
+/** How far another instance's clock may run ahead of this one's. */
+const CLOCK_SKEW_MS = 60_000
+
+/**
+ * Parses a stored entry, or null when it is not one: a foreign, corrupted or implausible value (a lifetime longer
+ * than WeChat gives, a fetch time in the future, a generation that is not a count) is treated as a miss.
+ */
+export function parseEntry (raw: string | null, now: number = Date.now()): TokenEntry | null {
   if (raw === null) return null
   let value: unknown
   try {
@@ -77,25 +112,34 @@ export function parseEntry (raw: string | null): TokenEntry | null {
   }
   if (typeof value !== 'object' || value === null) return null
   const entry = value as Record<string, unknown>
-  if (typeof entry.accessToken !== 'string' || typeof entry.expiresAt !== 'number' ||
-      (entry.mode !== 'stable' && entry.mode !== 'classic') || typeof entry.secretFingerprint !== 'string' ||
-      typeof entry.fetchedAt !== 'number' || typeof entry.generation !== 'number') {
+  const { accessToken, expiresAt, fetchedAt, generation, secretFingerprint } = entry
+  if (typeof accessToken !== 'string' || accessToken.length === 0 || accessToken.length > MAX_TOKEN_LENGTH ||
+      (entry.mode !== 'stable' && entry.mode !== 'classic') ||
+      typeof secretFingerprint !== 'string' || secretFingerprint.length > 128 ||
+      !Number.isSafeInteger(expiresAt) || !Number.isSafeInteger(fetchedAt) || !Number.isSafeInteger(generation)) {
     return null
   }
+  const [expires, fetched] = [expiresAt as number, fetchedAt as number]
+  if ((generation as number) < 0 || expires <= fetched || expires - fetched > MAX_TOKEN_LIFE_MS || fetched > now + CLOCK_SKEW_MS) return null
   return tokenEntry(entry as unknown as TokenEntry) // every field checked above
+}
+
+/** A stored counter, or 0 when it is missing or not a plain non-negative count (a corrupted counter is repaired by the next write). */
+export function parseCount (raw: string | null): number {
+  return raw !== null && /^\d{1,15}$/.test(raw) ? Number(raw) : 0
 }
 
 /** Waiters woken by notify(); shared by both stores (the Redis one feeds it from pub/sub). */
 export class ChangeWaiters {
   private readonly waiting = new Map<string, Set<() => void>>()
-  private readonly listeners: Array<(appId: string) => void> = []
+  private readonly listeners: Array<(appId: string, stamp: string | undefined) => void> = []
 
-  listen (listener: (appId: string) => void): void {
+  listen (listener: (appId: string, stamp: string | undefined) => void): void {
     this.listeners.push(listener)
   }
 
-  wake (appId: string): void {
-    for (const listener of this.listeners) listener(appId)
+  wake (appId: string, stamp?: string): void {
+    for (const listener of this.listeners) listener(appId, stamp)
     const set = this.waiting.get(appId)
     if (!set) return
     this.waiting.delete(appId)
@@ -120,7 +164,10 @@ export class ChangeWaiters {
     })
   }
 
+  /** Resolves every waiter (on close), telling no listener of a change. */
   wakeAll (): void {
-    for (const appId of [...this.waiting.keys()]) this.wake(appId)
+    const sets = [...this.waiting.values()]
+    this.waiting.clear()
+    for (const set of sets) for (const resolve of set) resolve()
   }
 }

@@ -30,9 +30,13 @@ export interface FetchOptions {
   /** Epoch milliseconds after which no further attempt is made and the caller gets an error. */
   deadline: number
   forceRefresh?: boolean
+  /** Runs before every attempt, retries included (the quota governor charges each one); a rejection stops the fetch. */
+  beforeAttempt?: () => Promise<void>
 }
 
 const MAX_BODY_BYTES = 64 * 1024
+/** WeChat documents a token lifetime of at most 7200 s; a longer expires_in is capped to it. */
+export const MAX_TOKEN_LIFE_MS = 7200 * 1000
 
 class RetryableUpstreamError extends AppError {}
 
@@ -101,7 +105,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     return parseTokenBody(body, sentAt)
   }
 
-  async function fetchToken (appId: string, secret: string, { deadline, forceRefresh = false }: FetchOptions): Promise<FetchedToken> {
+  async function fetchToken (appId: string, secret: string, { deadline, forceRefresh = false, beforeAttempt }: FetchOptions): Promise<FetchedToken> {
     let lastError: AppError = new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
     for (let tries = 0; tries <= opts.maxRetries; tries++) {
       if (tries > 0) {
@@ -109,6 +113,8 @@ export function createWechatClient (opts: WechatClientOptions) {
         if (now() + wait >= deadline) break
         await sleep(wait)
       }
+      if (deadline - now() <= 0) break
+      await beforeAttempt?.()
       const remaining = deadline - now()
       if (remaining <= 0) break
       const started = performance.now()
@@ -156,7 +162,7 @@ function parseTokenBody (body: unknown, sentAt: number): FetchedToken {
   if (typeof token !== 'string' || token.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
     throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without access_token and expires_in')
   }
-  return { accessToken: token, expiresAt: sentAt + Math.floor(expiresIn) * 1000 }
+  return { accessToken: token, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS) }
 }
 
 function networkError (err: unknown, signal: AbortSignal): AppError {

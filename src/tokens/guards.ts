@@ -1,0 +1,191 @@
+/**
+ * The guards in front of every upstream token call: the daily token budget, the allowances for secrets not yet known
+ * to be right, WeChat's forced-refresh limits, and the refusals that retrying cannot fix. Their state lives in a
+ * TokenStore: the shared one, or a process-local one while the shared one is down.
+ *
+ * A secret is verified when WeChat accepted it for the app (or it is the configured one). Only a verified secret
+ * spends the app's token budget or a forced refresh. Checking any other secret is limited per caller (its key name,
+ * else its address) per app, per caller over all apps, and per app per day from an allowance of its own, so that
+ * nobody who proves nothing can spend the owner's budget or lock the owner out.
+ */
+import { ApiCodes } from '../api-codes.js'
+import { AppError } from '../errors.js'
+import { sameString } from '../fingerprint.js'
+import type { Metrics } from '../metrics.js'
+import type { TokenStore } from '../store/types.js'
+import { WechatApiError } from '../wechat/errcodes.js'
+import { beijingDay, msToBeijingMidnight } from './rules.js'
+
+export interface GuardOptions {
+  negativeCacheSeconds: number
+  dailyUpstreamBudget: number
+  forceRefreshDailyLimit: number
+  forceRefreshMinIntervalSeconds: number
+  /** Checks of unverified secrets: per caller per app and per caller over all apps in each window; per app per day. */
+  unverifiedPerApp: number
+  unverifiedPerCaller: number
+  unverifiedWindowSeconds: number
+  unverifiedDailyBudget: number
+  now: () => number
+  metrics?: Metrics | undefined
+}
+
+/** What an upstream call is for, as the guards see it. */
+export interface Spend {
+  appId: string
+  fp: string
+  /** The secret is known to be right (configured, or accepted by WeChat for this app). */
+  verified: boolean
+  /** Who asked: a caller key's name (`key:…`) or a client address (`ip:…`). */
+  origin: string
+  /** A stable_token call with force_refresh. */
+  forced: boolean
+}
+
+const DAY_MS = 24 * 3600 * 1000
+/** How long a verified secret's fingerprint is remembered after its last accepted fetch. */
+const VERIFIED_TTL_MS = 30 * DAY_MS
+const APP_WIDE_REMEMBERED = new Set(['WECHAT_INVALID_APPID', 'WECHAT_IP_NOT_ALLOWED', 'WECHAT_DAILY_QUOTA'])
+const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZEN'])
+
+interface Remembered { kind: string, message: string }
+
+/** A remembered record, or undefined when absent or unreadable (a corrupted value is forgotten, not fatal). */
+function parseRemembered (raw: string | null): Remembered | undefined {
+  if (raw === null) return undefined
+  try {
+    const value = JSON.parse(raw) as Partial<Remembered> | null
+    return typeof value?.kind === 'string' && Object.hasOwn(ApiCodes, value.kind) && typeof value.message === 'string'
+      ? value as Remembered
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The per-secret record's name: a fingerprint's first 132 bits, which name a secret as well as all 256 do. */
+const rejectedName = (fp: string): string => `rejected:${fp.slice(0, 22)}`
+/** The pseudo-app under which a caller's own counters live (no appId starts with an underscore). */
+const callerSpace = (origin: string): string => `_caller:${origin}`
+
+export function createGuards (state: TokenStore, opts: GuardOptions) {
+  const { now, metrics } = opts
+  const negativeMs = opts.negativeCacheSeconds * 1000
+  const windowMs = opts.unverifiedWindowSeconds * 1000
+
+  function refuse (reason: string, kind: keyof typeof ApiCodes, message: string): AppError {
+    metrics?.localRefusals.labels(reason).inc()
+    return new AppError(kind, message)
+  }
+
+  /** A refusal remembered for the app (or, for a forced refresh, for forced refreshes), or for this secret. */
+  async function remembered (appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+    const [appWide, forForced, forSecret] = await Promise.all([
+      state.getValue(appId, 'negative'),
+      forced ? state.getValue(appId, 'negative-forced') : null,
+      state.getValue(appId, rejectedName(fp))
+    ])
+    const record = parseRemembered(appWide) ?? parseRemembered(forForced) ?? parseRemembered(forSecret)
+    if (!record) return null
+    return refuse('remembered', record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
+  }
+
+  async function remember (spend: Spend, err: unknown): Promise<void> {
+    if (!(err instanceof WechatApiError)) return
+    const { appId, fp } = spend
+    if (err.kind === 'WECHAT_INVALID_APPID' && !spend.verified) {
+      // No such app at WeChat: no quota to protect, and no reason to keep a day-long counter for it.
+      await state.forget(appId, `unverified:${beijingDay(now())}`)
+    }
+    if (negativeMs <= 0) return
+    const record = JSON.stringify({ kind: err.kind, message: err.message } satisfies Remembered)
+    if (spend.forced && err.kind === 'WECHAT_DAILY_QUOTA') {
+      await state.setValue(appId, 'negative-forced', record, negativeMs)
+    } else if (APP_WIDE_REMEMBERED.has(err.kind)) {
+      await state.setValue(appId, 'negative', record, negativeMs)
+    } else if (SECRET_REMEMBERED.has(err.kind)) {
+      await state.setValue(appId, rejectedName(fp), record, negativeMs)
+      if (spend.verified) await state.release(appId, 'verified', fp)
+    }
+  }
+
+  async function isVerified (appId: string, fp: string): Promise<boolean> {
+    const known = await state.getValue(appId, 'verified')
+    return known !== null && sameString(known, fp)
+  }
+
+  /** Per caller over all apps, then per caller for this app, in the current window. */
+  async function admitUnverified (appId: string, origin: string): Promise<void> {
+    const overall = await state.increment(callerSpace(origin), 'unverified', windowMs)
+    if (overall > opts.unverifiedPerCaller) {
+      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerCaller} appSecrets not yet known to be right ` +
+        `in ${opts.unverifiedWindowSeconds} s (over all apps); try later. A secret WeChat already accepted is not limited`)
+    }
+    const forApp = await state.increment(appId, `unverified-by:${origin}`, windowMs)
+    if (forApp > opts.unverifiedPerApp) {
+      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
+        `for appId ${appId} in ${opts.unverifiedWindowSeconds} s; try later. A secret WeChat already accepted is not limited`)
+    }
+  }
+
+  /** Charges one upstream attempt: to the token budget for a verified secret, else to the app's unverified allowance. */
+  async function spendAttempt (appId: string, verified: boolean): Promise<void> {
+    const day = beijingDay(now())
+    if (verified) {
+      const used = await state.increment(appId, `calls:${day}`, 2 * DAY_MS)
+      metrics?.quotaUsed.labels(appId).set(used)
+      if (used > opts.dailyUpstreamBudget) {
+        throw refuse('budget', 'DAILY_BUDGET_EXHAUSTED',
+          `appId ${appId} used its budget of ${opts.dailyUpstreamBudget} upstream token calls for ${day} (Beijing time)`)
+      }
+      return
+    }
+    const used = await state.increment(appId, `unverified:${day}`, msToBeijingMidnight(now()) + 3600_000)
+    if (used > opts.unverifiedDailyBudget) {
+      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
+        `upstream checks of appSecrets not yet known to be right for ${day} (Beijing time); a secret WeChat already accepted is not limited`)
+    }
+  }
+
+  /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
+  async function allowForcedRefresh (appId: string): Promise<void> {
+    const spacing = opts.forceRefreshMinIntervalSeconds * 1000
+    const last = Number(await state.getValue(appId, 'forced-at') ?? -Infinity)
+    if (now() - last < spacing) {
+      throw refuse('forced_refresh', 'FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
+    }
+    const day = beijingDay(now())
+    if (await state.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
+      throw refuse('forced_refresh', 'FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
+    }
+    await state.setValue(appId, 'forced-at', String(now()), 2 * spacing)
+  }
+
+  /**
+   * Makes an upstream call under every guard: a remembered refusal answers at once; an unverified secret must be
+   * admitted; a forced refresh must be allowed; each attempt is charged. WeChat's non-retryable refusals are
+   * remembered; an accepted secret is remembered as verified.
+   */
+  async function call<T> (spend: Spend, run: (beforeAttempt: () => Promise<void>) => Promise<T>): Promise<T> {
+    const { appId, fp, verified } = spend
+    const known = await remembered(appId, fp, spend.forced)
+    if (known) throw known
+    if (!verified) await admitUnverified(appId, spend.origin)
+    if (spend.forced) await allowForcedRefresh(appId)
+    let result: T
+    try {
+      result = await run(async () => await spendAttempt(appId, verified))
+    } catch (err) {
+      // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more.
+      await remember(spend, err).catch(() => {})
+      throw err
+    }
+    // Likewise: a secret not marked verified is checked once more later, from the unverified allowance.
+    await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
+    return result
+  }
+
+  return { call, remembered, isVerified }
+}
+
+export type Guards = ReturnType<typeof createGuards>

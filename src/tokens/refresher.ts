@@ -1,0 +1,178 @@
+/**
+ * The refresher: one upstream fetch per app for any herd, in the process (shared promises) and across instances (a
+ * lock in the store, and a write that is a compare-and-set on the app's generation, so a holder whose lease ran out
+ * cannot overwrite a newer token). Every fetch passes the guards; a caller is only handed a token that was stored.
+ */
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import { AppError } from '../errors.js'
+import { sameString } from '../fingerprint.js'
+import { safeError } from '../logger.js'
+import type { Metrics } from '../metrics.js'
+import { StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import type { FetchedToken, WechatClient } from '../wechat/client.js'
+import type { Guards } from './guards.js'
+import type { LocalCaches } from './local-caches.js'
+
+export interface CallContext {
+  log: FastifyBaseLogger
+  /** Who is asking, for logs and the audit trail. */
+  caller?: string | undefined
+  requestId?: string | undefined
+  /** Who is asking, for the allowances of unverified secrets: `key:<caller key name>` or `ip:<address>`. */
+  origin: string
+}
+
+/** What a caller needs from a refresh. */
+export interface Need {
+  appId: string
+  secret: string
+  fp: string
+  deadline: number
+  /** The secret is known to be right (configured, or accepted by WeChat for this app). */
+  verified: boolean
+  /** The entry the caller can use, or false when a refresh is needed. */
+  satisfied: (entry: TokenEntry | null) => entry is TokenEntry
+  /** The token a caller reported as refused by WeChat: refresh only while it is still the current one. */
+  reported?: string
+}
+
+export interface RefresherOptions {
+  store: TokenStore
+  wechat: WechatClient
+  guards: Guards
+  caches: LocalCaches
+  lockLeaseMs: number
+  now: () => number
+  metrics?: Metrics | undefined
+}
+
+const LOCK = 'lock'
+const POLL_MS = 250
+
+export function createRefresher (opts: RefresherOptions) {
+  const { store, wechat, guards, caches, now, metrics } = opts
+  const inflight = new Map<string, Promise<TokenEntry>>()
+  const background = new Map<string, Promise<void>>()
+  let closed = false
+
+  /** Concurrent callers with the same key share one promise. */
+  function shared (key: string, run: () => Promise<TokenEntry>): Promise<TokenEntry> {
+    let flight = inflight.get(key)
+    if (!flight) {
+      flight = run().finally(() => inflight.delete(key))
+      inflight.set(key, flight)
+    }
+    return flight
+  }
+
+  /** Stores a fetched token by compare-and-set over the generation seen before fetching; a newer stored token wins. */
+  async function write (need: Need, fetched: FetchedToken, seen: number, ctx: CallContext): Promise<TokenEntry> {
+    const { appId } = need
+    let expected = seen
+    for (let tries = 0; tries < 2; tries++) {
+      const entry = tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: expected + 1 })
+      if (await store.compareAndSet(appId, entry, expected)) {
+        caches.wrote(appId, entry)
+        ctx.log.debug({ generation: entry.generation }, 'token stored')
+        return entry
+      }
+      const [generation, newer] = await Promise.all([store.generation(appId), store.get(appId)])
+      if (newer !== null && !sameString(newer.secretFingerprint, need.fp)) {
+        throw new AppError('SECRET_MISMATCH', 'A token for another appSecret was stored while this one was fetched')
+      }
+      if (need.satisfied(newer)) {
+        ctx.log.warn({ generation: seen }, 'a newer token was stored while this one was fetched; the newer one is kept')
+        return newer
+      }
+      expected = generation
+    }
+    throw new StoreError(new Error('the compare-and-set of a new token was refused twice'))
+  }
+
+  /** Under the lock: fetch from WeChat (through the guards) and store the token. */
+  async function refreshHoldingLock (need: Need, ctx: CallContext): Promise<TokenEntry> {
+    const { appId } = need
+    const [generation, current] = await Promise.all([store.generation(appId), store.get(appId)])
+    if (need.satisfied(current)) return current
+    const forced = need.reported !== undefined && wechat.mode === 'stable' && need.verified
+    const audit = need.reported === undefined
+      ? undefined
+      : { audit: 'forced-refresh', appId, mode: wechat.mode, caller: ctx.caller, requestId: ctx.requestId }
+    let fetched
+    try {
+      fetched = await guards.call({ appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced }, async (beforeAttempt) =>
+        await wechat.fetchToken(appId, need.secret, { deadline: need.deadline, forceRefresh: forced, beforeAttempt }))
+    } catch (err) {
+      if (audit) {
+        ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
+        metrics?.forcedRefreshes.labels('refused').inc()
+      }
+      throw err
+    }
+    if (audit) {
+      ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
+      metrics?.forcedRefreshes.labels('refreshed').inc()
+    }
+    return await write(need, fetched, generation, ctx)
+  }
+
+  /** One try at the app's lock: the refreshed entry, or undefined when another holder has it. Always released and announced. */
+  async function tryRefresh (need: Need, ctx: CallContext, owner: string): Promise<TokenEntry | undefined> {
+    if (!await store.acquire(need.appId, LOCK, owner, opts.lockLeaseMs)) return undefined
+    let stamp: string | undefined
+    try {
+      const entry = await refreshHoldingLock(need, ctx)
+      stamp = stampOf(entry)
+      return entry
+    } finally {
+      // A lock not released lapses with its lease; a change not announced is found by the waiters' polling.
+      await store.release(need.appId, LOCK, owner).catch(() => {})
+      await store.notify(need.appId, stamp).catch(() => {})
+    }
+  }
+
+  /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
+  async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
+    const owner = randomUUID()
+    const forced = need.reported !== undefined && wechat.mode === 'stable' && need.verified
+    for (let waited = false; ; waited = true) {
+      const entry = await store.get(need.appId)
+      if (need.satisfied(entry)) return entry
+      const remembered = await guards.remembered(need.appId, need.fp, forced)
+      if (remembered) throw remembered
+      const refreshed = await tryRefresh(need, ctx, owner)
+      if (refreshed) return refreshed
+      if (!waited) metrics?.lockWaits.inc()
+      const remaining = need.deadline - now()
+      if (remaining <= 0) {
+        metrics?.lockTimeouts.inc()
+        throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the token of appId ${need.appId}; it did not finish in time`)
+      }
+      await store.waitForChange(need.appId, Math.min(remaining, POLL_MS))
+    }
+  }
+
+  /** Refreshes ahead of expiry without making anyone wait: one try at the lock, no waiting for it; never rejects. */
+  function inBackground (need: Need, log: FastifyBaseLogger): Promise<void> {
+    const running = background.get(need.appId)
+    if (running || closed) return running ?? Promise.resolve()
+    const done = tryRefresh(need, { log, origin: 'background' }, randomUUID())
+      .then(() => undefined, (err: unknown) => {
+        log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode }, 'background refresh failed')
+      })
+      .finally(() => background.delete(need.appId))
+    background.set(need.appId, done)
+    return done
+  }
+
+  /** Starts no more background refreshes and waits for those running (before the store closes). */
+  async function drain (): Promise<void> {
+    closed = true
+    await Promise.all(background.values())
+  }
+
+  return { shared, obtain, inBackground, drain }
+}
+
+export type Refresher = ReturnType<typeof createRefresher>

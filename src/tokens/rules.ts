@@ -1,0 +1,46 @@
+/** The pure serving rules: when a token may be served, when it is due for a refresh, and the Beijing day quotas count in. */
+import { sameString } from '../fingerprint.js'
+import type { TokenEntry } from '../store/types.js'
+
+const DAY_MS = 24 * 3600 * 1000
+const BEIJING_OFFSET_MS = 8 * 3600 * 1000
+/** WeChat renews a stable token in its last five minutes; asking earlier returns the same token. */
+export const STABLE_RENEWAL_WINDOW_MS = 290_000
+/** A token fetched this recently is not refreshed ahead again, whatever it has left. */
+const MIN_REFRESH_SPACING_MS = 30_000
+
+/** The token the caller gets: the entry's token, its expiry (epoch ms) and its whole seconds left. */
+export interface ServedToken {
+  accessToken: string
+  expiresAt: number
+  expiresIn: number
+}
+
+/** The day WeChat counts quotas in (00:00 Beijing time), as YYYY-MM-DD. */
+export function beijingDay (epochMs: number): string {
+  return new Date(epochMs + BEIJING_OFFSET_MS).toISOString().slice(0, 10)
+}
+
+/** Milliseconds until the next Beijing midnight. */
+export function msToBeijingMidnight (epochMs: number): number {
+  return DAY_MS - ((epochMs + BEIJING_OFFSET_MS) % DAY_MS)
+}
+
+/** An entry for this secret (fingerprint) with more than minLifeMs left. */
+export function usable (entry: TokenEntry | null | undefined, fp: string, minLifeMs: number, now: number): entry is TokenEntry {
+  return entry != null && sameString(entry.secretFingerprint, fp) && entry.expiresAt - now > minLifeMs
+}
+
+/** Whether a served entry should be refreshed in the background, refreshing ahead by aheadMs (stable mode: at most 290 s). */
+export function refreshDue (entry: TokenEntry, aheadMs: number, now: number): boolean {
+  const ahead = entry.mode === 'stable' ? Math.min(aheadMs, STABLE_RENEWAL_WINDOW_MS) : aheadMs
+  return entry.expiresAt - now < ahead && now - entry.fetchedAt > MIN_REFRESH_SPACING_MS
+}
+
+export function served (entry: TokenEntry, at: number): ServedToken {
+  return {
+    accessToken: entry.accessToken,
+    expiresAt: entry.expiresAt,
+    expiresIn: Math.max(0, Math.floor((entry.expiresAt - at) / 1000))
+  }
+}
