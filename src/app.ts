@@ -49,8 +49,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL })
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
-  await app.register(auth, { keys: loadCallerKeys(config) })
-  await app.register(rateLimits, { config })
   const apps = loadApps(config)
   app.decorate('tokens', createTokenService({
     store: app.store,
@@ -83,6 +81,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }
   await app.register(healthRoutes)
   await app.register(metricsRoute)
-  await app.register(tokenRoutes)
+  // The /api routes in a scope of their own, whose hooks run for these routes only, on whatever spelling of a path
+  // the router matched to them: first the caller key check, then (as route hooks) the rate limits, which key by its caller.
+  await app.register(async (api) => {
+    await api.register(auth, { keys: loadCallerKeys(config) })
+    await api.register(rateLimits, { config })
+    await api.register(tokenRoutes)
+  })
   return app
 }
