@@ -16,6 +16,8 @@ export const ApiCodes = {
   BODY_TOO_LARGE: code(1003, 413, 'The body is larger than BODY_LIMIT_BYTES.'),
   UNSUPPORTED_MEDIA_TYPE: code(1004, 400, 'The body is not application/json.'),
   ROUTE_NOT_FOUND: code(1005, 404, 'No route for this method and path.'),
+  MALFORMED_REQUEST: code(1006, 400, 'The request is not valid HTTP/1.1 (request line, a header, Content-Length or chunked framing); the connection is closed.'),
+  HEADERS_TOO_LARGE: code(1007, 431, 'The request headers are larger than Node allows (16 KB); the connection is closed.'),
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one).'),
   APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId.'),
   UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization.'),

@@ -7,7 +7,7 @@ import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
-import envelope, { requestIdFrom } from './plugins/envelope.js'
+import envelope, { clientErrorHandler, requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
@@ -32,6 +32,7 @@ export interface BuildOptions {
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
+  const metrics = createMetrics()
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -40,10 +41,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestIdHeader: false,
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
     ajv: { customOptions: { coerceTypes: false, allErrors: false } },
-    return503OnClosing: true
+    return503OnClosing: true,
+    clientErrorHandler: clientErrorHandler(logger, metrics)
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  const metrics = createMetrics()
   app.decorate('metrics', metrics)
 
   await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL })

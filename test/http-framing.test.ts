@@ -1,0 +1,70 @@
+import t, { type Test } from 'tap'
+import { ApiCodes } from '../src/api-codes.js'
+import { APP_ID, APP_SECRET, CALLER_KEYS, build, startMock, type Envelope } from './helpers/build.js'
+import { RawConnection, exchange, listen, rawPost, type RawResponse } from './helpers/raw-http.js'
+
+const ROUTE = '/api/v3/get-wechat-access-token-info'
+const KEY = CALLER_KEYS[0]!
+const body = { appId: APP_ID, appSecret: APP_SECRET }
+const payload = JSON.stringify(body)
+const head = `POST ${ROUTE} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nauthorization: ${KEY}\r\n`
+
+/** Checks an answer written for a request Node's HTTP parser refused: the envelope, its real HTTP status, then the end of the connection. */
+async function checkClientError (t: Test, connection: RawConnection, res: RawResponse | undefined, status: number, apiCode: number) {
+  t.ok(res, 'answered')
+  if (!res) return
+  t.equal(res.status, status, 'the real HTTP status')
+  t.match(res.headers['content-type'], /^application\/json/)
+  t.equal(res.headers.connection, 'close')
+  const envelope = JSON.parse(res.body) as Envelope
+  t.same(Object.keys(envelope).sort(), ['apiCode', 'message', 'requestId', 'statusCode'])
+  t.equal(envelope.statusCode, status)
+  t.equal(envelope.apiCode, apiCode)
+  t.equal(envelope.requestId, res.headers['x-request-id'])
+  t.notMatch(res.body, KEY)
+  t.notMatch(res.body, APP_SECRET)
+  await connection.done
+  t.pass('the connection is closed')
+  return envelope
+}
+
+t.test('framing errors get the envelope with a documented apiCode and the real status, and nothing of the request is logged', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { AUTH_TOKENS: KEY } })
+  const port = await listen(app)
+  const malformed = ApiCodes.MALFORMED_REQUEST.apiCode
+  const cases: Array<[string, string, number, number]> = [
+    ['a Content-Length that is not a number', `${head}content-length: 4x\r\n\r\n${payload}`, 400, malformed],
+    ['two different Content-Lengths', `${head}content-length: 5\r\ncontent-length: 6\r\n\r\n${payload}`, 400, malformed],
+    ['Content-Length with chunked', `${head}content-length: ${payload.length}\r\ntransfer-encoding: chunked\r\n\r\n${payload}`, 400, malformed],
+    ['a chunk size that is not hexadecimal', `${head}transfer-encoding: chunked\r\n\r\nzz\r\n${payload}\r\n0\r\n\r\n`, 400, malformed],
+    ['a request line that is not HTTP', `GARBAGE ${APP_SECRET}\r\n\r\n`, 400, malformed],
+    ['a header name with a space', `${head}bad header: ${APP_SECRET}\r\ncontent-length: 0\r\n\r\n`, 400, malformed],
+    ['headers larger than 16 KB', `${head}x-pad: ${'a'.repeat(20000)}\r\ncontent-length: 0\r\n\r\n`, 431, ApiCodes.HEADERS_TOO_LARGE.apiCode]
+  ]
+  for (const [name, request, status, apiCode] of cases) {
+    await t.test(name, async (t) => {
+      const connection = await RawConnection.open(port)
+      connection.write(request)
+      const envelope = await checkClientError(t, connection, await connection.response(), status, apiCode)
+      t.ok(logs.records.some((r) => r.reqId === envelope?.requestId && r.apiCode === apiCode), 'logged under its requestId')
+    })
+  }
+  t.equal(mock.calls('stable_token'), 0)
+  t.notMatch(logs.text, KEY, 'the raw request is not logged')
+  t.notMatch(logs.text, APP_SECRET)
+})
+
+t.test('a malformed request pipelined behind a valid one closes the connection; the service keeps serving', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { AUTH_TOKENS: KEY } })
+  const port = await listen(app)
+  const connection = await RawConnection.open(port)
+  connection.write(`${rawPost(ROUTE, body, { authorization: KEY })}GARBAGE\r\n\r\n`)
+  await checkClientError(t, connection, await connection.response(), 400, ApiCodes.MALFORMED_REQUEST.apiCode)
+  const next = await exchange(port, rawPost(ROUTE, body, { authorization: KEY, connection: 'close' }))
+  t.equal(next?.status, 200)
+  t.equal((JSON.parse(next!.body) as Envelope).statusCode, 200, 'the next connection gets a token')
+  t.notMatch(logs.text, KEY)
+  t.notMatch(logs.text, APP_SECRET)
+})
