@@ -1,5 +1,6 @@
 /** The app factory: builds the service from a config object. Tests build it here; server.ts runs it. */
 import { randomUUID } from 'node:crypto'
+import type { Server } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
@@ -29,6 +30,26 @@ export interface BuildOptions {
   now?: () => number
 }
 
+/**
+ * Node checks the request and headers timeouts of every connection on an interval, 30 s by default, so a slow request
+ * could outlive its timeout by that much. A tenth of the timeout, at most a second, cuts it off within 10 % of it.
+ */
+function timeoutCheckInterval (timeoutMs: number): number {
+  return Math.min(1000, Math.max(10, Math.floor(timeoutMs / 10)))
+}
+
+/** Past `max` open connections Node closes each new one as soon as it is accepted; the first of a minute is logged. */
+function limitConnections (server: Server, max: number, log: FastifyBaseLogger): void {
+  server.maxConnections = max
+  let warnedAt = 0
+  server.on('drop', () => {
+    const now = Date.now()
+    if (now - warnedAt < 60_000) return
+    warnedAt = now
+    log.warn({ maxConnections: max }, 'MAX_CONNECTIONS reached: new connections are closed until open ones end')
+  })
+}
+
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
@@ -42,8 +63,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
     ajv: { customOptions: { coerceTypes: false, allErrors: false } },
     return503OnClosing: true,
-    clientErrorHandler: clientErrorHandler(logger, metrics)
+    clientErrorHandler: clientErrorHandler(logger, metrics),
+    // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS (Fastify sets the server's
+    // requestTimeout from its own option, the headers timeout and the check interval go to http.createServer).
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      requestTimeout: config.REQUEST_TIMEOUT_MS,
+      headersTimeout: config.REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
+    }
   }).withTypeProvider<TypeBoxTypeProvider>()
+  limitConnections(app.server, config.MAX_CONNECTIONS, logger)
 
   app.decorate('metrics', metrics)
 

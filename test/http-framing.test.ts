@@ -68,3 +68,77 @@ t.test('a malformed request pipelined behind a valid one closes the connection; 
   t.notMatch(logs.text, KEY)
   t.notMatch(logs.text, APP_SECRET)
 })
+
+/** Writes `parts` one every `everyMs` until the connection answers or closes; resolves with the answer and when it came. */
+async function trickle (connection: RawConnection, parts: string[], everyMs: number) {
+  const started = Date.now()
+  connection.write(parts.shift()!)
+  const timer = setInterval(() => {
+    const part = parts.shift()
+    if (part !== undefined && !connection.closed) connection.write(part)
+  }, everyMs)
+  try {
+    const res = await connection.response(5000)
+    return { res, elapsed: Date.now() - started }
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+t.test('a request that trickles in is cut off near REQUEST_TIMEOUT_MS with the 408 envelope', async (t) => {
+  const timeout = 600
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { AUTH_TOKENS: KEY, REQUEST_TIMEOUT_MS: String(timeout) } })
+  const port = await listen(app)
+  const cases: Array<[string, string[]]> = [
+    ['a body, one byte at a time', [`${head}content-length: ${payload.length}\r\n\r\n`, ...payload]],
+    ['headers, one line at a time', [`POST ${ROUTE} HTTP/1.1\r\n`, ...Array.from({ length: 100 }, (_, i) => `x-h${i}: ${APP_SECRET}\r\n`)]],
+    ['nothing at all', ['']]
+  ]
+  for (const [name, parts] of cases) {
+    await t.test(name, async (t) => {
+      const connection = await RawConnection.open(port)
+      t.teardown(() => { connection.destroy() })
+      const { res, elapsed } = await trickle(connection, parts, 100)
+      await checkClientError(t, connection, res, 408, ApiCodes.REQUEST_TIMEOUT.apiCode)
+      t.ok(elapsed >= timeout && elapsed < timeout * 1.1 + 200, `cut off after ${elapsed} ms`)
+    })
+  }
+  const kept = await RawConnection.open(port)
+  t.teardown(() => { kept.destroy() })
+  kept.write(rawPost(ROUTE, body, { authorization: KEY }))
+  t.equal((JSON.parse((await kept.response())!.body) as Envelope).statusCode, 200, 'a prompt request is served')
+  await new Promise((resolve) => setTimeout(resolve, timeout * 2))
+  t.notOk(kept.closed, 'a kept-alive connection idle between requests is not cut off')
+  kept.write(rawPost(ROUTE, body, { authorization: KEY }))
+  t.equal((await kept.response())?.status, 200, 'and serves the next request')
+  t.notMatch(logs.text, APP_SECRET)
+})
+
+t.test('past MAX_CONNECTIONS new connections are closed at once; the open ones still work', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { MAX_CONNECTIONS: '3' } })
+  const port = await listen(app)
+  const open = await Promise.all([0, 1, 2].map(async () => await RawConnection.open(port)))
+  t.teardown(() => { for (const connection of open) connection.destroy() })
+  for (const connection of open) {
+    connection.write(rawPost(ROUTE, body))
+    t.equal((await connection.response())?.status, 200, 'within the limit: served, kept alive')
+  }
+  const refused = await RawConnection.open(port)
+  open.push(refused)
+  refused.write(rawPost(ROUTE, body))
+  t.equal(await refused.response(2000), undefined, 'the fourth connection is closed without an answer')
+  t.equal(refused.unread, '', 'not a byte was written to it')
+  t.ok(logs.records.some((r) => r.level === 40 && r.maxConnections === 3), 'the operator is told the limit was reached')
+
+  open[0]!.write(rawPost(ROUTE, body))
+  const served = await open[0]!.response()
+  t.equal((JSON.parse(served!.body) as Envelope).statusCode, 200, 'an open connection is still served')
+
+  open[1]!.destroy()
+  await open[1]!.done
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const later = await exchange(port, rawPost(ROUTE, body, { connection: 'close' }))
+  t.equal(later?.status, 200, 'once one closes, a new connection is served')
+})

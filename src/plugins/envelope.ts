@@ -58,14 +58,16 @@ function httpStatus (error: AppError): number {
 
 /** The AppError for what Node's HTTP parser refused before there was a request to route. */
 function clientErrorOf (code: string | undefined): AppError {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new AppError('REQUEST_TIMEOUT', 'The request did not arrive within the request timeout')
   if (code === 'HPE_HEADER_OVERFLOW') return new AppError('HEADERS_TOO_LARGE', 'The request headers are too large')
   return new AppError('MALFORMED_REQUEST', 'The request is not valid HTTP/1.1')
 }
 
 /**
- * Fastify's clientErrorHandler: a request Node's HTTP parser refused (bad framing, headers too large) is answered with
- * the envelope and its real HTTP status, when the socket can still take an answer, and the connection is closed. The
- * error itself is never logged: its rawPacket holds the request's bytes, caller key and appSecret included.
+ * Fastify's clientErrorHandler: a request Node's HTTP parser refused (bad framing, headers too large) or that did not
+ * arrive within the request timeout is answered with the envelope and its real HTTP status, when the socket can still
+ * take an answer, and the connection is closed. The error itself is never logged: its rawPacket holds the request's
+ * bytes, caller key and appSecret included.
  */
 export function clientErrorHandler (log: FastifyBaseLogger, metrics: Metrics) {
   const answered = new WeakSet<Socket>()
