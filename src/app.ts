@@ -62,7 +62,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestIdHeader: false,
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
     ajv: { customOptions: { coerceTypes: false, allErrors: false } },
-    return503OnClosing: true,
+    // While closing, a request that still arrives on a kept-alive connection is answered as usual, with Connection:
+    // close (see finish): Redis and the upstream pool close only after the last connection ends, and Fastify's own
+    // 503 would be the one answer without the envelope.
+    return503OnClosing: false,
     clientErrorHandler: clientErrorHandler(logger, metrics),
     // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS (Fastify sets the server's
     // requestTimeout from its own option, the headers timeout and the check interval go to http.createServer).

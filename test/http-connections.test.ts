@@ -142,3 +142,30 @@ t.test('past MAX_CONNECTIONS new connections are closed at once; the open ones s
   const later = await exchange(port, rawPost(ROUTE, body, { connection: 'close' }))
   t.equal(later?.status, 200, 'once one closes, a new connection is served')
 })
+
+t.test('a request that arrives on a kept-alive connection while the service closes is answered normally, then the connection closes', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, { upstream: url })
+  const port = await listen(app)
+  const connection = await RawConnection.open(port)
+  t.teardown(() => { connection.destroy() })
+  connection.write(rawPost(ROUTE, body))
+  t.equal((await connection.response())?.headers.connection, 'keep-alive', 'kept alive')
+  const request = rawPost(ROUTE, body)
+  const split = request.indexOf('\r\n') + 2
+  connection.write(request.slice(0, split))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const closed = app.close()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  connection.write(request.slice(split))
+  const res = await connection.response()
+  t.equal(res?.status, 200)
+  t.equal(res?.headers.connection, 'close', 'Connection: close')
+  const envelope = JSON.parse(res!.body) as Envelope
+  t.equal(envelope.statusCode, 200, 'answered with the token, not refused')
+  t.equal(envelope.requestId, res?.headers['x-request-id'])
+  t.type(envelope.data?.accessToken, 'string')
+  await connection.done
+  await closed
+  t.pass('the connection and then the service closed')
+})
