@@ -77,6 +77,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
   limitConnections(app.server, config.MAX_CONNECTIONS, logger)
+  // Bodies are JSON only, any other type being apiCode 1004; Fastify parses text/plain too unless told not to.
+  app.removeContentTypeParser('text/plain')
 
   app.decorate('metrics', metrics)
 

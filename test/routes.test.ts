@@ -103,7 +103,9 @@ t.test('bad input gets an envelope with a documented apiCode', async (t) => {
     { name: 'string body', payload: '"hello"', apiCode: 1002, statusCode: 400, message: /JSON object/ },
     { name: 'prototype pollution', payload: `{"appId":"${APP_ID}","appSecret":"${APP_SECRET}","__proto__":{"x":1}}`, apiCode: 1001, statusCode: 400, message: /not valid JSON.*__proto__/ },
     { name: 'oversized body', payload: JSON.stringify({ appId: APP_ID, appSecret: APP_SECRET, pad: 'x'.repeat(20000) }), apiCode: 1003, statusCode: 413, message: /too large/ },
-    { name: 'form body', payload: 'appId=wx', contentType: 'application/x-www-form-urlencoded', apiCode: 1004, statusCode: 400, message: /application\/json/ }
+    { name: 'form body', payload: 'appId=wx', contentType: 'application/x-www-form-urlencoded', apiCode: 1004, statusCode: 400, message: /application\/json/ },
+    { name: 'text/plain body', payload: JSON.stringify(body), contentType: 'text/plain', apiCode: 1004, statusCode: 400, message: /application\/json/ },
+    { name: 'text/plain body with a charset', payload: JSON.stringify(body), contentType: 'text/plain; charset=utf-8', apiCode: 1004, statusCode: 400, message: /application\/json/ }
   ]
   for (const c of cases) {
     const res = await app.inject({
