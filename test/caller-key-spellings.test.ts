@@ -36,6 +36,7 @@ function spellings (route: string): string[] {
     route.replace('/v3/', '/v3//'),
     `${route}?`,
     `${route}?a=1`,
+    `${route}?authorization=${KEY}`,
     `${route}#x`,
     `${route}/`,
     `${route}//`,

@@ -273,3 +273,17 @@ t.test('health routes', async (t) => {
   t.equal(ready.statusCode, 200)
   t.same(ready.json(), { status: 'ready', store: 'memory' })
 })
+
+t.test('a query string is never logged nor echoed: log lines and messages carry the path only', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url })
+  const values = ['q-value-7e1f0c', 'q-value-9a2b4d', 'q-value-3c5e6f']
+  const ok = await post(app, `${CURRENT}?note=${values[0]}`, body)
+  t.equal(ok.body.statusCode, 200)
+  const refused = await post(app, `${CURRENT}?note=${values[1]}`, { appId: 'wx123', appSecret: APP_SECRET })
+  t.equal(refused.body.apiCode, ApiCodes.INVALID_ARGUMENT.apiCode)
+  const missing = await app.inject({ method: 'GET', url: `/nope?x=${values[2]}` })
+  t.equal(missing.json().message, 'Route GET /nope not found')
+  t.ok(logs.records.some((r) => r.url === CURRENT && r.msg === 'request completed'), 'the path is logged')
+  for (const value of values) t.notMatch(logs.text, value, 'no log line holds the query string')
+})

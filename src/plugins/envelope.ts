@@ -111,6 +111,12 @@ declare module 'fastify' {
   }
 }
 
+/** The path of a request target, without its query string or fragment, which can hold anything a caller put there. */
+export function pathOf (url: string): string {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
+}
+
 /** The request's appId for its log lines, when the body has one that looks like an appId. */
 export function appIdOf (request: FastifyRequest): { appId?: string } {
   const appId = (request.body as { appId?: unknown } | undefined)?.appId
@@ -135,7 +141,7 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   })
   if (logLevel === 'debug' || logLevel === 'trace') {
     app.addHook('onResponse', (request, reply, done) => {
-      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+      request.log.debug({ ...appIdOf(request), url: pathOf(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
       done()
     })
   }
@@ -155,6 +161,6 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   })
 
   app.setNotFoundHandler(async (request, reply) => {
-    return await send(request, reply, new AppError('ROUTE_NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0]} not found`))
+    return await send(request, reply, new AppError('ROUTE_NOT_FOUND', `Route ${request.method} ${pathOf(request.url)} not found`))
   })
 }, { name: 'envelope', fastify: '5.x' })
