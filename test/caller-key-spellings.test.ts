@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
 import { APP_ID, APP_SECRET, CALLER_KEYS, build, post, startMock, type Envelope } from './helpers/build.js'
-import { exchange, listen, rawPost, type RawResponse } from './helpers/raw-http.js'
+import { envelopeOf, exchange, listen, rawPost } from './helpers/raw-http.js'
 
 const ROUTES = ['/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token', '/api/v3/refresh-wechat-access-token']
 const KEY = CALLER_KEYS[0]!
@@ -66,10 +66,9 @@ t.test('no spelling of a token route reaches it without a caller key: over a soc
   for (const route of ROUTES) {
     for (const target of spellings(route)) {
       for (const headers of [{}, { authorization: 'x'.repeat(24) }] as Array<Record<string, string>>) {
-        const res = await exchange(port, rawPost(target, body, { connection: 'close', ...headers })) as RawResponse
+        const res = await exchange(port, rawPost(target, body, { connection: 'close', ...headers }))
         const what = `${target}${'authorization' in headers ? ' (wrong key)' : ''}`
-        t.ok(res, `${what}: answered`)
-        checkRefused(t, what, res.status, JSON.parse(res.body) as Envelope)
+        checkRefused(t, what, res?.status ?? 0, envelopeOf(res))
       }
     }
   }
@@ -93,7 +92,7 @@ t.test('with a valid key the routes answer, and metrics and health stay open', a
   const { app } = await build(t, { upstream: url, env: { AUTH_TOKENS: `billing=${KEY}` } })
   const port = await listen(app)
   const first = await exchange(port, rawPost(ROUTES[0]!, body, { authorization: KEY, connection: 'close' }))
-  const token = (JSON.parse(first!.body) as Envelope).data?.accessToken
+  const token = envelopeOf(first).data?.accessToken
   t.type(token, 'string', 'the current route answers a token over a socket')
   const obsolete = await post(app, ROUTES[1]!, body, { authorization: `Bearer ${KEY}` })
   t.equal(obsolete.body.data?.accessToken, token, 'the obsolete route answers the same token')

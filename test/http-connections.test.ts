@@ -1,7 +1,8 @@
 import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiCodes } from '../src/api-codes.js'
-import { APP_ID, APP_SECRET, CALLER_KEYS, build, startMock, type Envelope } from './helpers/build.js'
-import { RawConnection, exchange, listen, rawPost, type RawResponse } from './helpers/raw-http.js'
+import { APP_ID, APP_SECRET, CALLER_KEYS, build, startMock } from './helpers/build.js'
+import { RawConnection, envelopeOf, exchange, listen, rawPost, type RawResponse } from './helpers/raw-http.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const KEY = CALLER_KEYS[0]!
@@ -9,14 +10,14 @@ const body = { appId: APP_ID, appSecret: APP_SECRET }
 const payload = JSON.stringify(body)
 const head = `POST ${ROUTE} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nauthorization: ${KEY}\r\n`
 
-/** Checks an answer written for a request Node's HTTP parser refused: the envelope, its real HTTP status, then the end of the connection. */
+/** Checks an answer the clientErrorHandler wrote: the envelope, its real HTTP status, then the end of the connection. */
 async function checkClientError (t: Test, connection: RawConnection, res: RawResponse | undefined, status: number, apiCode: number) {
   t.ok(res, 'answered')
   if (!res) return
   t.equal(res.status, status, 'the real HTTP status')
   t.match(res.headers['content-type'], /^application\/json/)
   t.equal(res.headers.connection, 'close')
-  const envelope = JSON.parse(res.body) as Envelope
+  const envelope = envelopeOf(res)
   t.same(Object.keys(envelope).sort(), ['apiCode', 'message', 'requestId', 'statusCode'])
   t.equal(envelope.statusCode, status)
   t.equal(envelope.apiCode, apiCode)
@@ -64,7 +65,7 @@ t.test('a malformed request pipelined behind a valid one closes the connection; 
   await checkClientError(t, connection, await connection.response(), 400, ApiCodes.MALFORMED_REQUEST.apiCode)
   const next = await exchange(port, rawPost(ROUTE, body, { authorization: KEY, connection: 'close' }))
   t.equal(next?.status, 200)
-  t.equal((JSON.parse(next!.body) as Envelope).statusCode, 200, 'the next connection gets a token')
+  t.equal(envelopeOf(next).statusCode, 200, 'the next connection gets a token')
   t.notMatch(logs.text, KEY)
   t.notMatch(logs.text, APP_SECRET)
 })
@@ -107,8 +108,8 @@ t.test('a request that trickles in is cut off near REQUEST_TIMEOUT_MS with the 4
   const kept = await RawConnection.open(port)
   t.teardown(() => { kept.destroy() })
   kept.write(rawPost(ROUTE, body, { authorization: KEY }))
-  t.equal((JSON.parse((await kept.response())!.body) as Envelope).statusCode, 200, 'a prompt request is served')
-  await new Promise((resolve) => setTimeout(resolve, timeout * 2))
+  t.equal(envelopeOf(await kept.response()).statusCode, 200, 'a prompt request is served')
+  await sleep(timeout * 2)
   t.notOk(kept.closed, 'a kept-alive connection idle between requests is not cut off')
   kept.write(rawPost(ROUTE, body, { authorization: KEY }))
   t.equal((await kept.response())?.status, 200, 'and serves the next request')
@@ -133,12 +134,11 @@ t.test('past MAX_CONNECTIONS new connections are closed at once; the open ones s
   t.ok(logs.records.some((r) => r.level === 40 && r.maxConnections === 3), 'the operator is told the limit was reached')
 
   open[0]!.write(rawPost(ROUTE, body))
-  const served = await open[0]!.response()
-  t.equal((JSON.parse(served!.body) as Envelope).statusCode, 200, 'an open connection is still served')
+  t.equal(envelopeOf(await open[0]!.response()).statusCode, 200, 'an open connection is still served')
 
   open[1]!.destroy()
   await open[1]!.done
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   const later = await exchange(port, rawPost(ROUTE, body, { connection: 'close' }))
   t.equal(later?.status, 200, 'once one closes, a new connection is served')
 })
@@ -154,14 +154,14 @@ t.test('a request that arrives on a kept-alive connection while the service clos
   const request = rawPost(ROUTE, body)
   const split = request.indexOf('\r\n') + 2
   connection.write(request.slice(0, split))
-  await new Promise((resolve) => setTimeout(resolve, 50))
+  await sleep(50)
   const closed = app.close()
-  await new Promise((resolve) => setTimeout(resolve, 100))
+  await sleep(100)
   connection.write(request.slice(split))
   const res = await connection.response()
   t.equal(res?.status, 200)
   t.equal(res?.headers.connection, 'close', 'Connection: close')
-  const envelope = JSON.parse(res!.body) as Envelope
+  const envelope = envelopeOf(res)
   t.equal(envelope.statusCode, 200, 'answered with the token, not refused')
   t.equal(envelope.requestId, res?.headers['x-request-id'])
   t.type(envelope.data?.accessToken, 'string')

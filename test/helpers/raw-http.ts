@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import type { Envelope } from './build.js'
 
 export interface RawResponse {
   status: number
@@ -14,6 +15,12 @@ export interface RawResponse {
 export async function listen (app: FastifyInstance): Promise<number> {
   await app.listen({ port: 0, host: '127.0.0.1' })
   return (app.server.address() as AddressInfo).port
+}
+
+/** The envelope in a response's body; throws when there was no response. */
+export function envelopeOf (res: RawResponse | undefined): Envelope {
+  if (!res) throw new Error('no response')
+  return JSON.parse(res.body) as Envelope
 }
 
 /** A POST with a JSON body, written by hand: `target` goes on the request line as it is. */
