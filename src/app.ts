@@ -67,11 +67,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // 503 would be the one answer without the envelope.
     return503OnClosing: false,
     clientErrorHandler: clientErrorHandler(logger, metrics),
-    // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS (Fastify sets the server's
-    // requestTimeout from its own option, the headers timeout and the check interval go to http.createServer).
+    // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS: Fastify sets the server's
+    // requestTimeout from its own option; the headers timeout and the check interval go to http.createServer.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     http: {
-      requestTimeout: config.REQUEST_TIMEOUT_MS,
       headersTimeout: config.REQUEST_TIMEOUT_MS,
       connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
     }

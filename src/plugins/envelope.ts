@@ -56,7 +56,7 @@ function httpStatus (error: AppError): number {
   return error.kind === 'RATE_LIMITED' ? 429 : 200
 }
 
-/** The AppError for what Node's HTTP parser refused before there was a request to route. */
+/** The AppError for a request Node's HTTP server refused (malformed, too large, too slow) before there was one to route. */
 function clientErrorOf (code: string | undefined): AppError {
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new AppError('REQUEST_TIMEOUT', 'The request did not arrive within the request timeout')
   if (code === 'HPE_HEADER_OVERFLOW') return new AppError('HEADERS_TOO_LARGE', 'The request headers are too large')
