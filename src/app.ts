@@ -1,5 +1,6 @@
 /** The app factory: builds the service from a config object. Tests build it here; server.ts runs it. */
 import { randomUUID } from 'node:crypto'
+import type { Server } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
@@ -7,7 +8,7 @@ import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
-import envelope, { requestIdFrom } from './plugins/envelope.js'
+import envelope, { clientErrorHandler, requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
@@ -29,9 +30,30 @@ export interface BuildOptions {
   now?: () => number
 }
 
+/**
+ * Node checks the request and headers timeouts of every connection on an interval, 30 s by default, so a slow request
+ * could outlive its timeout by that much. A tenth of the timeout, at most a second, cuts it off within 10 % of it.
+ */
+function timeoutCheckInterval (timeoutMs: number): number {
+  return Math.min(1000, Math.max(10, Math.floor(timeoutMs / 10)))
+}
+
+/** Past `max` open connections Node closes each new one as soon as it is accepted; the first of a minute is logged. */
+function limitConnections (server: Server, max: number, log: FastifyBaseLogger): void {
+  server.maxConnections = max
+  let warnedAt = 0
+  server.on('drop', () => {
+    const now = Date.now()
+    if (now - warnedAt < 60_000) return
+    warnedAt = now
+    log.warn({ maxConnections: max }, 'MAX_CONNECTIONS reached: new connections are closed until open ones end')
+  })
+}
+
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
+  const metrics = createMetrics()
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -40,17 +62,28 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     requestIdHeader: false,
     genReqId: (req) => requestIdFrom(req.headers['x-request-id'], randomUUID),
     ajv: { customOptions: { coerceTypes: false, allErrors: false } },
-    return503OnClosing: true
+    // While closing, a request that still arrives on a kept-alive connection is answered as usual, with Connection:
+    // close (see finish): Redis and the upstream pool close only after the last connection ends, and Fastify's own
+    // 503 would be the one answer without the envelope.
+    return503OnClosing: false,
+    clientErrorHandler: clientErrorHandler(logger, metrics),
+    // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS: Fastify sets the server's
+    // requestTimeout from its own option; the headers timeout and the check interval go to http.createServer.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: config.REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
+    }
   }).withTypeProvider<TypeBoxTypeProvider>()
+  limitConnections(app.server, config.MAX_CONNECTIONS, logger)
+  // Bodies are JSON only, any other type being apiCode 1004; Fastify parses text/plain too unless told not to.
+  app.removeContentTypeParser('text/plain')
 
-  const metrics = createMetrics()
   app.decorate('metrics', metrics)
 
   await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL })
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
-  await app.register(auth, { keys: loadCallerKeys(config) })
-  await app.register(rateLimits, { config })
   const apps = loadApps(config)
   app.decorate('tokens', createTokenService({
     store: app.store,
@@ -90,6 +123,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }
   await app.register(healthRoutes)
   await app.register(metricsRoute)
-  await app.register(tokenRoutes)
+  // The /api routes in a scope of their own, whose hooks run for these routes only, on whatever spelling of a path
+  // the router matched to them: first the caller key check, then (as route hooks) the rate limits, which key by its caller.
+  await app.register(async (api) => {
+    await api.register(auth, { keys: loadCallerKeys(config) })
+    await api.register(rateLimits, { config })
+    await api.register(tokenRoutes)
+  })
   return app
 }

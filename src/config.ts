@@ -135,7 +135,18 @@ export const ConfigSchema = Type.Object({
   }),
   RATE_LIMIT_PER_APP: Type.Integer({ minimum: 0, default: 0, description: 'Requests per window per appId; 0 (the default) turns it off. Shared through Redis.' }),
   SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.' }),
-  BODY_LIMIT_BYTES: Type.Integer({ minimum: 256, maximum: 1048576, default: 8192, description: 'Largest request body accepted.' })
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 256, maximum: 1048576, default: 8192, description: 'Largest request body accepted.' }),
+  REQUEST_TIMEOUT_MS: Type.Integer({
+    minimum: 100,
+    maximum: 300000,
+    default: 15000,
+    description: 'Longest a client may take to send a whole request, headers and body; past it, 408 (apiCode 1008) and the connection is closed.'
+  }),
+  MAX_CONNECTIONS: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description: 'Most client connections open at once; past it, a new connection is closed as soon as it is accepted.'
+  })
 })
 
 export type Config = Static<typeof ConfigSchema>

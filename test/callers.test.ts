@@ -1,6 +1,7 @@
 import t from 'tap'
 import type { AddressInfo } from 'node:net'
 import { AuthenticationClient } from 'authing-node-sdk'
+import { Redis } from 'ioredis'
 import { ApiCodes } from '../src/api-codes.js'
 import { loadConfig } from '../src/config.js'
 import { APP_ID, APP_SECRET, CALLER_KEYS, build, post, startMock } from './helpers/build.js'
@@ -103,4 +104,32 @@ t.test('rate limits per caller and per appId, shared by instances through Redis,
   const moreForApp = []
   for (let i = 0; i < 3; i++) moreForApp.push((await post(a, ROUTE, body, { authorization: KEY_B })).res.statusCode)
   t.same(moreForApp, [200, 200, 429], 'the per-app limit (8) counts every caller of the app')
+})
+
+t.test('rate-limit keys in Redis name the verified caller (else the IP) and the app, whatever the path spelling', async (t) => {
+  const redis = await RedisServer.start()
+  t.teardown(() => redis.stop())
+  const { url } = await startMock(t)
+  const limits = { REDIS_URL: redis.url, RATE_LIMIT_PER_CALLER: '100', RATE_LIMIT_PER_APP: '100' }
+  const { app } = await build(t, { upstream: url, env: { ...limits, AUTH_TOKENS: AUTH } })
+  for (const route of [ROUTE, '/%61pi/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token']) {
+    t.equal((await post(app, route, body, { authorization: KEY_A })).body.statusCode, 200, route)
+  }
+  await post(app, ROUTE, body, { authorization: KEY_B })
+  await post(app, ROUTE, body, { authorization: 'x'.repeat(24) })
+  const open = (await build(t, { upstream: url, env: { ...limits, REDIS_KEY_PREFIX: 'open' } })).app
+  await post(open, ROUTE, body)
+
+  const client = new Redis(redis.url)
+  t.teardown(() => client.quit())
+  const keys = (await client.keys('*ratelimit*')).sort()
+  t.same(keys, [
+    'open:ratelimit:app:wx0123456789abcdef',
+    'open:ratelimit:caller:127.0.0.1',
+    'wxtoken:ratelimit:app:wx0123456789abcdef',
+    'wxtoken:ratelimit:caller:billing',
+    'wxtoken:ratelimit:caller:key2'
+  ])
+  t.equal(await client.get('wxtoken:ratelimit:caller:billing'), '3', 'every spelling counts against the caller')
+  t.equal(await client.get('wxtoken:ratelimit:app:wx0123456789abcdef'), '4', 'a refused caller is not counted against the app')
 })

@@ -103,7 +103,9 @@ t.test('bad input gets an envelope with a documented apiCode', async (t) => {
     { name: 'string body', payload: '"hello"', apiCode: 1002, statusCode: 400, message: /JSON object/ },
     { name: 'prototype pollution', payload: `{"appId":"${APP_ID}","appSecret":"${APP_SECRET}","__proto__":{"x":1}}`, apiCode: 1001, statusCode: 400, message: /not valid JSON.*__proto__/ },
     { name: 'oversized body', payload: JSON.stringify({ appId: APP_ID, appSecret: APP_SECRET, pad: 'x'.repeat(20000) }), apiCode: 1003, statusCode: 413, message: /too large/ },
-    { name: 'form body', payload: 'appId=wx', contentType: 'application/x-www-form-urlencoded', apiCode: 1004, statusCode: 400, message: /application\/json/ }
+    { name: 'form body', payload: 'appId=wx', contentType: 'application/x-www-form-urlencoded', apiCode: 1004, statusCode: 400, message: /application\/json/ },
+    { name: 'text/plain body', payload: JSON.stringify(body), contentType: 'text/plain', apiCode: 1004, statusCode: 400, message: /application\/json/ },
+    { name: 'text/plain body with a charset', payload: JSON.stringify(body), contentType: 'text/plain; charset=utf-8', apiCode: 1004, statusCode: 400, message: /application\/json/ }
   ]
   for (const c of cases) {
     const res = await app.inject({
@@ -275,4 +277,18 @@ t.test('health routes', async (t) => {
   const ready = await app.inject({ method: 'GET', url: '/health/ready' })
   t.equal(ready.statusCode, 200)
   t.same(ready.json(), { status: 'ready', store: 'memory', storeUp: true, pubsubUp: true })
+})
+
+t.test('a query string is never logged nor echoed: log lines and messages carry the path only', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url })
+  const values = ['q-value-7e1f0c', 'q-value-9a2b4d', 'q-value-3c5e6f']
+  const ok = await post(app, `${CURRENT}?note=${values[0]}`, body)
+  t.equal(ok.body.statusCode, 200)
+  const refused = await post(app, `${CURRENT}?note=${values[1]}`, { appId: 'wx123', appSecret: APP_SECRET })
+  t.equal(refused.body.apiCode, ApiCodes.INVALID_ARGUMENT.apiCode)
+  const missing = await app.inject({ method: 'GET', url: `/nope?x=${values[2]}` })
+  t.equal(missing.json().message, 'Route GET /nope not found')
+  t.ok(logs.records.some((r) => r.url === CURRENT && r.msg === 'request completed'), 'the path is logged')
+  for (const value of values) t.notMatch(logs.text, value, 'no log line holds the query string')
 })

@@ -1,4 +1,8 @@
-/** Optional caller authentication: with AUTH_TOKENS set, every /api route needs a caller key in authorization. */
+/**
+ * Optional caller authentication: with AUTH_TOKENS set, every route of the scope this plugin is registered in needs a
+ * caller key in authorization. It is registered in the scope of the /api routes, so the check is a hook of the route
+ * the router matched, whatever spelling of the path (percent-encoded, absolute form) led there.
+ */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { CallerKey } from '../config.js'
@@ -34,7 +38,6 @@ export default fp<{ keys: CallerKey[] }>(async (app, { keys }) => {
   }
 
   app.addHook('onRequest', async (request) => {
-    if (!request.url.startsWith('/api/')) return
     const presented = presentedKey(request.headers.authorization)
     if (!presented) throw new AppError('UNAUTHORIZED', 'A caller key is required in the authorization header')
     const name = callerFor(presented)

@@ -1,6 +1,9 @@
 /** Every answer is the GenAuth envelope: request ids, the central error handler and the not-found handler. */
+import { randomUUID } from 'node:crypto'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import type { ConnectionError, FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
@@ -53,6 +56,48 @@ function httpStatus (error: AppError): number {
   return error.kind === 'RATE_LIMITED' ? 429 : 200
 }
 
+/** The AppError for a request Node's HTTP server refused (malformed, too large, too slow) before there was one to route. */
+function clientErrorOf (code: string | undefined): AppError {
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return new AppError('REQUEST_TIMEOUT', 'The request did not arrive within the request timeout')
+  if (code === 'HPE_HEADER_OVERFLOW') return new AppError('HEADERS_TOO_LARGE', 'The request headers are too large')
+  return new AppError('MALFORMED_REQUEST', 'The request is not valid HTTP/1.1')
+}
+
+/**
+ * Fastify's clientErrorHandler: a request Node's HTTP parser refused (bad framing, headers too large) or that did not
+ * arrive within the request timeout is answered with the envelope and its real HTTP status, when the socket can still
+ * take an answer, and the connection is closed. The error itself is never logged: its rawPacket holds the request's
+ * bytes, caller key and appSecret included.
+ */
+export function clientErrorHandler (log: FastifyBaseLogger, metrics: Metrics) {
+  const answered = new WeakSet<Socket>()
+  return (err: ConnectionError, socket: Socket): void => {
+    if (socket.destroyed || answered.has(socket)) return
+    if (err.code === 'ECONNRESET') {
+      socket.destroy()
+      return
+    }
+    answered.add(socket)
+    const error = clientErrorOf(err.code)
+    const requestId = randomUUID()
+    log.debug({ reqId: requestId, apiCode: error.apiCode, statusCode: error.statusCode, code: err.code }, error.message)
+    metrics.countRequest('unknown', error.statusCode)
+    // A response already under way on this connection (a pipelined request's) cannot be followed by another.
+    const current = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+    if (!socket.writable || current?.headersSent) {
+      socket.destroy()
+      return
+    }
+    const body = JSON.stringify({ statusCode: error.statusCode, message: error.message, apiCode: error.apiCode, requestId })
+    socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n` +
+      'content-type: application/json; charset=utf-8\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+    () => socket.destroy())
+    // A client that never takes the answer does not keep the socket.
+    socket.setTimeout(1000, () => socket.destroy())
+  }
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     /**
@@ -64,6 +109,12 @@ declare module 'fastify' {
     /** Headers finish adds to every answer of a route, errors included (the obsolete route's Deprecation and Link). */
     routeHeaders: (route: string, headers: Record<string, string>) => void
   }
+}
+
+/** The path of a request target, without its query string or fragment, which can hold anything a caller put there. */
+export function pathOf (url: string): string {
+  const end = url.search(/[?#]/)
+  return end === -1 ? url : url.slice(0, end)
 }
 
 /** The request's appId for its log lines, when the body has one that looks like an appId. */
@@ -90,7 +141,7 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   })
   if (logLevel === 'debug' || logLevel === 'trace') {
     app.addHook('onResponse', (request, reply, done) => {
-      request.log.debug({ ...appIdOf(request), url: request.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+      request.log.debug({ ...appIdOf(request), url: pathOf(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
       done()
     })
   }
@@ -110,6 +161,6 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   })
 
   app.setNotFoundHandler(async (request, reply) => {
-    return await send(request, reply, new AppError('ROUTE_NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0]} not found`))
+    return await send(request, reply, new AppError('ROUTE_NOT_FOUND', `Route ${request.method} ${pathOf(request.url)} not found`))
   })
 }, { name: 'envelope', fastify: '5.x' })

@@ -17,21 +17,28 @@ export default fp<{ config: Config }>(async (app, { config }) => {
     app.decorate('limits', { perCaller: [], perApp: [] })
     return
   }
-  /** One registration per limit: the plugin applies one limit per request and registration. */
+  /**
+   * One registration per limit: the plugin applies one limit per request and registration. The limit's settings go to
+   * the registration and the hook is made with no options: given options, scope.rateLimit() makes a child store whose
+   * keys start with the route's method and url, which a hook made outside a route does not have ("undefinedundefined-").
+   * Without, a key is the nameSpace and the key generator's value: <prefix>:ratelimit:caller:<name>.
+   */
   async function limiter (max: number, keyGenerator: (request: FastifyRequest) => string) {
     let hook: onRequestHookHandler | undefined
     await app.register(async (scope) => {
       await scope.register(rateLimit, {
         global: false,
+        max,
+        timeWindow,
+        keyGenerator,
         ...(app.redis ? { redis: app.redis } : {}),
         nameSpace: `${config.REDIS_KEY_PREFIX}:ratelimit:`,
         skipOnError: true,
-        timeWindow,
         addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
         errorResponseBuilder: (_request, context) => new AppError('RATE_LIMITED',
           `Rate limit exceeded: at most ${context.max} requests per ${config.RATE_LIMIT_WINDOW_SECONDS} s; retry in ${context.after}`)
       })
-      hook = scope.rateLimit({ max, timeWindow, keyGenerator })
+      hook = scope.rateLimit()
     })
     return hook as onRequestHookHandler
   }
