@@ -1,5 +1,6 @@
 /** Shared state between instances: change messages, flushes, corrupted values, a store that refuses pub/sub. */
 import t from 'tap'
+import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
@@ -191,4 +192,40 @@ t.test('closing waits for a background refresh and releases its lock', async (t)
   const c = client(t)
   t.equal(await c.exists(`${prefix}:{${APP_ID}}:lock`), 0, 'the lock was released, not left to its lease')
   t.not(JSON.parse(await c.get(`${prefix}:{${APP_ID}}:token`) ?? '{}').accessToken, t1, 'and the refreshed token was stored')
+})
+
+t.test('the least Redis rights the README lists are enough, pub/sub included', async (t) => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const rule = /`(ACL SETUSER wxtoken [^`]+)`/.exec(readme)?.[1]
+  t.ok(rule, 'the README gives the rule')
+  const admin = client(t)
+  const prefix = 'least'
+  const args = rule!.replace(/<password>/, '>least-password-0123').replaceAll('wxtoken:', `${prefix}:`).split(' ').slice(2)
+  await admin.call('ACL', 'SETUSER', ...args)
+  t.teardown(async () => {
+    const c = redis.client()
+    await c.call('ACL', 'DELUSER', 'wxtoken')
+    c.disconnect()
+  })
+  const { mock, url } = await startMock(t)
+  const env = {
+    REDIS_URL: `redis://wxtoken:least-password-0123@127.0.0.1:${redis.port}`,
+    REDIS_KEY_PREFIX: prefix,
+    RATE_LIMIT_PER_CALLER: '100',
+    RATE_LIMIT_PER_APP: '100',
+    WECHAT_TOKEN_MODE: 'classic'
+  }
+  const a = await build(t, { upstream: url, env })
+  const b = await build(t, { upstream: url, env })
+  await sleep(300)
+  const t1 = (await post(a.app, ROUTE, body)).body.data!.accessToken
+  const t2 = (await post(b.app, REFRESH, { ...body, accessToken: t1 })).body.data!.accessToken
+  t.not(t2, t1)
+  t.equal((await post(a.app, ROUTE, body)).body.data?.accessToken, t2)
+  t.equal(mock.issued(APP_ID), 2)
+  const ready = (await a.app.inject({ method: 'GET', url: '/health/ready' })).json()
+  t.match(ready, { status: 'ready', storeUp: true, pubsubUp: true }, 'store and pub/sub work with these rights')
+  for (const instance of [a, b]) {
+    t.notOk(instance.logs.records.some((r) => r.level >= 40 && /NOPERM|redis error/i.test(JSON.stringify(r))), 'nothing refused')
+  }
 })
