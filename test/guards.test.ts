@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
-import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, startMock, type Envelope, type LogCapture, type Teardown } from './helpers/build.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, startMock, type Envelope, type Teardown } from './helpers/build.js'
+import { fleet as fleetOf } from './helpers/fleet.js'
 import { RedisServer } from './helpers/redis-server.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
@@ -14,7 +15,8 @@ const HOUR = 3600_000
 
 const redis = await RedisServer.start()
 t.teardown(() => redis.stop())
-let prefixes = 0
+const fleet = async (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock?: TestClock) =>
+  await fleetOf(t, redis.url, n, upstream, extra, clock)
 
 const randomSecret = (): string => randomBytes(16).toString('hex')
 const randomAppId = (): string => `wx${randomBytes(8).toString('hex')}`
@@ -23,13 +25,6 @@ const randomAppId = (): string => `wx${randomBytes(8).toString('hex')}`
 async function from (app: FastifyInstance, ip: string, url: string, payload: unknown, headers: Record<string, string> = {}): Promise<Envelope> {
   const res = await app.inject({ method: 'POST', url, remoteAddress: ip, headers: { 'content-type': 'application/json', ...headers }, payload: JSON.stringify(payload) })
   return res.json() as Envelope
-}
-
-async function fleet (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock = new TestClock()) {
-  const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `guards${++prefixes}`, ...extra }
-  const instances: Array<{ app: FastifyInstance, logs: LogCapture }> = []
-  for (let i = 0; i < n; i++) instances.push(await build(t, { upstream, env, clock }))
-  return { apps: instances.map((i) => i.app), env, clock }
 }
 
 t.test('wrong secrets for a cold app: bounded per caller, and the right secret from another caller is served at once', async (t) => {

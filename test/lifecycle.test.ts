@@ -1,11 +1,11 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
 import { createRedisStore } from '../src/store/redis-store.js'
 import { beijingDay, createTokenService } from '../src/token-service.js'
 import { createWechatClient } from '../src/wechat/client.js'
-import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock, type LogCapture, type Teardown } from './helpers/build.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock, type Teardown } from './helpers/build.js'
+import { fleet as fleetOf } from './helpers/fleet.js'
 import { RedisServer } from './helpers/redis-server.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
@@ -15,15 +15,9 @@ const HOUR = 3600_000
 
 const redis = await RedisServer.start()
 t.teardown(() => redis.stop())
+const fleet = async (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock?: TestClock) =>
+  await fleetOf(t, redis.url, n, upstream, extra, clock)
 let prefixes = 0
-
-/** n instances of the service sharing one Redis prefix (each with its own connections), one clock, one upstream. */
-async function fleet (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock = new TestClock()) {
-  const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `fleet${++prefixes}`, ...extra }
-  const instances: Array<{ app: FastifyInstance, logs: LogCapture }> = []
-  for (let i = 0; i < n; i++) instances.push(await build(t, { upstream, env, clock }))
-  return { instances, apps: instances.map((i) => i.app), env, clock }
-}
 
 async function until (predicate: () => boolean, timeoutMs = 5000): Promise<boolean> {
   const end = Date.now() + timeoutMs
@@ -291,7 +285,7 @@ t.test('non-retryable refusals are remembered for the app, across instances, the
 
 t.test('waiting on another instance\'s refresh is bounded by the request deadline', async (t) => {
   const { mock, url } = await startMock(t)
-  const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `fleet${++prefixes}`, LOCK_LEASE_MS: '5000', WECHAT_MAX_RETRIES: '0' }
+  const shared = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `waiters${++prefixes}`, LOCK_LEASE_MS: '5000', WECHAT_MAX_RETRIES: '0' }
   const holderApp = (await build(t, { upstream: url, env: { ...shared, REQUEST_DEADLINE_MS: '2000' } })).app
   const waiterApp = (await build(t, { upstream: url, env: { ...shared, REQUEST_DEADLINE_MS: '400' } })).app
   mock.inject({ fault: { kind: 'hang' }, times: 1 })
