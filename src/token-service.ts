@@ -171,6 +171,9 @@ export function createTokenService (opts: TokenServiceOptions) {
     ctx.log.warn('token store unavailable: fetching directly (stable mode)')
     const verified = opts.apps !== undefined || copy !== undefined
     const entry = await refresher.shared(`${appId}\0${fp}\0outage`, async () => {
+      const known = await outageGuards.remembered(appId, fp, false)
+      if (known) throw known
+      if (!verified) await outageGuards.admitUnverified(appId, ctx.origin)
       const fetched = await outageGuards.call({ appId, fp, verified, origin: ctx.origin, forced: false }, async (beforeAttempt) =>
         await wechat.fetchToken(appId, secret, { deadline: now() + opts.requestDeadlineMs, beforeAttempt }))
       return tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 })

@@ -223,3 +223,17 @@ t.test('the least Redis rights the README lists are enough, pub/sub included', a
     t.notOk(instance.logs.records.some((r) => Number(r.level) >= 40 && /NOPERM|redis error/i.test(JSON.stringify(r))), 'nothing refused')
   }
 })
+
+t.test('a refresh that wrote nothing (a refused secret) does not empty the other instances\' hot caches', async (t) => {
+  const { url } = await startMock(t)
+  const { apps: [a, b] } = await fleet(t, 2, url, { HOT_CACHE_MS: '60000' })
+  const token = (await post(a!, ROUTE, body)).body.data!.accessToken
+  t.equal((await post(a!, ROUTE, body)).body.data?.accessToken, token, 'A has it in its hot cache')
+  let reads = 0
+  const get = a!.store.get.bind(a!.store)
+  a!.store.get = async (appId) => { reads++; return await get(appId) }
+  t.equal((await post(b!, ROUTE, { appId: APP_ID, appSecret: 'f'.repeat(32) })).body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode)
+  await sleep(100)
+  for (let i = 0; i < 5; i++) t.equal((await post(a!, ROUTE, body)).body.data?.accessToken, token)
+  t.equal(reads, 0, 'A answered from its hot cache throughout')
+})

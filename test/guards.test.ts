@@ -204,3 +204,15 @@ t.test('an upper-case appId is the same app', async (t) => {
   t.equal(mock.calls('stable_token'), 1, 'one upstream call')
   t.same(mock.seenAppIds(), [APP_ID], 'WeChat only ever saw the lower-case appId')
 })
+
+t.test('a check refused by the per-caller limits takes no lock', async (t) => {
+  const { url } = await startMock(t)
+  const { apps: [app] } = await fleet(t, 1, url)
+  for (let i = 0; i < 5; i++) await from(app!, '10.0.10.1', ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  let locks = 0
+  const acquire = app!.store.acquire.bind(app!.store)
+  app!.store.acquire = async (...args) => { locks++; return await acquire(...args) }
+  const refused = await from(app!, '10.0.10.1', ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.equal(refused.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode)
+  t.equal(locks, 0, 'refused before the app\'s lock was asked for')
+})

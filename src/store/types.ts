@@ -38,6 +38,9 @@ export function stampOf (entry: TokenEntry): string {
   return `${entry.generation}.${entry.fetchedAt}`
 }
 
+/** The stamp of an announcement after a refresh that wrote nothing: it only wakes waiters. */
+export const NO_CHANGE = '-'
+
 /**
  * Per-app state. Every key an app uses shares its hash tag, so the multi-key scripts run on a Cluster.
  * `name` below is one of the small per-app values: a lock, a counter, a remembered error.

@@ -114,7 +114,10 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     return known !== null && sameString(known, fp)
   }
 
-  /** Per caller over all apps, then per caller for this app, in the current window. */
+  /**
+   * Admits one check of an unverified secret by this caller: per caller over all apps, then per caller for this app,
+   * in the current window. Called once per check, before the app's lock is taken, so that refused checks cost no lock.
+   */
   async function admitUnverified (appId: string, origin: string): Promise<void> {
     const overall = await state.increment(callerSpace(origin), 'unverified', windowMs)
     if (overall > opts.unverifiedPerCaller) {
@@ -162,15 +165,14 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   }
 
   /**
-   * Makes an upstream call under every guard: a remembered refusal answers at once; an unverified secret must be
-   * admitted; a forced refresh must be allowed; each attempt is charged. WeChat's non-retryable refusals are
+   * Makes an upstream call under every guard (an unverified secret was admitted before): a remembered refusal answers
+   * at once; a forced refresh must be allowed; each attempt is charged. WeChat's non-retryable refusals are
    * remembered; an accepted secret is remembered as verified.
    */
   async function call<T> (spend: Spend, run: (beforeAttempt: () => Promise<void>) => Promise<T>): Promise<T> {
     const { appId, fp, verified } = spend
     const known = await remembered(appId, fp, spend.forced)
     if (known) throw known
-    if (!verified) await admitUnverified(appId, spend.origin)
     if (spend.forced) await allowForcedRefresh(appId)
     let result: T
     try {
@@ -185,7 +187,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     return result
   }
 
-  return { call, remembered, isVerified }
+  return { call, remembered, isVerified, admitUnverified }
 }
 
 export type Guards = ReturnType<typeof createGuards>

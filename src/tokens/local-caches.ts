@@ -8,7 +8,7 @@
  * this can be known: the hot cache is off and no copy is put back into the store.
  */
 import { sameString } from '../fingerprint.js'
-import { stampOf, type TokenEntry } from '../store/types.js'
+import { NO_CHANGE, stampOf, type TokenEntry } from '../store/types.js'
 
 export interface LocalCachesOptions {
   /** How long a served token is answered from process memory; 0: never. */
@@ -62,8 +62,12 @@ export function createLocalCaches (opts: LocalCachesOptions) {
   }
 
   return {
-    /** A change message: drop what it supersedes. Without a stamp (a refresh that failed), drop the app's hot token. */
+    /**
+     * A change message: drop what it supersedes. NO_CHANGE (a refresh that wrote nothing) changes nothing; a message
+     * without a stamp (from an older version) drops the app's hot token.
+     */
     changed (appId: string, stamp: string | undefined): void {
+      if (stamp === NO_CHANGE) return
       if (stamp === undefined) {
         hot.delete(appId)
         return

@@ -9,7 +9,7 @@ import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
-import { StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import { NO_CHANGE, StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
 import type { FetchedToken, WechatClient } from '../wechat/client.js'
 import type { Guards } from './guards.js'
 import type { LocalCaches } from './local-caches.js'
@@ -117,10 +117,13 @@ export function createRefresher (opts: RefresherOptions) {
     return await write(need, fetched, generation, ctx)
   }
 
-  /** One try at the app's lock: the refreshed entry, or undefined when another holder has it. Always released and announced. */
+  /**
+   * One try at the app's lock: the refreshed entry, or undefined when another holder has it. Always released, and
+   * announced: with the stored entry's stamp, or, when nothing was written, as no change (which only wakes waiters).
+   */
   async function tryRefresh (need: Need, ctx: CallContext, owner: string): Promise<TokenEntry | undefined> {
     if (!await store.acquire(need.appId, LOCK, owner, opts.lockLeaseMs)) return undefined
-    let stamp: string | undefined
+    let stamp = NO_CHANGE
     try {
       const entry = await refreshHoldingLock(need, ctx)
       stamp = stampOf(entry)
@@ -136,11 +139,16 @@ export function createRefresher (opts: RefresherOptions) {
   async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
     const owner = randomUUID()
     const forced = need.reported !== undefined && wechat.mode === 'stable' && need.verified
+    let admitted = need.verified
     for (let waited = false; ; waited = true) {
       const entry = await store.get(need.appId)
       if (need.satisfied(entry)) return entry
       const remembered = await guards.remembered(need.appId, need.fp, forced)
       if (remembered) throw remembered
+      if (!admitted) {
+        await guards.admitUnverified(need.appId, ctx.origin)
+        admitted = true
+      }
       const refreshed = await tryRefresh(need, ctx, owner)
       if (refreshed) return refreshed
       if (!waited) metrics?.lockWaits.inc()
