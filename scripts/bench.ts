@@ -3,12 +3,13 @@
  * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
  * prints figures as Markdown:
  * cache hits on both routes with the hot cache on and off against a bare Fastify route (the ceiling), a cold burst
- * of 1,000 concurrent requests, and RSS with 10,000 apps cached.
+ * of 1,000 concurrent requests, RSS with 10,000 apps cached, and a flood of 50,000 random appIds from one caller and
+ * from 500 callers (what upstream calls, Redis keys and memory it costs).
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
  * spell of the shared machine moves both sides of a ratio.
- * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory).
+ * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -23,7 +24,7 @@ import { RedisServer } from '../test/helpers/redis-server.js'
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
-const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory').split(','))
+const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory,flood').split(','))
 const SECRET = '0123456789abcdef0123456789abcdef'
 const APP = 'wx0123456789abcdef'
 const INFO = '/api/v3/get-wechat-access-token-info'
@@ -172,7 +173,8 @@ if (only.has('cold')) {
 
 if (only.has('memory')) {
   const apps = 10_000
-  const server = await startServer(serviceEnv('2000'))
+  // One caller filling 10,000 apps: past the default UNVERIFIED_CHECKS_PER_CALLER, which this section does not measure.
+  const server = await startServer({ ...serviceEnv('2000'), UNVERIFIED_CHECKS_PER_CALLER: '100000' })
   const pid = server.child.pid!
   const idle = await afterGc(server)
   const fill = new Pool(server.base, { connections: 200 })
@@ -194,6 +196,54 @@ if (only.has('memory')) {
     `peak RSS while filling ${mb(peak)} MB; RSS 10 s after the fill ${mb(settled)} MB; after a full GC RSS ${mb(filled.rss)} MB ` +
     `and heap ${mb(filled.heapUsed)} MB, against ${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle ` +
     `(${((filled.heapUsed - idle.heapUsed) * 1024 / apps).toFixed(2)} KB of heap per app)`)
+}
+
+if (only.has('flood')) {
+  // Real WeChat answers 40013 to an appId it does not know: a stand-in that knows none.
+  const strict = new MockWechat()
+  const strictBase = await strict.start()
+  const requests = 50_000
+  const randomAppId = (): string => `wx${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, '0')}`
+  for (const [label, callers] of [['one caller', 1], ['500 callers (127.0.x.y)', 500]] as const) {
+    const prefix = `flood${callers}`
+    const server = await startServer({ ...serviceEnv('2000'), WECHAT_API_BASE: strictBase, REDIS_KEY_PREFIX: prefix })
+    const pid = server.child.pid!
+    const idle = await afterGc(server)
+    const callsBefore = strict.calls('stable_token')
+    const pools = Array.from({ length: callers }, (_, i) =>
+      new Pool(server.base, { connections: Math.max(1, Math.floor(100 / callers)), localAddress: `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}` }))
+    const apiCodes = new Map<number, number>()
+    const started = performance.now()
+    for (let sent = 0; sent < requests; sent += 500) {
+      await Promise.all(Array.from({ length: 500 }, async (_, j) => {
+        const res = await pools[(sent + j) % callers]!.request({
+          method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId: randomAppId(), appSecret: SECRET })
+        })
+        const { apiCode = 0 } = await res.body.json() as { apiCode?: number }
+        apiCodes.set(apiCode, (apiCodes.get(apiCode) ?? 0) + 1)
+      }))
+    }
+    const took = (performance.now() - started) / 1000
+    await Promise.all(pools.map(async (pool) => { await pool.close() }))
+    const peak = statusMb(pid, 'VmHWM')
+    const after = await afterGc(server)
+    const client = redis.client()
+    const keys = await client.keys(`${prefix}:*`)
+    const ttls = await Promise.all(keys.map(async (key) => await client.pttl(key)))
+    const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1] ?? 0)
+    client.disconnect()
+    await stopServer(server)
+    const mb = (n: number) => n.toFixed(1)
+    const answers = [...apiCodes].sort((a, b) => b[1] - a[1]).map(([code, n]) => `${fmt(n)} × ${code || 200}`).join(', ')
+    console.log(`
+flood of ${fmt(requests)} random appIds from ${label}, in ${took.toFixed(1)} s: ` +
+      `${fmt(strict.calls('stable_token') - callsBefore)} upstream calls; answers ${answers}; ` +
+      `${fmt(keys.length)} Redis keys left, the longest-lived expiring in ${fmt(Math.max(0, ...ttls) / 1000)} s ` +
+      `(${ttls.filter((ttl) => ttl < 0).length} without a TTL; Redis used_memory ${mb(used / 1048576)} MB in all); ` +
+      `service peak RSS ${mb(peak)} MB, after a full GC ${mb(after.rss)} MB and heap ${mb(after.heapUsed)} MB ` +
+      `(${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle)`)
+  }
+  await strict.close()
 }
 
 await mock.close()

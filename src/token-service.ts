@@ -88,10 +88,15 @@ export function createTokenService (opts: TokenServiceOptions) {
     metrics
   }
   const guards = createGuards(store, guardOptions)
-  /** While the store is down: the same guards, their state kept in process (bounded). */
+  /**
+   * While the store is down: the same guards, their state kept in process (bounded), but for the per-app allowance of
+   * unverified checks. An instance that never served an app cannot tell its owner's secret from a stranger's, so
+   * strangers could use that allowance up and lock the owner out; the per-caller limits still bound each caller, and
+   * only stable mode fetches while the store is down, where WeChat allows 500,000 calls a day.
+   */
   const outageState = createMemoryStore(now, { maxValues: 10_000 })
-  const outageGuards = createGuards(outageState, guardOptions)
-  const refresher = createRefresher({ store, wechat, guards, caches, lockLeaseMs: opts.lockLeaseMs, now, metrics })
+  const outageGuards = createGuards(outageState, { ...guardOptions, unverifiedDailyBudget: Number.MAX_SAFE_INTEGER })
+  const refresher = createRefresher({ store, wechat, guards, lockLeaseMs: opts.lockLeaseMs, now, metrics })
 
   function checkConfigured (appId: string, fp: string): void {
     if (!opts.apps) return
@@ -123,29 +128,32 @@ export function createTokenService (opts: TokenServiceOptions) {
   /**
    * After the store lost everything (a Redis restart without persistence, a flush), put back this instance's copy of
    * a still-valid token instead of fetching: in classic mode a fetch would retire the token every instance serves.
-   * Only a copy no change message can have superseded, and only over generation 0, so it never replaces anything
-   * another instance wrote since.
+   * (In stable mode a fetch returns the same token, so nothing is put back: a copy can only be as good as a fetch.)
+   * Only a copy no change message can have superseded unheard, and only over generation 0, so it never replaces
+   * anything another instance wrote since.
    */
   async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
-    const copy = caches.restorable(appId)
+    const copy = wechat.mode === 'classic' ? caches.restorable(appId) : undefined
     if (!usable(copy, fp, marginMs, now()) || await store.generation(appId) !== 0) return null
     const entry = tokenEntry({ ...copy, generation: 1 })
     if (!await store.compareAndSet(appId, entry, 0)) return null
-    caches.wrote(appId, entry)
     ctx.log.info('the token store had lost this app\'s token; restored from this instance\'s copy')
     // Waiters poll; a failed announcement only delays them.
     await store.notify(appId, stampOf(entry)).catch(() => {})
     return entry
   }
 
-  /**
-   * A token for a miss: this instance's copy put back into a store that lost it, else a refresh. The secret is
-   * verified when configured, the cached token's, or accepted by WeChat before.
-   */
+  /** The secret is known to be right: configured, the stored token's, this instance's copy's, or accepted by WeChat before. */
+  async function isVerified (appId: string, fp: string, cached: TokenEntry | null): Promise<boolean> {
+    return opts.apps !== undefined || sameString(cached?.secretFingerprint ?? '', fp) ||
+      sameString(caches.copy(appId)?.secretFingerprint ?? '', fp) || await guards.isVerified(appId, fp)
+  }
+
+  /** A token for a miss: this instance's copy put back into a store that lost it, else a refresh. */
   async function refreshed (appId: string, secret: string, fp: string, cached: TokenEntry | null, ctx: CallContext): Promise<TokenEntry> {
     const restored = cached === null ? await restoreCopy(appId, fp, ctx) : null
     if (restored) return restored
-    const verified = opts.apps !== undefined || (cached !== null && sameString(cached.secretFingerprint, fp)) || await guards.isVerified(appId, fp)
+    const verified = await isVerified(appId, fp, cached)
     if (cached !== null && !verified) ctx.log.info('appSecret differs from the cached token\'s; checking it with WeChat')
     return await refresher.shared(`${appId}\0${fp}`, async () => await refresher.obtain(freshNeed(appId, secret, fp, verified), ctx))
   }
@@ -199,6 +207,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (hotMs > 0) metrics?.hotMiss.inc()
     const fp = fingerprintOf(appId, appSecret)
     checkConfigured(appId, fp)
+    const mark = caches.mark()
     let cached: TokenEntry | null
     try {
       cached = await store.get(appId)
@@ -209,14 +218,14 @@ export function createTokenService (opts: TokenServiceOptions) {
     if (usable(cached, fp, marginMs, now())) {
       metrics?.storeHit.inc()
       const due = refreshDue(cached, aheadMs, now())
-      caches.keep(appId, appSecret, cached, !due)
+      caches.keep(appId, appSecret, cached, mark, !due)
       if (due) refresher.inBackground(aheadNeed(appId, appSecret, fp), ctx.log) // never rejects: failures are logged there
       return served(cached, now())
     }
     metrics?.storeMiss.inc()
     try {
       const entry = await refreshed(appId, appSecret, fp, cached, ctx)
-      caches.keep(appId, appSecret, entry, true)
+      caches.keep(appId, appSecret, entry, mark, true)
       return served(entry, now())
     } catch (err) {
       if (usable(cached, fp, 0, now())) {
@@ -237,6 +246,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     const appId = normalized(anyAppId)
     const fp = fingerprintOf(appId, appSecret)
     checkConfigured(appId, fp)
+    const mark = caches.mark()
     const cached = await store.get(appId)
     if (cached === null) {
       const token = await getToken(appId, appSecret, ctx)
@@ -252,7 +262,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     }
     try {
       const entry = await refresher.shared(`${appId}\0${fp}\0${reported}`, async () => await refresher.obtain(need, ctx))
-      caches.keep(appId, appSecret, entry, false)
+      caches.keep(appId, appSecret, entry, mark, false)
       return { token: served(entry, now()) }
     } catch (err) {
       if (err instanceof AppError && err.kind === 'FORCE_REFRESH_LIMITED') {

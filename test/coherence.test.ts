@@ -237,3 +237,32 @@ t.test('a refresh that wrote nothing (a refused secret) does not empty the other
   for (let i = 0; i < 5; i++) t.equal((await post(a!, ROUTE, body)).body.data?.accessToken, token)
   t.equal(reads, 0, 'A answered from its hot cache throughout')
 })
+
+t.test('a change missed while a subscriber reconnected: later reads correct the copy, and after a restart no dead token comes back', async (t) => {
+  for (const mode of ['classic', 'stable']) {
+    const own = await RedisServer.start()
+    t.teardown(() => own.stop())
+    const { mock, url } = await startMock(t)
+    const clock = new TestClock()
+    const { apps: [a, b] } = await fleetOf(t, own.url, 2, url, { WECHAT_TOKEN_MODE: mode, HOT_CACHE_MS: '0', REDIS_COMMAND_TIMEOUT_MS: '300' }, clock)
+    const t1 = (await post(a!, ROUTE, body)).body.data!.accessToken
+    const admin = own.client()
+    await admin.client('KILL', 'TYPE', 'pubsub')
+    admin.disconnect()
+    const t2 = (await post(b!, REFRESH, { ...body, accessToken: t1 })).body.data!.accessToken
+    t.not(t2, t1, `${mode}: B replaced the token while the subscribers were away`)
+    for (let i = 0; i < 100 && !(a!.store.pubsubUp && b!.store.pubsubUp); i++) await sleep(20)
+    for (let i = 0; i < 3; i++) t.equal((await post(a!, ROUTE, body)).body.data?.accessToken, t2, `${mode}: A reads the new token`)
+    clock.advance(6 * MINUTE)
+    mock.advance(6 * MINUTE)
+    t.not(mock.check(t1), 'valid', `${mode}: WeChat no longer takes the old token`)
+    await own.stop()
+    const during = await post(a!, ROUTE, body)
+    t.equal(during.body.data?.accessToken, t2, `${mode}: during the outage A answers its copy, the new token`)
+    await own.restart()
+    for (let i = 0; i < 100 && !a!.store.pubsubUp; i++) await sleep(20)
+    const after = (await post(a!, ROUTE, body)).body.data!.accessToken
+    t.equal(mock.check(after), 'valid', `${mode}: after the restart A serves a token WeChat takes`)
+    t.equal((await post(b!, ROUTE, body)).body.data?.accessToken, after, `${mode}: and so does B`)
+  }
+})

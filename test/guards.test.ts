@@ -154,27 +154,28 @@ t.test('45009 to a forced refresh blocks forced refreshes only', async (t) => {
   t.match(again.message, /remembered/)
 })
 
-t.test('during a Redis outage a repeated wrong secret costs at most one call, and a local budget applies', async (t) => {
+t.test('during a Redis outage a repeated wrong secret costs at most one call, and local budgets apply', async (t) => {
   const outage = await RedisServer.start()
   t.teardown(() => outage.stop())
   const { mock, url } = await startMock(t)
-  const { app } = await build(t, {
-    upstream: url,
-    env: { REDIS_URL: outage.url, REDIS_KEY_PREFIX: 'outage-guards', REDIS_COMMAND_TIMEOUT_MS: '300', UNVERIFIED_DAILY_BUDGET: '2' }
-  })
-  t.equal((await from(app, '10.0.7.1', ROUTE, { appId: 'wx00000000000000c1', appSecret: APP_SECRET })).apiCode,
-    ApiCodes.WECHAT_INVALID_APPID.apiCode, 'the store path works before the outage')
+  const clock = new TestClock()
+  const warm = 'wx00000000000000c2'
+  mock.setApp(warm, APP_SECRET)
+  const { apps: [app] } = await fleetOf(t, outage.url, 1, url, { REDIS_COMMAND_TIMEOUT_MS: '300', DAILY_UPSTREAM_BUDGET: '2' }, clock)
+  t.equal((await from(app!, '10.0.7.1', ROUTE, { appId: warm, appSecret: APP_SECRET })).statusCode, 200, 'an app this instance serves')
   await outage.stop()
   const answers: Envelope[] = []
-  for (let i = 0; i < 20; i++) answers.push(await from(app, '10.0.7.1', ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET }))
+  for (let i = 0; i < 20; i++) answers.push(await from(app!, '10.0.7.1', ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET }))
   t.equal(mock.calls('stable_token', APP_ID), 1, 'the same wrong secret 20 times: one upstream call')
   t.ok(answers.every((a) => a.apiCode === ApiCodes.WECHAT_INVALID_SECRET.apiCode), 'each refused as WeChat refused it')
+  for (let i = 0; i < 10; i++) await from(app!, '10.0.7.2', ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.equal(mock.calls('stable_token', APP_ID), 6, 'different wrong secrets from one caller: its 5 checks, no more')
 
+  clock.advance(2 * HOUR)
   mock.inject({ fault: { kind: 'http', status: 502 } })
-  const cold = 'wx00000000000000c2'
-  mock.setApp(cold, APP_SECRET)
-  for (let i = 0; i < 5; i++) await from(app, '10.0.7.1', ROUTE, { appId: cold, appSecret: APP_SECRET })
-  t.ok(mock.calls('stable_token', cold) <= 2, `a failing cold app during the outage: ${mock.calls('stable_token', cold)} upstream calls for 5 requests`)
+  const before = mock.calls('stable_token', warm)
+  for (let i = 0; i < 5; i++) await from(app!, '10.0.7.1', ROUTE, { appId: warm, appSecret: APP_SECRET })
+  t.equal(mock.calls('stable_token', warm) - before, 2, 'its token expired and WeChat failing: the local budget of 2 attempts, retries included')
 })
 
 t.test('random appIds: bounded upstream calls per caller, and short-lived keys', async (t) => {
@@ -215,4 +216,19 @@ t.test('a check refused by the per-caller limits takes no lock', async (t) => {
   const refused = await from(app!, '10.0.10.1', ROUTE, { appId: APP_ID, appSecret: randomSecret() })
   t.equal(refused.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode)
   t.equal(locks, 0, 'refused before the app\'s lock was asked for')
+})
+
+t.test('during a Redis outage strangers cannot lock the owner out of an instance that never served the app', async (t) => {
+  const outage = await RedisServer.start()
+  t.teardown(() => outage.stop())
+  const { mock, url } = await startMock(t)
+  const env = { REDIS_URL: outage.url, REDIS_KEY_PREFIX: 'outage-owner', REDIS_COMMAND_TIMEOUT_MS: '300', UNVERIFIED_DAILY_BUDGET: '20' }
+  const served = (await build(t, { upstream: url, env })).app
+  const cold = (await build(t, { upstream: url, env })).app
+  t.equal((await from(served, '10.0.11.1', ROUTE, body)).statusCode, 200, 'the owner\'s secret is verified')
+  await outage.stop()
+  for (let i = 0; i < 60; i++) await from(cold, `10.11.0.${i}`, ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.ok(mock.calls('stable_token') <= 61, 'strangers were each limited to their own checks')
+  const owner = await from(cold, '10.0.11.1', ROUTE, body)
+  t.equal(owner.statusCode, 200, 'the owner is served by the instance that never served the app')
 })

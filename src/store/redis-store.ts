@@ -5,8 +5,6 @@ import { safeError } from '../logger.js'
 import { ChangeWaiters, StoreError, parseCount, parseEntry, type TokenStore } from './types.js'
 
 const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
-/** A subscriber that lost its connection within this long of the main client was cut off with it (a Redis restart). */
-const SAME_OUTAGE_MS = 2000
 
 /**
  * KEYS: token, generation. ARGV: expected generation, entry JSON, token TTL ms, generation TTL ms.
@@ -126,8 +124,10 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
  * reach this instance only while it is subscribed and its own messages are accepted (a Redis ACL user without
  * channel rights gets neither). Every stop is reported to the listeners, and logged once at warn with what to fix;
  * while stopped, waiters fall back to polling and the token service stops trusting its process-local copies.
- * When it works again, listeners learn whether messages may have been missed meanwhile: not when the subscriber
- * lost its connection together with the main client (Redis itself was away, so nobody could write), else yes.
+ * When it works again, listeners learn whether messages may have been missed meanwhile: not when Redis itself
+ * restarted (its run_id changed: while it was away nobody could write, and since it came back every write goes through
+ * the compare-and-set of an empty store), else yes (only this instance was cut off, and the others may have written).
+ * A Cluster spreads its nodes' restarts over time, so there any gap counts as missed.
  */
 function trackPubsub (redis: Redis | Cluster, channel: string, waiters: ChangeWaiters, log: FastifyBaseLogger | undefined) {
   const subscriber = 'isCluster' in redis && redis.isCluster
@@ -142,10 +142,12 @@ function trackPubsub (redis: Redis | Cluster, channel: string, waiters: ChangeWa
     missed: false,
     reason: '',
     warned: false,
-    mainClosedAt: -Infinity,
-    subscriberClosedAt: -Infinity,
+    /** The run_id of the Redis server at the last subscription ('' on a Cluster, or when INFO is refused). */
+    runId: '',
+    everSubscribed: false,
     closing: false
   }
+  const isCluster = 'isCluster' in redis && redis.isCluster
 
   /** Tells the listeners of every change of state; warns once per stop that has a reason (a refusal, a lost connection). */
   function report (): void {
@@ -171,21 +173,24 @@ function trackPubsub (redis: Redis | Cluster, channel: string, waiters: ChangeWa
     state.missed = true
   }
 
-  redis.on('close', () => { state.mainClosedAt = Date.now() })
   // Connection errors are the main client's to log (it talks to the same server); the subscriber's state is reported above.
   subscriber.on('error', () => {})
   subscriber.on('close', () => {
-    state.subscriberClosedAt = Date.now()
     if (state.subscribed) state.reason = 'the subscriber connection closed'
     state.subscribed = false
     report()
   })
   subscriber.on('ready', () => {
-    subscriber.subscribe(channel).then(() => {
-      if (Number.isFinite(state.subscriberClosedAt) && Math.abs(state.mainClosedAt - state.subscriberClosedAt) > SAME_OUTAGE_MS) state.missed = true
+    const server = isCluster ? Promise.resolve('') : (subscriber as Redis).info('server').then((info) => /run_id:(\w+)/.exec(info)?.[1] ?? '', () => '')
+    server.then(async (runId) => {
+      const restarted = runId !== '' && state.runId !== '' && runId !== state.runId
+      if (state.everSubscribed && !restarted) state.missed = true
+      if (runId !== '') state.runId = runId
+      await subscriber.subscribe(channel)
+      state.everSubscribed = true
       state.subscribed = true
       report()
-    }, (err: unknown) => {
+    }).catch((err: unknown) => {
       refused('SUBSCRIBE', err)
       state.subscribed = false
       report()

@@ -1,11 +1,13 @@
 /**
  * The process-local caches and what keeps them honest. The hot cache answers a token just served without reading the
- * store; the outage copies answer while the store is down and refill a store that lost everything. Both hold only
- * what the store held, and forget it as soon as a change message says the store holds something else.
+ * store; the outage copies answer while the store is down and refill a store that lost everything (classic mode).
+ * Both hold only what the store held, and forget it as soon as a change message says the store holds something else.
  *
- * Each change message names the entry written (its stamp). The latest stamp seen per app is remembered, so that a read
- * that was in flight when the message arrived cannot put the entry it read back into a cache. Without pub/sub none of
- * this can be known: the hot cache is off and no copy is put back into the store.
+ * Every change message is numbered as it arrives, and the last one heard per app remembered: what a read (or a write)
+ * returns is kept only if no message naming another entry of the app arrived while it was in flight, so a read that
+ * raced a replacement cannot put the old token back. Without pub/sub none of this can be known: the hot cache is off
+ * and no copy is put back into the store; after a gap in which a change may have been missed, only copies the store
+ * confirmed since may be put back.
  */
 import { sameString } from '../fingerprint.js'
 import { NO_CHANGE, stampOf, type TokenEntry } from '../store/types.js'
@@ -23,6 +25,9 @@ export interface LocalCachesOptions {
 /** A token in the hot cache, with the secret verified for it and the time it stops being answered from here. */
 interface Hot { entry: TokenEntry, secret: string, until: number }
 
+/** The last change message heard for an app: its stamp (undefined from an older version), and its number. */
+interface Heard { stamp: string | undefined, seq: number }
+
 /** The last token served per app, and when the store last showed it as current. */
 class Copy {
   constructor (readonly entry: TokenEntry, public keptAt: number) {}
@@ -32,9 +37,6 @@ class Copy {
 function sameWrite (a: TokenEntry, b: TokenEntry): boolean {
   return a.generation === b.generation && a.fetchedAt === b.fetchedAt
 }
-
-/** After Redis itself was away, copies kept before may be put back into an empty store for this long. */
-const RESTORE_GRACE_MS = 60_000
 
 /** A Map used as a bounded cache: the oldest insertion goes first. */
 function setBounded<V> (map: Map<string, V>, key: string, value: V, max: number): void {
@@ -46,52 +48,39 @@ export function createLocalCaches (opts: LocalCachesOptions) {
   const { now, hotMs } = opts
   const hot = new Map<string, Hot>()
   const copies = new Map<string, Copy>()
-  /** The stamp of the last change message per app (or of this instance's own last write). */
-  const latest = new Map<string, string>()
-  const latestMax = Math.max(opts.hotMax, opts.copiesMax) * 2
+  const heard = new Map<string, Heard>()
+  const heardMax = Math.max(opts.hotMax, opts.copiesMax) * 2
+  /** Numbers the change messages as they arrive. */
+  let seq = 0
+  /** The number at the last change of the state of pub/sub: nothing read before it is kept. */
+  let pubsubSeq = 0
   let pubsubUp = false
-  /** Copies kept before this time are not put back into the store... */
-  let confirmedSince = Infinity
-  /** ...except until this time, right after Redis itself came back. */
-  let graceUntil = -Infinity
-
-  /** Whether an entry read or written just now is still the latest this instance knows of. */
-  function current (appId: string, entry: TokenEntry): boolean {
-    const stamp = latest.get(appId)
-    return stamp === undefined || stamp === stampOf(entry)
-  }
+  /** Copies kept before this time may be superseded by a change this instance did not hear of. */
+  let trustedSince = Infinity
 
   return {
+    /** The number of the last message, taken before a store read or write whose result is to be kept. */
+    mark: (): number => seq,
+
     /**
      * A change message: drop what it supersedes. NO_CHANGE (a refresh that wrote nothing) changes nothing; a message
-     * without a stamp (from an older version) drops the app's hot token.
+     * without a stamp (from an older version) drops all the app's copies.
      */
     changed (appId: string, stamp: string | undefined): void {
       if (stamp === NO_CHANGE) return
-      if (stamp === undefined) {
-        hot.delete(appId)
-        return
-      }
-      setBounded(latest, appId, stamp, latestMax)
+      setBounded(heard, appId, { stamp, seq: ++seq }, heardMax)
       const kept = hot.get(appId)
-      if (kept !== undefined && stampOf(kept.entry) !== stamp) hot.delete(appId)
+      if (kept !== undefined && (stamp === undefined || stampOf(kept.entry) !== stamp)) hot.delete(appId)
       const copy = copies.get(appId)
-      if (copy !== undefined && stampOf(copy.entry) !== stamp) copies.delete(appId)
+      if (copy !== undefined && (stamp === undefined || stampOf(copy.entry) !== stamp)) copies.delete(appId)
     },
 
-    /** This instance wrote `entry`: it is the latest, whatever message arrives first. */
-    wrote (appId: string, entry: TokenEntry): void {
-      setBounded(latest, appId, stampOf(entry), latestMax)
-    },
-
+    /** Change messages started (`missed`: a change may have been written meanwhile) or stopped reaching this instance. */
     pubsub (up: boolean, missed: boolean): void {
+      pubsubSeq = ++seq
+      if (!up) hot.clear()
+      else if (missed || trustedSince === Infinity) trustedSince = now()
       pubsubUp = up
-      if (!up) {
-        hot.clear()
-        return
-      }
-      confirmedSince = now()
-      graceUntil = missed ? -Infinity : now() + RESTORE_GRACE_MS
     },
 
     /** The hot answer for this appId and secret, if there is one. */
@@ -102,12 +91,13 @@ export function createLocalCaches (opts: LocalCachesOptions) {
     },
 
     /**
-     * Keeps what the store showed as current (or what this instance just wrote) for outages and, when `hotToo`, in
-     * the hot cache for hotMs (never past the serving margin), with the verified secret. Refused when a change
-     * message for another entry arrived meanwhile.
+     * Keeps what the store showed as current (read or written after `mark` was taken) for outages and, when `hotToo`,
+     * in the hot cache for hotMs (never past the serving margin), with the verified secret. Refused when a message
+     * naming another entry of the app arrived meanwhile, or pub/sub started or stopped.
      */
-    keep (appId: string, secret: string, entry: TokenEntry, hotToo: boolean): void {
-      if (!current(appId, entry)) return
+    keep (appId: string, secret: string, entry: TokenEntry, mark: number, hotToo: boolean): void {
+      const last = heard.get(appId)
+      if (pubsubSeq > mark || (last !== undefined && last.seq > mark && last.stamp !== stampOf(entry))) return
       const at = now()
       const copy = copies.get(appId)
       if (copy !== undefined && sameWrite(copy.entry, entry)) copy.keptAt = at
@@ -131,11 +121,11 @@ export function createLocalCaches (opts: LocalCachesOptions) {
       return copies.get(appId)?.entry
     },
 
-    /** The app's copy if it may be put back into a store that lost it: no change message can have superseded it unseen. */
+    /** The app's copy if it may be put back into a store that lost it: no change can have superseded it unheard. */
     restorable (appId: string): TokenEntry | undefined {
       const copy = copies.get(appId)
-      if (copy === undefined || !pubsubUp || copy.entry.generation === 0) return undefined
-      return copy.keptAt >= confirmedSince || now() < graceUntil ? copy.entry : undefined
+      if (copy === undefined || !pubsubUp || copy.entry.generation === 0 || copy.keptAt < trustedSince) return undefined
+      return copy.entry
     },
 
     /** Each app this instance has served, with its token's expiry (for the seconds-left gauge). */

@@ -12,7 +12,6 @@ import type { Metrics } from '../metrics.js'
 import { NO_CHANGE, StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
 import type { FetchedToken, WechatClient } from '../wechat/client.js'
 import type { Guards } from './guards.js'
-import type { LocalCaches } from './local-caches.js'
 
 export interface CallContext {
   log: FastifyBaseLogger
@@ -41,7 +40,6 @@ export interface RefresherOptions {
   store: TokenStore
   wechat: WechatClient
   guards: Guards
-  caches: LocalCaches
   lockLeaseMs: number
   now: () => number
   metrics?: Metrics | undefined
@@ -51,7 +49,7 @@ const LOCK = 'lock'
 const POLL_MS = 250
 
 export function createRefresher (opts: RefresherOptions) {
-  const { store, wechat, guards, caches, now, metrics } = opts
+  const { store, wechat, guards, now, metrics } = opts
   const inflight = new Map<string, Promise<TokenEntry>>()
   const background = new Map<string, Promise<void>>()
   let closed = false
@@ -73,7 +71,6 @@ export function createRefresher (opts: RefresherOptions) {
     for (let tries = 0; tries < 2; tries++) {
       const entry = tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: expected + 1 })
       if (await store.compareAndSet(appId, entry, expected)) {
-        caches.wrote(appId, entry)
         ctx.log.debug({ generation: entry.generation }, 'token stored')
         return entry
       }
