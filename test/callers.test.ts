@@ -115,7 +115,7 @@ t.test('rate-limit keys in Redis name the verified caller (else the IP) and the 
   for (const route of [ROUTE, '/%61pi/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token']) {
     t.equal((await post(app, route, body, { authorization: KEY_A })).body.statusCode, 200, route)
   }
-  await post(app, ROUTE, body, { authorization: KEY_B })
+  await post(app, ROUTE, { ...body, appId: APP_ID.replace('abcdef', 'ABCDEF') }, { authorization: KEY_B })
   await post(app, ROUTE, body, { authorization: 'x'.repeat(24) })
   const open = (await build(t, { upstream: url, env: { ...limits, REDIS_KEY_PREFIX: 'open' } })).app
   await post(open, ROUTE, body)
@@ -125,11 +125,11 @@ t.test('rate-limit keys in Redis name the verified caller (else the IP) and the 
   const keys = (await client.keys('*ratelimit*')).sort()
   t.same(keys, [
     'open:ratelimit:app:wx0123456789abcdef',
-    'open:ratelimit:caller:127.0.0.1',
+    'open:ratelimit:caller:ip:127.0.0.1',
     'wxtoken:ratelimit:app:wx0123456789abcdef',
-    'wxtoken:ratelimit:caller:billing',
-    'wxtoken:ratelimit:caller:key2'
+    'wxtoken:ratelimit:caller:key:billing',
+    'wxtoken:ratelimit:caller:key:key2'
   ])
-  t.equal(await client.get('wxtoken:ratelimit:caller:billing'), '3', 'every spelling counts against the caller')
-  t.equal(await client.get('wxtoken:ratelimit:app:wx0123456789abcdef'), '4', 'a refused caller is not counted against the app')
+  t.equal(await client.get('wxtoken:ratelimit:caller:key:billing'), '3', 'every spelling counts against the caller')
+  t.equal(await client.get('wxtoken:ratelimit:app:wx0123456789abcdef'), '4', 'an upper-case spelling counts against the same app; a refused caller is not counted')
 })

@@ -266,3 +266,21 @@ t.test('a change missed while a subscriber reconnected: later reads correct the 
     t.equal((await post(b!, ROUTE, body)).body.data?.accessToken, after, `${mode}: and so does B`)
   }
 })
+
+t.test('values of the wrong type are repaired by the next write, not taken for a store outage', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps: [app], env } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: 'classic', RATE_LIMIT_PER_APP: '100' })
+  const c = client(t)
+  const key = (name: string): string => `${env.REDIS_KEY_PREFIX}:{${APP_ID}}:${name}`
+  await c.rpush(key('generation'), 'x')
+  await c.hset(key('token'), 'x', 'y')
+  await c.sadd(key('negative'), 'x')
+  await c.rpush(key('verified'), 'x')
+  const first = await post(app!, ROUTE, body)
+  t.equal(first.body.statusCode, 200)
+  t.equal(mock.issued(APP_ID), 1, 'fetched once')
+  t.equal((await post(app!, ROUTE, body)).body.data?.accessToken, first.body.data?.accessToken, 'then served from the store')
+  t.equal(await c.type(key('generation')), 'string')
+  t.equal(await c.type(key('token')), 'string')
+  t.equal(await c.get(key('generation')), '1')
+})

@@ -232,3 +232,19 @@ t.test('during a Redis outage strangers cannot lock the owner out of an instance
   const owner = await from(cold, '10.0.11.1', ROUTE, body)
   t.equal(owner.statusCode, 200, 'the owner is served by the instance that never served the app')
 })
+
+t.test('an IPv6 caller is counted by its /64; a check past the app\'s daily allowance takes no lock either', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps: [app] } = await fleet(t, 1, url, { UNVERIFIED_DAILY_BUDGET: '8' })
+  for (let i = 1; i <= 8; i++) await from(app!, `2001:db8:0:1::${i.toString(16)}`, ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.equal(mock.calls('stable_token'), 5, 'eight addresses of one /64 are one caller: 5 checks')
+  for (let i = 1; i <= 3; i++) await from(app!, `2001:db8:0:${i + 1}::1`, ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.equal(mock.calls('stable_token'), 8, 'other /64s are other callers, up to the app\'s daily allowance of 8')
+  let locks = 0
+  const acquire = app!.store.acquire.bind(app!.store)
+  app!.store.acquire = async (...args) => { locks++; return await acquire(...args) }
+  const refused = await from(app!, '2001:db8:0:9::1', ROUTE, { appId: APP_ID, appSecret: randomSecret() })
+  t.equal(refused.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode)
+  t.match(refused.message, /allowance of 8/)
+  t.equal(locks, 0, 'refused before the app\'s lock was asked for')
+})

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock } from './helpers/build.js'
+import { envelopeOf, exchange, listen, rawPost } from './helpers/raw-http.js'
 
 const CURRENT = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
@@ -279,7 +280,7 @@ t.test('health routes', async (t) => {
   t.same(ready.json(), { status: 'ready', store: 'memory', storeUp: true, pubsubUp: true })
 })
 
-t.test('a query string is never logged nor echoed: log lines and messages carry the path only', async (t) => {
+t.test('a query string is never logged nor echoed: log lines carry the matched route, messages the path only', async (t) => {
   const { url } = await startMock(t)
   const { app, logs } = await build(t, { upstream: url })
   const values = ['q-value-7e1f0c', 'q-value-9a2b4d', 'q-value-3c5e6f']
@@ -289,6 +290,9 @@ t.test('a query string is never logged nor echoed: log lines and messages carry 
   t.equal(refused.body.apiCode, ApiCodes.INVALID_ARGUMENT.apiCode)
   const missing = await app.inject({ method: 'GET', url: `/nope?x=${values[2]}` })
   t.equal(missing.json().message, 'Route GET /nope not found')
-  t.ok(logs.records.some((r) => r.url === CURRENT && r.msg === 'request completed'), 'the path is logged')
-  for (const value of values) t.notMatch(logs.text, value, 'no log line holds the query string')
+  const userinfo = 'user-info-5d8e2a:pw-1b7c9f'
+  const absolute = await exchange(await listen(app), rawPost(`http://${userinfo}@h${CURRENT}`, body))
+  t.equal(envelopeOf(absolute).statusCode, 200, 'an absolute-form target with user info, over a socket')
+  t.ok(logs.records.some((r) => r.route === CURRENT && r.msg === 'request completed'), 'the matched route is logged')
+  for (const value of [...values, userinfo]) t.notMatch(logs.text, value, 'no log line holds the query string or other parts of the target')
 })

@@ -5,6 +5,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 import type { CallerKey } from '../config.js'
 import { AppError } from '../errors.js'
 
@@ -16,6 +17,25 @@ declare module 'fastify' {
 }
 
 const digest = (value: string): Buffer => createHash('sha256').update(value).digest()
+
+/** An IPv6 address's /64, which one host can hold whole: the unit an address-based limit must count. */
+function prefix64 (ip: string): string {
+  const [head = '', tail] = ip.split('%')[0]!.split('::')
+  const first = head === '' ? [] : head.split(':')
+  const last = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? first : [...first, ...Array<string>(Math.max(0, 8 - first.length - last.length)).fill('0'), ...last]
+  return `${groups.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`
+}
+
+/**
+ * Who is asking, for the per-caller limits: `key:<name>` of the verified caller key, else `ip:<address>` (an IPv4
+ * address, or an IPv6 address's /64). Never what a caller merely claims, such as a header.
+ */
+export function originOf (request: FastifyRequest): string {
+  if (request.callerName !== null) return `key:${request.callerName}`
+  const ip = request.ip.startsWith('::ffff:') ? request.ip.slice(7) : request.ip
+  return `ip:${ip.includes(':') ? prefix64(ip) : ip}`
+}
 
 /** The key in an authorization header, sent raw (Node and Python SDKs) or as "Bearer <key>" (Java SDK). */
 export function presentedKey (header: string | undefined): string | undefined {

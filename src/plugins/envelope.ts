@@ -141,7 +141,8 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   })
   if (logLevel === 'debug' || logLevel === 'trace') {
     app.addHook('onResponse', (request, reply, done) => {
-      request.log.debug({ ...appIdOf(request), url: pathOf(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+      // The route matched, never the target as sent: that can hold anything a caller put in it (user info, a key).
+      request.log.debug({ ...appIdOf(request), route: request.routeOptions.url ?? '(none)', status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
       done()
     })
   }

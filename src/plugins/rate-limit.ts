@@ -4,6 +4,7 @@ import rateLimit from '@fastify/rate-limit'
 import type { FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { Config } from '../config.js'
 import { AppError } from '../errors.js'
+import { originOf } from './auth.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,10 +44,10 @@ export default fp<{ config: Config }>(async (app, { config }) => {
     return hook as onRequestHookHandler
   }
   const perCaller = config.RATE_LIMIT_PER_CALLER > 0
-    ? [await limiter(config.RATE_LIMIT_PER_CALLER, (request) => `caller:${request.callerName ?? request.ip}`)]
+    ? [await limiter(config.RATE_LIMIT_PER_CALLER, (request) => `caller:${originOf(request)}`)]
     : []
   const perApp = config.RATE_LIMIT_PER_APP > 0
-    ? [await limiter(config.RATE_LIMIT_PER_APP, (request) => `app:${(request.body as { appId?: string }).appId ?? '-'}`) as preHandlerHookHandler]
+    ? [await limiter(config.RATE_LIMIT_PER_APP, (request) => `app:${(request.body as { appId?: string }).appId?.toLowerCase() ?? '-'}`) as preHandlerHookHandler]
     : []
   app.decorate('limits', { perCaller, perApp })
 }, { name: 'rate-limit', fastify: '5.x', dependencies: ['store', 'auth'] })

@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { deferredChild } from '../logger.js'
+import { originOf } from '../plugins/auth.js'
 import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
 import type { CallContext, ServedToken, TokenService } from '../token-service.js'
 
@@ -37,8 +38,7 @@ function tokenData (token: ServedToken) {
 /** What the token service needs of the request; its logger (with appId and caller) is made only when a line is logged. */
 function context (request: FastifyRequest, appId: string): CallContext {
   const caller = callerOf(request)
-  const origin = request.callerName === null ? `ip:${request.ip}` : `key:${request.callerName}`
-  return { log: deferredChild(request.log, () => ({ appId, caller })), caller, requestId: request.id, origin }
+  return { log: deferredChild(request.log, () => ({ appId, caller })), caller, requestId: request.id, origin: originOf(request) }
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {

@@ -8,13 +8,13 @@ const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
 
 /**
  * KEYS: token, generation. ARGV: expected generation, entry JSON, token TTL ms, generation TTL ms.
- * A counter that is missing or not a plain count reads as 0, as TokenStore.generation() reads it, so the write
- * that expected 0 repairs it.
+ * A counter that is missing, not a plain count or not even a string reads as 0, as TokenStore.generation() reads it,
+ * so the write that expected 0 repairs it (SET replaces a value of any type).
  */
 const COMPARE_AND_SET = `
-local raw = redis.call('GET', KEYS[2])
+local raw = redis.pcall('GET', KEYS[2])
 local current = 0
-if raw and string.len(raw) <= 15 and string.match(raw, '^%d+$') then current = tonumber(raw) end
+if type(raw) == 'string' and string.len(raw) <= 15 and string.match(raw, '^%d+$') then current = tonumber(raw) end
 if current ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], current + 1, 'PX', ARGV[4])
 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
@@ -25,9 +25,13 @@ const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
 
-/** KEYS: counter. ARGV: TTL ms for a new counter. */
+/** KEYS: counter. ARGV: TTL ms for a new counter. A value that cannot be counted (another type, not a number) starts again. */
 const INCREMENT = `
-local n = redis.call('INCR', KEYS[1])
+local n = redis.pcall('INCR', KEYS[1])
+if type(n) ~= 'number' then
+  redis.call('DEL', KEYS[1])
+  n = redis.call('INCR', KEYS[1])
+end
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n`
 
@@ -54,6 +58,16 @@ async function command<T> (run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A string value, or null when it is missing or of another type (corrupted: the next write replaces it). */
+async function readString (redis: Redis | Cluster, key: string): Promise<string | null> {
+  try {
+    return await redis.get(key)
+  } catch (err) {
+    if (safeError(err).message.startsWith('WRONGTYPE')) return null
+    throw new StoreError(err)
+  }
+}
+
 export function createRedisStore (redis: Redis | Cluster, prefix: string, { now = Date.now, log }: RedisStoreOptions = {}): TokenStore {
   const channel = `${prefix}:changed`
   const waiters = new ChangeWaiters()
@@ -63,10 +77,10 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
   return {
     kind: 'redis',
     async get (appId) {
-      return parseEntry(await command(() => redis.get(key(appId, 'token'))), now())
+      return parseEntry(await readString(redis, key(appId, 'token')), now())
     },
     async generation (appId) {
-      return parseCount(await command(() => redis.get(key(appId, 'generation'))))
+      return parseCount(await readString(redis, key(appId, 'generation')))
     },
     async compareAndSet (appId, entry, expected) {
       const written = await command(() => redis.eval(COMPARE_AND_SET, 2, key(appId, 'token'), key(appId, 'generation'),
@@ -86,7 +100,7 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
       return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs)))
     },
     async getValue (appId, name) {
-      return await command(() => redis.get(key(appId, name)))
+      return await readString(redis, key(appId, name))
     },
     async setValue (appId, name, value, ttlMs) {
       await command(() => redis.set(key(appId, name), value, 'PX', ttlMs))

@@ -12,7 +12,7 @@ import { ApiCodes } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
-import type { TokenStore } from '../store/types.js'
+import { parseCount, type TokenStore } from '../store/types.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import { beijingDay, msToBeijingMidnight } from './rules.js'
 
@@ -129,6 +129,12 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
         `for appId ${appId} in ${opts.unverifiedWindowSeconds} s; try later. A secret WeChat already accepted is not limited`)
     }
+    if (parseCount(await state.getValue(appId, `unverified:${beijingDay(now())}`)) >= opts.unverifiedDailyBudget) throw unverifiedDayUsed(appId)
+  }
+
+  function unverifiedDayUsed (appId: string): AppError {
+    return refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
+      `upstream checks of appSecrets not yet known to be right for ${beijingDay(now())} (Beijing time); a secret WeChat already accepted is not limited`)
   }
 
   /** Charges one upstream attempt: to the token budget for a verified secret, else to the app's unverified allowance. */
@@ -144,10 +150,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       return
     }
     const used = await state.increment(appId, `unverified:${day}`, msToBeijingMidnight(now()) + 3600_000)
-    if (used > opts.unverifiedDailyBudget) {
-      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
-        `upstream checks of appSecrets not yet known to be right for ${day} (Beijing time); a secret WeChat already accepted is not limited`)
-    }
+    if (used > opts.unverifiedDailyBudget) throw unverifiedDayUsed(appId)
   }
 
   /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
