@@ -19,6 +19,7 @@ export const ApiCodes = {
   MALFORMED_REQUEST: code(1006, 400, 'The request is not valid HTTP/1.1 (request line, a header, Content-Length or chunked framing); the connection is closed.'),
   HEADERS_TOO_LARGE: code(1007, 431, 'The request headers are larger than Node allows (16 KB); the connection is closed.'),
   REQUEST_TIMEOUT: code(1008, 408, 'The request (headers and body) did not arrive within REQUEST_TIMEOUT_MS; the connection is closed.'),
+  EXPECTATION_FAILED: code(1009, 417, 'The request has an Expect header other than 100-continue; the connection is closed.'),
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one).'),
   APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId.'),
   UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization.'),

@@ -8,7 +8,7 @@ import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
-import envelope, { clientErrorHandler, requestIdFrom } from './plugins/envelope.js'
+import envelope, { answerOutsideRoutes, clientErrorHandler, frameworkErrorHandler, requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
@@ -38,15 +38,24 @@ function timeoutCheckInterval (timeoutMs: number): number {
   return Math.min(1000, Math.max(10, Math.floor(timeoutMs / 10)))
 }
 
-/** Past `max` open connections Node closes each new one as soon as it is accepted; the first of a minute is logged. */
+/**
+ * Past `max` open connections Node closes each new one as soon as it is accepted; the first of a minute is logged.
+ * Each such drop also closes the idle connections (kept alive between requests, or that never sent a byte), at most
+ * once a second, so that connections that do nothing cannot hold the slots: a client that retries gets one.
+ */
 function limitConnections (server: Server, max: number, log: FastifyBaseLogger): void {
   server.maxConnections = max
   let warnedAt = 0
+  let closedIdleAt = 0
   server.on('drop', () => {
     const now = Date.now()
+    if (now - closedIdleAt >= 1000) {
+      closedIdleAt = now
+      server.closeIdleConnections()
+    }
     if (now - warnedAt < 60_000) return
     warnedAt = now
-    log.warn({ maxConnections: max }, 'MAX_CONNECTIONS reached: new connections are closed until open ones end')
+    log.warn({ maxConnections: max }, 'MAX_CONNECTIONS reached: new connections are closed, and idle ones too, until open ones end')
   })
 }
 
@@ -67,15 +76,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // 503 would be the one answer without the envelope.
     return503OnClosing: false,
     clientErrorHandler: clientErrorHandler(logger, metrics),
+    frameworkErrors: frameworkErrorHandler(logger, metrics),
     // The whole request, headers included, must arrive within REQUEST_TIMEOUT_MS: Fastify sets the server's
     // requestTimeout from its own option; the headers timeout and the check interval go to http.createServer.
     requestTimeout: config.REQUEST_TIMEOUT_MS,
     http: {
+      // A request without Host is served (the service has one name); Node would refuse it with a bare 400.
+      requireHostHeader: false,
       headersTimeout: config.REQUEST_TIMEOUT_MS,
       connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
   limitConnections(app.server, config.MAX_CONNECTIONS, logger)
+  answerOutsideRoutes(app.server, metrics)
   // Bodies are JSON only, any other type being apiCode 1004; Fastify parses text/plain too unless told not to.
   app.removeContentTypeParser('text/plain')
 

@@ -116,7 +116,7 @@ t.test('a request that trickles in is cut off near REQUEST_TIMEOUT_MS with the 4
   t.notMatch(logs.text, APP_SECRET)
 })
 
-t.test('past MAX_CONNECTIONS new connections are closed at once; the open ones still work', async (t) => {
+t.test('past MAX_CONNECTIONS a new connection is closed at once, and idle ones with it; one mid-request still works', async (t) => {
   const { url } = await startMock(t)
   const { app, logs } = await build(t, { upstream: url, env: { MAX_CONNECTIONS: '3' } })
   const port = await listen(app)
@@ -126,21 +126,24 @@ t.test('past MAX_CONNECTIONS new connections are closed at once; the open ones s
     connection.write(rawPost(ROUTE, body))
     t.equal((await connection.response())?.status, 200, 'within the limit: served, kept alive')
   }
+  const request = rawPost(ROUTE, body)
+  const split = request.indexOf('\r\n') + 2
+  open[0]!.write(request.slice(0, split))
+  await sleep(50)
+
   const refused = await RawConnection.open(port)
   open.push(refused)
   refused.write(rawPost(ROUTE, body))
   t.equal(await refused.response(2000), undefined, 'the fourth connection is closed without an answer')
   t.equal(refused.unread, '', 'not a byte was written to it')
   t.ok(logs.records.some((r) => r.level === 40 && r.maxConnections === 3), 'the operator is told the limit was reached')
+  await Promise.all([open[1]!.done, open[2]!.done])
+  t.pass('the idle kept-alive connections were closed to make room')
 
-  open[0]!.write(rawPost(ROUTE, body))
-  t.equal(envelopeOf(await open[0]!.response()).statusCode, 200, 'an open connection is still served')
-
-  open[1]!.destroy()
-  await open[1]!.done
-  await sleep(50)
+  open[0]!.write(request.slice(split))
+  t.equal(envelopeOf(await open[0]!.response()).statusCode, 200, 'the connection in the middle of a request is still served')
   const later = await exchange(port, rawPost(ROUTE, body, { connection: 'close' }))
-  t.equal(later?.status, 200, 'once one closes, a new connection is served')
+  t.equal(later?.status, 200, 'and a new connection is served')
 })
 
 t.test('a request that arrives on a kept-alive connection while the service closes is answered normally, then the connection closes', async (t) => {
@@ -168,4 +171,25 @@ t.test('a request that arrives on a kept-alive connection while the service clos
   await connection.done
   await closed
   t.pass('the connection and then the service closed')
+})
+
+t.test('what Node or the router would answer themselves gets the envelope too: a bad URL, no Host, an unknown Expect, CONNECT', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { AUTH_TOKENS: KEY } })
+  const port = await listen(app)
+  for (const target of [`${ROUTE}%`, '/%zz', '/api/v3/get-wechat-access-token-info%E0%A4%A']) {
+    const res = await exchange(port, rawPost(target, body, { authorization: KEY }))
+    t.equal(res?.status, 400, `${target}: HTTP 400`)
+    t.match(envelopeOf(res), { statusCode: 400, apiCode: ApiCodes.MALFORMED_REQUEST.apiCode }, `${target}: the envelope`)
+    t.equal(envelopeOf(res).requestId, res?.headers['x-request-id'])
+  }
+  const noHost = await exchange(port, `POST ${ROUTE} HTTP/1.1\r\ncontent-type: application/json\r\nauthorization: ${KEY}\r\ncontent-length: ${payload.length}\r\nconnection: close\r\n\r\n${payload}`)
+  t.equal(envelopeOf(noHost).statusCode, 200, 'a request without Host is served')
+  const expect = await exchange(port, `${head}expect: something-else\r\ncontent-length: ${payload.length}\r\n\r\n${payload}`)
+  t.equal(expect?.status, 417)
+  t.match(envelopeOf(expect), { statusCode: 417, apiCode: ApiCodes.EXPECTATION_FAILED.apiCode })
+  const connect = await exchange(port, 'CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n')
+  t.equal(connect?.status, 404)
+  t.match(envelopeOf(connect), { statusCode: 404, apiCode: ApiCodes.ROUTE_NOT_FOUND.apiCode })
+  t.equal(mock.calls('stable_token'), 1, 'only the request without Host reached WeChat')
 })

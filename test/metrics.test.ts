@@ -38,13 +38,30 @@ t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refr
   t.notMatch(text, /app_id="wx00000000000000dd"/, 'an app WeChat refused gets no per-app series (they could grow without bound)')
   for (const secret of [APP_SECRET, OTHER_SECRET, token, ...mock.issuedTokens()]) t.notOk(text.includes(secret), 'no secret or token in any label')
 
-  // Hot-path counts are handed over at each collection: a later scrape adds to what the earlier one showed.
+  // Hot-path counts are handed over at each collection: a later scrape (past the second a rendering is reused for)
+  // adds to what the earlier one showed.
   await post(app, ROUTE, body)
   await post(app, ROUTE, body)
+  await new Promise((resolve) => setTimeout(resolve, 1100))
   const later = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.equal(value(later, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="200"}'), 4)
   // The forced refresh dropped the hot copy: one store hit puts it back, then one more hot hit.
   t.equal(value(later, 'wxtoken_cache_lookups_total{layer="hot",result="hit"}'), 2)
   t.equal(value(later, 'wxtoken_cache_lookups_total{layer="store",result="hit"}'), 1)
   t.equal(value(later, 'wxtoken_requests_total{route="/metrics",status_code="200"}'), 2, 'both scrapes counted')
+})
+
+t.test('concurrent scrapes within a second share one rendering', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, { upstream: url })
+  await post(app, ROUTE, body)
+  let renderings = 0
+  const metrics = app.metrics.registry.metrics.bind(app.metrics.registry)
+  app.metrics.registry.metrics = async () => { renderings++; return await metrics() }
+  const scrapes = await Promise.all(Array.from({ length: 20 }, async () => await app.inject({ method: 'GET', url: '/metrics' })))
+  t.ok(scrapes.every((res) => res.statusCode === 200 && res.body.includes('wxtoken_requests_total')))
+  t.equal(renderings, 1, '20 scrapes, one rendering')
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  await app.inject({ method: 'GET', url: '/metrics' })
+  t.equal(renderings, 2, 'a scrape a second later renders again')
 })

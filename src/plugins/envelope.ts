@@ -1,6 +1,6 @@
 /** Every answer is the GenAuth envelope: request ids, the central error handler and the not-found handler. */
 import { randomUUID } from 'node:crypto'
-import { STATUS_CODES, type ServerResponse } from 'node:http'
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { ConnectionError, FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify'
@@ -53,6 +53,7 @@ function validationMessage (err: FastifyError): string {
 /** HTTP status of an error envelope: GenAuth answers business errors with HTTP 200, throttling with a real 429; an unknown route is a real 404. */
 function httpStatus (error: AppError): number {
   if (error.kind === 'ROUTE_NOT_FOUND') return 404
+  if (error.kind === 'MALFORMED_REQUEST') return 400
   return error.kind === 'RATE_LIMITED' ? 429 : 200
 }
 
@@ -88,14 +89,52 @@ export function clientErrorHandler (log: FastifyBaseLogger, metrics: Metrics) {
       socket.destroy()
       return
     }
-    const body = JSON.stringify({ statusCode: error.statusCode, message: error.message, apiCode: error.apiCode, requestId })
-    socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n` +
-      'content-type: application/json; charset=utf-8\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
-    () => socket.destroy())
-    // A client that never takes the answer does not keep the socket.
-    socket.setTimeout(1000, () => socket.destroy())
+    closeWith(socket, error, requestId)
   }
+}
+
+/**
+ * Fastify's frameworkErrors: a target the router cannot decode (broken percent-encoding) is answered with the envelope
+ * and HTTP 400 (Fastify's own answer had neither apiCode nor requestId, and passes no error handler).
+ */
+export function frameworkErrorHandler (log: FastifyBaseLogger, metrics: Metrics) {
+  return (err: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
+    const error = new AppError('MALFORMED_REQUEST', 'The request target is not a valid URL')
+    log.debug({ reqId: request.id, apiCode: error.apiCode, code: err.code }, error.message)
+    metrics.countRequest('unknown', error.statusCode)
+    reply.header('x-request-id', request.id).code(400).send(errorEnvelope(request, error))
+  }
+}
+
+/** Writes the envelope of `error` as a whole HTTP response on a raw socket, with its real status, and closes it. */
+function closeWith (socket: Socket, error: AppError, requestId: string): void {
+  const body = JSON.stringify({ statusCode: error.statusCode, message: error.message, apiCode: error.apiCode, requestId })
+  socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n` +
+    'content-type: application/json; charset=utf-8\r\n' +
+    `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+  () => socket.destroy())
+  // A client that never takes the answer does not keep the socket.
+  socket.setTimeout(1000, () => socket.destroy())
+}
+
+/**
+ * The requests Node's HTTP server answers itself, before Fastify sees them, answered with the envelope instead: an
+ * `Expect` other than 100-continue (Node's bare 417) and a CONNECT (Node closes the connection without a word).
+ */
+export function answerOutsideRoutes (server: Server, metrics: Metrics): void {
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    const error = new AppError('EXPECTATION_FAILED', 'Only "Expect: 100-continue" is supported')
+    const requestId = randomUUID()
+    metrics.countRequest('unknown', error.statusCode)
+    const body = JSON.stringify({ statusCode: error.statusCode, message: error.message, apiCode: error.apiCode, requestId })
+    res.writeHead(error.statusCode, {
+      'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, connection: 'close'
+    }).end(body)
+  })
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    metrics.countRequest('unknown', 404)
+    closeWith(socket, new AppError('ROUTE_NOT_FOUND', `Route ${req.method ?? 'CONNECT'} not found`), randomUUID())
+  })
 }
 
 declare module 'fastify' {
