@@ -55,6 +55,8 @@ export interface RefreshOutcome {
 
 /** Apps whose last served token is kept in process, to answer while the store is down. */
 const OUTAGE_COPIES = 10_000
+/** How long a copy waits to be put back for the change messages to resume after Redis came back. */
+const PUBSUB_WAIT_MS = 2000
 
 /** WeChat AppIDs are lower-case; an upper-case spelling names the same app. */
 function normalized (appId: string): string {
@@ -133,7 +135,10 @@ export function createTokenService (opts: TokenServiceOptions) {
    * anything another instance wrote since.
    */
   async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
-    const copy = wechat.mode === 'classic' ? caches.restorable(appId) : undefined
+    if (wechat.mode !== 'classic' || !usable(caches.copy(appId), fp, marginMs, now())) return null
+    // Redis back, its subscriber not yet: whether a change was missed is known once it is (a short wait, once).
+    await caches.untilPubsub(PUBSUB_WAIT_MS)
+    const copy = caches.restorable(appId)
     if (!usable(copy, fp, marginMs, now()) || await store.generation(appId) !== 0) return null
     const entry = tokenEntry({ ...copy, generation: 1 })
     if (!await store.compareAndSet(appId, entry, 0)) return null

@@ -55,6 +55,7 @@ export function createLocalCaches (opts: LocalCachesOptions) {
   /** The number at the last change of the state of pub/sub: nothing read before it is kept. */
   let pubsubSeq = 0
   let pubsubUp = false
+  const pubsubWaiters = new Set<() => void>()
   /** Copies kept before this time may be superseded by a change this instance did not hear of. */
   let trustedSince = Infinity
 
@@ -81,6 +82,21 @@ export function createLocalCaches (opts: LocalCachesOptions) {
       if (!up) hot.clear()
       else if (missed || trustedSince === Infinity) trustedSince = now()
       pubsubUp = up
+      if (up) for (const wake of pubsubWaiters) wake()
+    },
+
+    /** Resolves once change messages reach this instance, or after timeoutMs (a store back before its subscriber). */
+    async untilPubsub (timeoutMs: number): Promise<void> {
+      if (pubsubUp) return
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          clearTimeout(timer)
+          pubsubWaiters.delete(wake)
+          resolve()
+        }
+        const timer = setTimeout(wake, timeoutMs)
+        pubsubWaiters.add(wake)
+      })
     },
 
     /** The hot answer for this appId and secret, if there is one. */
