@@ -6,7 +6,7 @@ import { ApiCodes } from '../src/api-codes.js'
 import { fingerprint } from '../src/fingerprint.js'
 import type { TokenEntry } from '../src/store/types.js'
 import { APP_ID, APP_SECRET, TestClock, build, post, startMock, type Teardown } from './helpers/build.js'
-import { fleet as fleetOf } from './helpers/fleet.js'
+import { fleet as fleetOf, fleetRedis } from './helpers/fleet.js'
 import { RedisServer } from './helpers/redis-server.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
@@ -14,10 +14,7 @@ const REFRESH = '/api/v3/refresh-wechat-access-token'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
 const MINUTE = 60_000
 
-const redis = await RedisServer.start()
-t.teardown(() => redis.stop())
-const fleet = async (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock?: TestClock) =>
-  await fleetOf(t, redis.url, n, upstream, extra, clock)
+const { redis, fleet } = await fleetRedis(t)
 let prefixes = 0
 
 function client (t: Teardown) {

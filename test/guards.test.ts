@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
-import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, startMock, type Envelope, type Teardown } from './helpers/build.js'
-import { fleet as fleetOf } from './helpers/fleet.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, startMock, type Envelope } from './helpers/build.js'
+import { fleet as fleetOf, fleetRedis } from './helpers/fleet.js'
 import { RedisServer } from './helpers/redis-server.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
@@ -13,10 +13,7 @@ const REFRESH = '/api/v3/refresh-wechat-access-token'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
 const HOUR = 3600_000
 
-const redis = await RedisServer.start()
-t.teardown(() => redis.stop())
-const fleet = async (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock?: TestClock) =>
-  await fleetOf(t, redis.url, n, upstream, extra, clock)
+const { redis, fleet } = await fleetRedis(t)
 
 const randomSecret = (): string => randomBytes(16).toString('hex')
 const randomAppId = (): string => `wx${randomBytes(8).toString('hex')}`

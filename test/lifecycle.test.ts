@@ -4,19 +4,15 @@ import { ApiCodes } from '../src/api-codes.js'
 import { createRedisStore } from '../src/store/redis-store.js'
 import { beijingDay, createTokenService } from '../src/token-service.js'
 import { createWechatClient } from '../src/wechat/client.js'
-import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock, type Teardown } from './helpers/build.js'
-import { fleet as fleetOf } from './helpers/fleet.js'
-import { RedisServer } from './helpers/redis-server.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock } from './helpers/build.js'
+import { fleetRedis } from './helpers/fleet.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const REFRESH = '/api/v3/refresh-wechat-access-token'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
 const HOUR = 3600_000
 
-const redis = await RedisServer.start()
-t.teardown(() => redis.stop())
-const fleet = async (t: Teardown, n: number, upstream: string, extra: Record<string, string> = {}, clock?: TestClock) =>
-  await fleetOf(t, redis.url, n, upstream, extra, clock)
+const { redis, fleet } = await fleetRedis(t)
 let prefixes = 0
 
 async function until (predicate: () => boolean, timeoutMs = 5000): Promise<boolean> {
