@@ -195,13 +195,15 @@ export function createTokenService (opts: TokenServiceOptions) {
     return served(entry, now())
   }
 
-  /** The hot-cache answer, synchronously, when there is one for this appId and secret. */
+  /**
+   * The hot-cache answer, synchronously, when there is one for this appId and secret. The appId is looked up as sent
+   * (the hot path tests nothing more); an upper-case spelling finds it through getToken, which normalizes it first.
+   */
   function fromHot (appId: string, appSecret: string): ServedToken | undefined {
-    const at = now()
-    const entry = caches.hot(normalized(appId), appSecret, at)
-    if (entry === undefined) return undefined
+    const found = caches.hot(appId, appSecret)
+    if (found === undefined) return undefined
     metrics?.hotHit.inc()
-    return served(entry, at)
+    return served(found.entry, found.at)
   }
 
   /** The token for appId, if appSecret is the right one. */

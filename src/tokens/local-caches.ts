@@ -99,11 +99,13 @@ export function createLocalCaches (opts: LocalCachesOptions) {
       })
     },
 
-    /** The hot answer for this appId and secret, if there is one. */
-    hot (appId: string, secret: string, at: number): TokenEntry | undefined {
+    /** The hot answer for this appId and secret, if there is one, with the time it was looked up. */
+    hot (appId: string, secret: string): { entry: TokenEntry, at: number } | undefined {
       const kept = hot.get(appId)
-      if (kept === undefined || kept.until <= at || !sameString(kept.secret, secret)) return undefined
-      return kept.entry
+      if (kept === undefined) return undefined
+      const at = now()
+      if (kept.until <= at || !sameString(kept.secret, secret)) return undefined
+      return { entry: kept.entry, at }
     },
 
     /**
