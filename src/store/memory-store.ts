@@ -1,5 +1,5 @@
 /** The embedded store: tokens and per-app state in process memory, for a single instance with no Redis. */
-import { ChangeWaiters, tokenEntry, type TokenEntry, type TokenStore } from './types.js'
+import { ChangeWaiters, TOKEN_SLOT, tokenEntry, type TokenEntry, type TokenStore } from './types.js'
 
 interface Timed { value: string, expiresAt: number }
 
@@ -19,12 +19,13 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
   const waiters = new ChangeWaiters()
   const sweeper = setInterval(() => {
     const t = now()
-    for (const [appId, entry] of entries) if (entry.expiresAt <= t) entries.delete(appId)
+    for (const [key, entry] of entries) if (entry.expiresAt <= t) entries.delete(key)
     for (const [key, timed] of values) if (timed.expiresAt <= t) values.delete(key)
   }, sweepIntervalMs)
   sweeper.unref()
 
   const valueKey = (appId: string, name: string): string => `${appId}\0${name}`
+  const slotKey = (appId: string, slot: string): string => slot === TOKEN_SLOT ? appId : `${appId}\0${slot}`
   function put (key: string, timed: Timed): void {
     if (!values.has(key) && values.size >= maxValues) values.delete(values.keys().next().value as string)
     values.set(key, timed)
@@ -40,27 +41,29 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
 
   return {
     kind: 'memory',
-    async get (appId) {
-      const entry = entries.get(appId)
+    async get (appId, slot = TOKEN_SLOT) {
+      const key = slotKey(appId, slot)
+      const entry = entries.get(key)
       if (!entry) return null
       if (entry.expiresAt <= now()) {
-        entries.delete(appId)
+        entries.delete(key)
         return null
       }
       return tokenEntry(entry)
     },
-    async generation (appId) {
-      return generations.get(appId) ?? 0
+    async generation (appId, slot = TOKEN_SLOT) {
+      return generations.get(slotKey(appId, slot)) ?? 0
     },
-    async compareAndSet (appId, entry, expected) {
-      if ((generations.get(appId) ?? 0) !== expected) return false
-      generations.set(appId, expected + 1)
-      if (entry.expiresAt > now()) entries.set(appId, tokenEntry(entry))
-      else entries.delete(appId)
+    async compareAndSet (appId, entry, expected, slot = TOKEN_SLOT) {
+      const key = slotKey(appId, slot)
+      if ((generations.get(key) ?? 0) !== expected) return false
+      generations.set(key, expected + 1)
+      if (entry.expiresAt > now()) entries.set(key, tokenEntry(entry))
+      else entries.delete(key)
       return true
     },
-    async delete (appId) {
-      entries.delete(appId)
+    async delete (appId, slot = TOKEN_SLOT) {
+      entries.delete(slotKey(appId, slot))
     },
     async acquire (appId, name, owner, ttlMs) {
       const key = valueKey(appId, name)
@@ -90,11 +93,11 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
     async forget (appId, name) {
       values.delete(valueKey(appId, name))
     },
-    async notify (appId, stamp) {
-      waiters.wake(appId, stamp)
+    async notify (subject, stamp) {
+      waiters.wake(subject, stamp)
     },
-    async waitForChange (appId, timeoutMs) {
-      await waiters.wait(appId, timeoutMs)
+    async waitForChange (subject, timeoutMs) {
+      await waiters.wait(subject, timeoutMs)
     },
     onChange (listener) {
       waiters.listen(listener)

@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Cluster, Redis } from 'ioredis'
 import { safeError } from '../logger.js'
-import { ChangeWaiters, StoreError, parseCount, parseEntry, type TokenStore } from './types.js'
+import { ChangeWaiters, StoreError, TOKEN_SLOT, generationName, parseCount, parseEntry, type TokenStore } from './types.js'
 
 const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -76,19 +76,19 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
 
   return {
     kind: 'redis',
-    async get (appId) {
-      return parseEntry(await readString(redis, key(appId, 'token')), now())
+    async get (appId, slot = TOKEN_SLOT) {
+      return parseEntry(await readString(redis, key(appId, slot)), now())
     },
-    async generation (appId) {
-      return parseCount(await readString(redis, key(appId, 'generation')))
+    async generation (appId, slot = TOKEN_SLOT) {
+      return parseCount(await readString(redis, key(appId, generationName(slot))))
     },
-    async compareAndSet (appId, entry, expected) {
-      const written = await command(() => redis.eval(COMPARE_AND_SET, 2, key(appId, 'token'), key(appId, 'generation'),
+    async compareAndSet (appId, entry, expected, slot = TOKEN_SLOT) {
+      const written = await command(() => redis.eval(COMPARE_AND_SET, 2, key(appId, slot), key(appId, generationName(slot)),
         expected, JSON.stringify(entry), entry.expiresAt - now(), GENERATION_TTL_MS))
       return written === 1
     },
-    async delete (appId) {
-      await command(() => redis.del(key(appId, 'token')))
+    async delete (appId, slot = TOKEN_SLOT) {
+      await command(() => redis.del(key(appId, slot)))
     },
     async acquire (appId, name, owner, ttlMs) {
       return await command(() => redis.set(key(appId, name), owner, 'PX', ttlMs, 'NX')) === 'OK'
@@ -108,11 +108,11 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
     async forget (appId, name) {
       await command(() => redis.del(key(appId, name)))
     },
-    async notify (appId, stamp) {
-      await pubsub.publish(stamp === undefined ? appId : `${appId} ${stamp}`)
+    async notify (subject, stamp) {
+      await pubsub.publish(stamp === undefined ? subject : `${subject} ${stamp}`)
     },
-    async waitForChange (appId, timeoutMs) {
-      await waiters.wait(appId, timeoutMs)
+    async waitForChange (subject, timeoutMs) {
+      await waiters.wait(subject, timeoutMs)
     },
     onChange (listener) {
       waiters.listen(listener)

@@ -3,6 +3,7 @@ import { AppError } from '../errors.js'
 import { MAX_TOKEN_LIFE_MS, type TokenMode } from '../wechat/client.js'
 
 export interface TokenEntry {
+  /** The credential: an access token, or a ticket (the field keeps the name it has in stored entries). */
   accessToken: string
   /** Epoch milliseconds. */
   expiresAt: number
@@ -41,22 +42,31 @@ export function stampOf (entry: TokenEntry): string {
 /** The stamp of an announcement after a refresh that wrote nothing: it only wakes waiters. */
 export const NO_CHANGE = '-'
 
+/** The slot of the app's access token; other credentials (tickets) have slots of their own, named after them. */
+export const TOKEN_SLOT = 'token'
+
+/** The name of a slot's generation counter (the access token's keeps its original name). */
+export function generationName (slot: string): string {
+  return slot === TOKEN_SLOT ? 'generation' : `${slot}:generation`
+}
+
 /**
  * Per-app state. Every key an app uses shares its hash tag, so the multi-key scripts run on a Cluster.
- * `name` below is one of the small per-app values: a lock, a counter, a remembered error.
+ * `slot` names one of the app's credentials (TOKEN_SLOT, the default, or a ticket's), each an entry with its own
+ * generation. `name` below is one of the small per-app values: a lock, a counter, a remembered error.
  * Every method rejects with a STORE_UNAVAILABLE AppError (a StoreError) when the store fails, and with nothing else.
  */
 export interface TokenStore {
   readonly kind: 'memory' | 'redis'
-  get (appId: string): Promise<TokenEntry | null>
-  /** The app's current generation: 0 when it never had a token, or when the counter is missing or not a count. */
-  generation (appId: string): Promise<number>
+  get (appId: string, slot?: string): Promise<TokenEntry | null>
+  /** The slot's current generation: 0 when it never had an entry, or when the counter is missing or not a count. */
+  generation (appId: string, slot?: string): Promise<number>
   /**
-   * Writes `entry` (whose generation must be `expected + 1`) only if the app's generation is still
+   * Writes `entry` (whose generation must be `expected + 1`) only if the slot's generation is still
    * `expected`; the entry lives until its expiresAt. Resolves false when refused.
    */
-  compareAndSet (appId: string, entry: TokenEntry, expected: number): Promise<boolean>
-  delete (appId: string): Promise<void>
+  compareAndSet (appId: string, entry: TokenEntry, expected: number, slot?: string): Promise<boolean>
+  delete (appId: string, slot?: string): Promise<void>
 
   /** SET NX PX: true when `owner` now holds `name`. */
   acquire (appId: string, name: string, owner: string, ttlMs: number): Promise<boolean>
@@ -69,12 +79,15 @@ export interface TokenStore {
   /** Deletes a value. */
   forget (appId: string, name: string): Promise<void>
 
-  /** Tells every instance that the app's token or state changed; `stamp` (stampOf) names the entry now stored, if known. */
-  notify (appId: string, stamp?: string): Promise<void>
-  /** Resolves at the next notify() for the app, or after timeoutMs, whichever is first. */
-  waitForChange (appId: string, timeoutMs: number): Promise<void>
-  /** Calls `listener` at every notify() for any app, from any instance, with the stamp when the message had one. */
-  onChange (listener: (appId: string, stamp: string | undefined) => void): void
+  /**
+   * Tells every instance that a credential changed; `subject` names it (the appId for its access token, see
+   * Credential.subject), `stamp` (stampOf) the entry now stored, if known.
+   */
+  notify (subject: string, stamp?: string): Promise<void>
+  /** Resolves at the next notify() for the subject, or after timeoutMs, whichever is first. */
+  waitForChange (subject: string, timeoutMs: number): Promise<void>
+  /** Calls `listener` at every notify() for any subject, from any instance, with the stamp when the message had one. */
+  onChange (listener: (subject: string, stamp: string | undefined) => void): void
   /**
    * Calls `listener` each time change messages start or stop reaching this instance (`up`: they do). Without them
    * an instance cannot know when another one replaced a token, so it must not trust its process-local copies;

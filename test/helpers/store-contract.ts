@@ -63,6 +63,24 @@ export function storeContract (t: Test, name: string, make: (t: Teardown, clock:
       t.equal(await store.get(APP_ID), null)
     })
 
+    t.test('each slot of an app has its own entry and generation; the token\'s is the default', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 1, 'token-1'), 0), true)
+      t.equal(await store.get(APP_ID, 'jsapi_ticket'), null, 'no ticket yet')
+      t.equal(await store.generation(APP_ID, 'jsapi_ticket'), 0)
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 1, 'ticket-1'), 0, 'jsapi_ticket'), true, 'its own generation')
+      t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, 1, 'ticket-x'), 0, 'jsapi_ticket'), false)
+      t.equal((await store.get(APP_ID, 'jsapi_ticket'))?.accessToken, 'ticket-1')
+      t.equal((await store.get(APP_ID))?.accessToken, 'token-1', 'the token untouched')
+      t.equal((await store.get(APP_ID, 'token'))?.accessToken, 'token-1', 'and the default slot is the token\'s')
+      t.equal(await store.get(APP_ID, 'wx_card_ticket'), null)
+      await store.delete(APP_ID, 'jsapi_ticket')
+      t.equal(await store.get(APP_ID, 'jsapi_ticket'), null)
+      t.equal(await store.generation(APP_ID, 'jsapi_ticket'), 1)
+      t.equal((await store.get(APP_ID))?.accessToken, 'token-1')
+    })
+
     t.test('a lock is held by one owner, released only by it, and lapses with its lease', async (t) => {
       const store = await make(t, new TestClock())
       t.equal(await store.acquire(APP_ID, 'lock', 'a', 300), true)
