@@ -12,7 +12,7 @@ function code (apiCode: number, statusCode: number, summary: string): ApiCodeInf
 
 export const ApiCodes = {
   INVALID_JSON: code(1001, 400, 'The body is not valid JSON (or is empty while declared as JSON).'),
-  INVALID_ARGUMENT: code(1002, 400, 'A field is missing, is not a string, or does not have the format of a WeChat appId / appSecret.'),
+  INVALID_ARGUMENT: code(1002, 400, 'A field is missing, is not a string, or does not have its format (a WeChat appId / appSecret, a ticket type, an absolute http(s) url, a phone code).'),
   BODY_TOO_LARGE: code(1003, 413, 'The body is larger than BODY_LIMIT_BYTES.'),
   UNSUPPORTED_MEDIA_TYPE: code(1004, 400, 'The body is not application/json.'),
   ROUTE_NOT_FOUND: code(1005, 404, 'No route for this method and path.'),
@@ -23,6 +23,7 @@ export const ApiCodes = {
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one).'),
   APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId.'),
   UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization.'),
+  IDENTIFIER_NOT_CONFIGURED: code(2004, 403, 'WECHAT_IDENTIFIERS does not list this extIdpConnidentifier.'),
   WECHAT_INVALID_APPID: code(3001, 400, 'WeChat rejected the appId (errcode 40013).'),
   WECHAT_INVALID_SECRET: code(3002, 400, 'WeChat rejected the appSecret (errcode 40125, or 40001 from older servers).'),
   WECHAT_SECRET_FROZEN: code(3003, 403, 'The AppSecret is frozen (errcode 40243).'),
@@ -33,11 +34,14 @@ export const ApiCodes = {
   WECHAT_UNAVAILABLE: code(3008, 503, 'WeChat could not be reached, or did not answer within the request deadline.'),
   WECHAT_BAD_RESPONSE: code(3009, 502, 'WeChat answered with an HTTP error or a body that is not a token.'),
   WECHAT_ERROR: code(3010, 502, 'WeChat answered with another errcode; the message names it.'),
+  WECHAT_TOKEN_REFUSED: code(3011, 502, 'A call made with the access token (getticket, the phone number) was refused for the token (errcode 40001 / 42001), again after the token was replaced once.'),
+  WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program phone code: wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A forced refresh was refused locally (WeChat allows 20 a day, 30 s apart); data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET) and no valid token is cached.'),
   REFRESH_IN_PROGRESS: code(4003, 503, 'Another instance is fetching this app\'s token and did not finish within the request deadline.'),
   RATE_LIMITED: code(4004, 429, 'Too many requests from this caller or for this appId (a real HTTP 429, as GenAuth throttles).'),
   UNVERIFIED_CHECKS_LIMITED: code(4005, 429, 'Too many upstream checks of appSecrets not yet known to be right (per caller, or the app\'s daily allowance); a secret WeChat already accepted is not limited.'),
+  TICKET_BUDGET_EXHAUSTED: code(4006, 429, 'This app used its daily budget of upstream calls for this ticket type (TICKET_DAILY_BUDGET) and no valid ticket is cached.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

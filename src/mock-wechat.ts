@@ -1,12 +1,13 @@
 /**
- * A local stand-in for WeChat's token API: classic and stable endpoints, token invalidation, quotas,
- * errcodes with their rid suffix, and injectable faults. Used by the tests and by WECHAT_API_BASE=mock.
+ * A local stand-in for WeChat's API: the classic and stable token endpoints, token invalidation, quotas, errcodes with
+ * their rid suffix and injectable faults; and the calls made with a token: JS-SDK / card tickets (getticket) and the
+ * Mini Program phone number (codes a test mints). Used by the tests and by WECHAT_API_BASE=mock.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { randomBytes } from 'node:crypto'
 
-export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota'
+export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber'
 
 export type MockFault =
   | { kind: 'errcode', errcode: number, errmsg?: string }
@@ -35,9 +36,14 @@ export interface MockWechatOptions {
   stableMinuteQuota?: number
   forceRefreshDailyLimit?: number
   forceRefreshMinIntervalSeconds?: number
+  /** getticket calls per app per day; WeChat publishes none (45009 has been reported after about 10,000). */
+  ticketDailyQuota?: number
+  /** Also accept phone codes `demo-<6 to 15 digits>`, once each, for that number (the offline demo). */
+  demoPhoneCodes?: boolean
 }
 
 interface IssuedToken { appId: string, expiresAt: number }
+interface PhoneCode { appId: string, purePhoneNumber: string, countryCode: string, expiresAt: number }
 interface AppState {
   secret: string
   classic?: string
@@ -50,9 +56,12 @@ interface AppState {
   minute: number
   stableCallsThisMinute: number
   clearQuotaCalls: number
+  ticketCalls: number
+  tickets: Partial<Record<string, string>>
 }
 
 const GRACE_MS = 5 * 60 * 1000
+const PHONE_CODE_LIFE_MS = 5 * 60 * 1000
 const DAY_MS = 24 * 3600 * 1000
 const BEIJING_OFFSET_MS = 8 * 3600 * 1000
 const APPID = /^wx[0-9a-fA-F]{16}$/
@@ -63,6 +72,8 @@ const ERRMSG: Record<number, string> = {
   40002: 'invalid grant_type',
   40013: 'invalid appid',
   40125: 'invalid appsecret',
+  40029: 'invalid code',
+  40097: 'invalid args',
   41001: 'access_token missing',
   41002: 'appid missing',
   41004: 'appsecret missing',
@@ -78,12 +89,19 @@ export class MockWechat {
   private readonly server = createServer((req, res) => { this.handle(req, res) })
   private readonly apps = new Map<string, AppState>()
   private readonly tokens = new Map<string, IssuedToken>()
+  private readonly tickets = new Map<string, IssuedToken>()
+  private readonly phoneCodes = new Map<string, PhoneCode>()
+  private readonly usedDemoCodes = new Set<string>()
   private readonly everIssued: string[] = []
+  private readonly everIssuedTickets: string[] = []
   private readonly rules: FaultRule[] = []
   private readonly issuedCount = new Map<string, number>()
   private readonly callCount = new Map<string, number>()
   private offsetMs = 0
   readonly options: Required<Omit<MockWechatOptions, 'apps'>>
+  /** Phone numbers answered and codes minted, for tests that search logs and stores for them. */
+  readonly phonesAnswered: string[] = []
+  readonly codesMinted: string[] = []
 
   constructor (options: MockWechatOptions = {}) {
     this.options = {
@@ -93,7 +111,9 @@ export class MockWechat {
       stableDailyQuota: options.stableDailyQuota ?? 500000,
       stableMinuteQuota: options.stableMinuteQuota ?? 10000,
       forceRefreshDailyLimit: options.forceRefreshDailyLimit ?? 20,
-      forceRefreshMinIntervalSeconds: options.forceRefreshMinIntervalSeconds ?? 30
+      forceRefreshMinIntervalSeconds: options.forceRefreshMinIntervalSeconds ?? 30,
+      ticketDailyQuota: options.ticketDailyQuota ?? 10000,
+      demoPhoneCodes: options.demoPhoneCodes ?? false
     }
     for (const [appId, secret] of Object.entries(options.apps ?? {})) this.setApp(appId, secret)
   }
@@ -148,6 +168,37 @@ export class MockWechat {
   /** Every token it has issued, for tests that search logs and stores for them. */
   issuedTokens (): string[] { return [...this.everIssued] }
 
+  /** Every ticket it has issued. */
+  issuedTickets (): string[] { return [...this.everIssuedTickets] }
+
+  /** What WeChat would say of a ticket used in a page now. */
+  checkTicket (ticket: string): 'valid' | 'expired' | 'invalid' {
+    const issued = this.tickets.get(ticket)
+    if (!issued) return 'invalid'
+    return issued.expiresAt > this.now() ? 'valid' : 'expired'
+  }
+
+  /**
+   * Invalidates the app's tokens at once, as when another system fetched a new one (a forced stable_token, or a
+   * classic fetch once its grace has passed).
+   */
+  revokeTokens (appId: string): void {
+    for (const [token, issued] of this.tokens) if (issued.appId === appId) this.tokens.delete(token)
+    const state = this.apps.get(appId)
+    if (state) {
+      delete state.classic
+      delete state.stable
+    }
+  }
+
+  /** A code as a getPhoneNumber button gives it: for this app, single use, valid for 5 minutes. */
+  mintPhoneCode (appId: string, purePhoneNumber = '13800138000', countryCode = '86'): string {
+    const code = randomBytes(32).toString('hex')
+    this.phoneCodes.set(code, { appId, purePhoneNumber, countryCode, expiresAt: this.now() + PHONE_CODE_LIFE_MS })
+    this.codesMinted.push(code)
+    return code
+  }
+
   /** What WeChat would say of a token used now. */
   check (token: string): 'valid' | 'expired' | 'invalid' {
     const issued = this.tokens.get(token)
@@ -165,7 +216,9 @@ export class MockWechat {
       lastForcedAt: -Infinity,
       minute: Math.floor(this.now() / 60000),
       stableCallsThisMinute: 0,
-      clearQuotaCalls: 0
+      clearQuotaCalls: 0,
+      ticketCalls: 0,
+      tickets: {}
     }
   }
 
@@ -201,7 +254,7 @@ export class MockWechat {
         badJson = true
       }
     }
-    const appId = String(url.searchParams.get('appid') ?? body.appid ?? '')
+    const appId = String(url.searchParams.get('appid') ?? body.appid ?? this.tokens.get(url.searchParams.get('access_token') ?? '')?.appId ?? '')
     this.count(this.callCount, endpoint)
     if (appId) this.count(this.callCount, `${endpoint}:${appId}`)
     if (endpoint === 'stable_token' && body.force_refresh === true) this.count(this.callCount, `forced:${appId}`)
@@ -230,6 +283,10 @@ export class MockWechat {
         return badJson ? this.error(47001) : this.stable(body)
       case 'get_api_domain_ip': return this.domainIp(query.get('access_token'))
       case 'clear_quota': return this.clearQuota(query.get('access_token'), body.appid)
+      case 'getticket': return this.getTicket(query.get('access_token'), query.get('type'))
+      case 'getuserphonenumber':
+        if (method !== 'POST') return this.error(43002)
+        return badJson ? this.error(47001) : this.phoneNumber(query.get('access_token'), body.code)
     }
   }
 
@@ -264,6 +321,7 @@ export class MockWechat {
       state.classicCalls = 0
       state.stableCalls = 0
       state.forcedToday = 0
+      state.ticketCalls = 0
     }
     const minute = Math.floor(this.now() / 60000)
     if (state.minute !== minute) {
@@ -317,6 +375,63 @@ export class MockWechat {
     return { ip_list: ['101.226.103.0/25', '101.226.233.128/25'] }
   }
 
+  /** The token's app, or the errcode WeChat answers for a missing (41001), unknown (40001) or expired (42001) token. */
+  private tokenOwner (token: string | null): AppState | Record<string, unknown> {
+    if (!token) return this.error(41001)
+    const verdict = this.check(token)
+    if (verdict === 'invalid') return this.error(40001)
+    if (verdict === 'expired') return this.error(42001)
+    const state = this.apps.get((this.tokens.get(token) as IssuedToken).appId)
+    if (!state) return this.error(40001)
+    this.rollCounters(state)
+    return state
+  }
+
+  /** A new ticket at each call (the previous one stays usable for five more minutes, as a classic token). */
+  private getTicket (token: string | null, type: string | null): Record<string, unknown> {
+    const state = this.tokenOwner(token)
+    if (!isState(state)) return state
+    if (type !== 'jsapi' && type !== 'wx_card') return this.error(40097)
+    if (state.ticketCalls >= this.options.ticketDailyQuota) return this.error(45009)
+    state.ticketCalls++
+    const appId = (this.tokens.get(token as string) as IssuedToken).appId
+    const previous = state.tickets[type]
+    const retired = previous ? this.tickets.get(previous) : undefined
+    if (retired) retired.expiresAt = Math.min(retired.expiresAt, this.now() + GRACE_MS)
+    const ticket = `${type === 'jsapi' ? 'sM4AOVdWfPE4DxkXGEs8V' : 'Ie5KqgFKz4iRMuq9Y0gqI'}${randomBytes(48).toString('base64url')}`
+    this.tickets.set(ticket, { appId, expiresAt: this.now() + this.options.tokenTtlSeconds * 1000 })
+    this.everIssuedTickets.push(ticket)
+    state.tickets[type] = ticket
+    return { errcode: 0, errmsg: 'ok', ticket, expires_in: this.options.tokenTtlSeconds }
+  }
+
+  /** The number behind a code minted for the token's app, once; 40029 for any other code. */
+  private phoneNumber (token: string | null, code: unknown): Record<string, unknown> {
+    const state = this.tokenOwner(token)
+    if (!isState(state)) return state
+    const appId = (this.tokens.get(token as string) as IssuedToken).appId
+    let minted = typeof code === 'string' ? this.phoneCodes.get(code) : undefined
+    if (typeof code === 'string') this.phoneCodes.delete(code)
+    const demo = typeof code === 'string' && this.options.demoPhoneCodes ? /^demo-(\d{6,15})$/.exec(code) : null
+    if (demo && !this.usedDemoCodes.has(code as string)) {
+      this.usedDemoCodes.add(code as string)
+      minted = { appId, purePhoneNumber: demo[1] as string, countryCode: '86', expiresAt: Infinity }
+    }
+    if (!minted || minted.appId !== appId || minted.expiresAt <= this.now()) return this.error(40029)
+    const phoneNumber = minted.countryCode === '86' ? minted.purePhoneNumber : `+${minted.countryCode}${minted.purePhoneNumber}`
+    this.phonesAnswered.push(minted.purePhoneNumber)
+    return {
+      errcode: 0,
+      errmsg: 'ok',
+      phone_info: {
+        phoneNumber,
+        purePhoneNumber: minted.purePhoneNumber,
+        countryCode: minted.countryCode,
+        watermark: { timestamp: Math.floor(this.now() / 1000), appid: appId }
+      }
+    }
+  }
+
   private clearQuota (token: string | null, appId: unknown): Record<string, unknown> {
     if (!token) return this.error(41001)
     if (this.check(token) !== 'valid') return this.error(40001)
@@ -358,6 +473,8 @@ function isState (value: AppState | Record<string, unknown>): value is AppState 
 }
 
 function endpointOf (pathname: string): MockEndpoint | undefined {
+  if (pathname.endsWith('/cgi-bin/ticket/getticket')) return 'getticket'
+  if (pathname.endsWith('/wxa/business/getuserphonenumber')) return 'getuserphonenumber'
   const match = /\/cgi-bin\/(token|stable_token|get_api_domain_ip|clear_quota)$/.exec(pathname)
   return match?.[1] as MockEndpoint | undefined
 }

@@ -91,3 +91,51 @@ t.test('faults apply to matching requests, a given number of times', async (t) =
   t.equal(mock.calls('token'), 2)
   t.equal(mock.calls('token', APP_ID), 2)
 })
+
+t.test('getticket: a ticket per type with the token; 40001 / 42001 for a bad or expired token; 40097; the quota', async (t) => {
+  const { mock, url } = await startMock(t, { ticketDailyQuota: 3 })
+  const token = (await call(url, classicPath())).access_token as string
+  const jsapi = await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=jsapi`)
+  t.equal(jsapi.errcode, 0)
+  t.equal(jsapi.expires_in, 7200)
+  t.equal(mock.checkTicket(jsapi.ticket as string), 'valid')
+  const again = await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=jsapi`)
+  t.not(again.ticket, jsapi.ticket, 'each call issues a new ticket')
+  mock.advance(5 * 60 * 1000 + 1000)
+  t.equal(mock.checkTicket(jsapi.ticket as string), 'expired', 'the previous one lasts five more minutes')
+  t.equal((await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=other`)).errcode, 40097)
+  t.equal((await call(url, '/cgi-bin/ticket/getticket?access_token=nope&type=jsapi')).errcode, 40001)
+  t.equal((await call(url, '/cgi-bin/ticket/getticket?type=jsapi')).errcode, 41001)
+  t.equal((await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=wx_card`)).errcode, 0)
+  t.equal((await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=wx_card`)).errcode, 45009, 'past the daily quota')
+  mock.revokeTokens(APP_ID)
+  t.equal((await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=jsapi`)).errcode, 40001, 'a revoked token')
+  const late = (await call(url, classicPath())).access_token as string
+  mock.advance(7200 * 1000)
+  t.equal((await call(url, `/cgi-bin/ticket/getticket?access_token=${late}&type=jsapi`)).errcode, 42001, 'an expired token')
+})
+
+t.test('getuserphonenumber: a minted code once, for its own app, for five minutes; 40029 otherwise', async (t) => {
+  const { mock, url } = await startMock(t, { apps: { [APP_ID]: APP_SECRET, wx1111111111111111: APP_SECRET } })
+  const token = (await call(url, classicPath())).access_token as string
+  const other = (await call(url, classicPath(APP_SECRET, 'wx1111111111111111'))).access_token as string
+  const path = (accessToken: string) => `/wxa/business/getuserphonenumber?access_token=${accessToken}`
+  const code = mock.mintPhoneCode(APP_ID, '13912345678')
+  t.equal((await call(url, path(other), { method: 'POST', body: { code } })).errcode, 40029, 'another app\'s token')
+  const answer = await call(url, path(token), { method: 'POST', body: { code: mock.mintPhoneCode(APP_ID, '13912345678') } })
+  t.same(answer.phone_info, {
+    phoneNumber: '13912345678',
+    purePhoneNumber: '13912345678',
+    countryCode: '86',
+    watermark: { timestamp: Math.floor(mock.now() / 1000), appid: APP_ID }
+  })
+  const once = mock.mintPhoneCode(APP_ID)
+  t.equal((await call(url, path(token), { method: 'POST', body: { code: once } })).errcode, 0)
+  t.equal((await call(url, path(token), { method: 'POST', body: { code: once } })).errcode, 40029, 'a code works once')
+  const late = mock.mintPhoneCode(APP_ID)
+  mock.advance(5 * 60 * 1000 + 1)
+  t.equal((await call(url, path(token), { method: 'POST', body: { code: late } })).errcode, 40029, 'and for five minutes')
+  t.equal((await call(url, path(token), { method: 'GET' })).errcode, 43002)
+  t.equal((await call(url, path('nope'), { method: 'POST', body: { code: 'x' } })).errcode, 40001)
+  t.equal((await call(url, path(token), { method: 'POST', body: { code: 'demo-13912345678' } })).errcode, 40029, 'demo codes only when asked for')
+})

@@ -20,7 +20,7 @@ export interface WechatPluginOptions {
 export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => {
   let baseUrl = config.WECHAT_API_BASE
   if (baseUrl === 'mock') {
-    const mock = new MockWechat({ autoRegister: true })
+    const mock = new MockWechat({ autoRegister: true, demoPhoneCodes: true })
     baseUrl = await mock.start()
     app.log.warn({ upstream: baseUrl }, 'WECHAT_API_BASE=mock: tokens come from the built-in WeChat stand-in, not from WeChat')
     app.addHook('onClose', async () => { await mock.close() })

@@ -1,9 +1,13 @@
-/** The WeChat token client: one undici Pool, stable or classic mode, bounded retries inside a deadline. */
+/**
+ * The WeChat client: one undici Pool, bounded retries inside a deadline. It fetches access tokens (stable or classic
+ * mode) and makes the calls that need one: getticket (JS-SDK and card tickets) and the Mini Program phone number.
+ */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, errors as undiciErrors } from 'undici'
+import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
-import { WechatApiError } from './errcodes.js'
+import { WechatApiError, type WechatApi } from './errcodes.js'
 
 export type TokenMode = 'stable' | 'classic'
 
@@ -34,11 +38,41 @@ export interface FetchOptions {
   beforeAttempt?: () => Promise<void>
 }
 
+/** What getuserphonenumber answers in `phone_info`: personal data, never logged, cached or counted by appId. */
+export interface PhoneInfo {
+  phoneNumber: string
+  purePhoneNumber: string
+  countryCode: string
+  watermark: { timestamp: number, appid: string }
+}
+
+interface UpstreamRequest { method: 'GET' | 'POST', path: string, headers?: Record<string, string>, body?: string }
+
+/** One kind of upstream call: its endpoint label, how its errcodes read, its request, and its answer. */
+interface Call<T> {
+  endpoint: string
+  api: WechatApi
+  request: UpstreamRequest
+  /** Parses an answer whose errcode is 0 (or absent); `sentAt` is when the attempt was sent. */
+  parse: (record: Record<string, unknown>, sentAt: number) => T
+  /**
+   * Whether a request that may have reached WeChat is sent again after a network failure or a timeout. Not for a
+   * call that spends what it carries (a phone code works once): it is retried only when refused before sending.
+   */
+  idempotent: boolean
+}
+
 const MAX_BODY_BYTES = 64 * 1024
 /** WeChat documents a token lifetime of at most 7200 s; a longer expires_in is capped to it. */
 export const MAX_TOKEN_LIFE_MS = 7200 * 1000
+/** Failures that happen before a request is sent: retrying them cannot repeat it. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN'])
 
-class RetryableUpstreamError extends AppError {}
+class RetryableUpstreamError extends AppError {
+  constructor (kind: ApiCodeName, message: string, readonly sent = true) {
+    super(kind, message)
+  }
+}
 
 /** A failure's label for the upstream-calls metric. */
 function outcomeOf (err: unknown): string {
@@ -63,24 +97,24 @@ export function createWechatClient (opts: WechatClientOptions) {
     bodyTimeout: opts.bodyTimeoutMs
   })
 
-  function requestFor (appId: string, secret: string, forceRefresh: boolean) {
+  function tokenRequest (appId: string, secret: string, forceRefresh: boolean): UpstreamRequest {
     if (opts.mode === 'classic') {
       const query = new URLSearchParams({ grant_type: 'client_credential', appid: appId, secret })
-      return { method: 'GET' as const, path: `${prefix}/cgi-bin/token?${query.toString()}` }
+      return { method: 'GET', path: `${prefix}/cgi-bin/token?${query.toString()}` }
     }
     return {
-      method: 'POST' as const,
+      method: 'POST',
       path: `${prefix}/cgi-bin/stable_token`,
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ grant_type: 'client_credential', appid: appId, secret, force_refresh: forceRefresh })
     }
   }
 
-  async function attempt (appId: string, secret: string, forceRefresh: boolean, signal: AbortSignal): Promise<FetchedToken> {
+  async function attempt<T> (call: Call<T>, signal: AbortSignal): Promise<T> {
     const sentAt = now()
     let res
     try {
-      res = await pool.request({ ...requestFor(appId, secret, forceRefresh), signal })
+      res = await pool.request({ ...call.request, signal })
     } catch (err) {
       throw networkError(err, signal)
     }
@@ -102,10 +136,18 @@ export function createWechatClient (opts: WechatClientOptions) {
     } catch {
       throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with a body that is not JSON')
     }
-    return parseTokenBody(body, sentAt)
+    if (typeof body !== 'object' || body === null) {
+      throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with a body that is not a JSON object')
+    }
+    const record = body as Record<string, unknown>
+    if (typeof record.errcode === 'number' && record.errcode !== 0) {
+      throw new WechatApiError(record.errcode, record.errmsg, call.api)
+    }
+    return call.parse(record, sentAt)
   }
 
-  async function fetchToken (appId: string, secret: string, { deadline, forceRefresh = false, beforeAttempt }: FetchOptions): Promise<FetchedToken> {
+  /** Makes a call with bounded, jittered retries (errcode -1, HTTP 5xx, network failures) until the deadline. */
+  async function send<T> (call: Call<T>, { deadline, beforeAttempt }: Pick<FetchOptions, 'deadline' | 'beforeAttempt'>): Promise<T> {
     let lastError: AppError = new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
     for (let tries = 0; tries <= opts.maxRetries; tries++) {
       if (tries > 0) {
@@ -118,51 +160,101 @@ export function createWechatClient (opts: WechatClientOptions) {
       const remaining = deadline - now()
       if (remaining <= 0) break
       const started = performance.now()
-      const endpoint = opts.mode === 'classic' ? 'token' : 'stable_token'
       // A timer cleared as soon as the attempt ends (AbortSignal.timeout would live, and hold memory, until it fired).
       const abort = new AbortController()
       const timer = setTimeout(() => abort.abort(), remaining)
       try {
-        const token = await attempt(appId, secret, forceRefresh, abort.signal)
-        opts.metrics?.upstreamCalls.labels(endpoint, '0').inc()
-        return token
+        const result = await attempt(call, abort.signal)
+        opts.metrics?.upstreamCalls.labels(call.endpoint, '0').inc()
+        return result
       } catch (err) {
-        opts.metrics?.upstreamCalls.labels(endpoint, outcomeOf(err)).inc()
+        opts.metrics?.upstreamCalls.labels(call.endpoint, outcomeOf(err)).inc()
         if (!(err instanceof AppError)) throw err
         lastError = err
-        const retryable = err instanceof RetryableUpstreamError || (err instanceof WechatApiError && err.retryable)
+        const retryable = (err instanceof RetryableUpstreamError && (call.idempotent || !err.sent)) ||
+          (err instanceof WechatApiError && err.retryable)
         if (!retryable) throw err
       } finally {
         clearTimeout(timer)
-        opts.metrics?.upstreamSeconds.labels(endpoint).observe((performance.now() - started) / 1000)
+        opts.metrics?.upstreamSeconds.labels(call.endpoint).observe((performance.now() - started) / 1000)
       }
     }
     throw lastError
   }
 
+  async function fetchToken (appId: string, secret: string, { deadline, forceRefresh = false, beforeAttempt }: FetchOptions): Promise<FetchedToken> {
+    return await send({
+      endpoint: opts.mode === 'classic' ? 'token' : 'stable_token',
+      api: 'token',
+      request: tokenRequest(appId, secret, forceRefresh),
+      parse: (record, sentAt) => expiring(record, 'access_token', sentAt),
+      idempotent: true
+    }, beforeAttempt ? { deadline, beforeAttempt } : { deadline })
+  }
+
+  /** A JS-SDK (`jsapi`) or card (`wx_card`) ticket, fetched with the app's access token. */
+  async function fetchTicket (accessToken: string, type: 'jsapi' | 'wx_card', options: FetchOptions): Promise<FetchedToken> {
+    const query = new URLSearchParams({ access_token: accessToken, type })
+    return await send({
+      endpoint: 'getticket',
+      api: 'ticket',
+      request: { method: 'GET', path: `${prefix}/cgi-bin/ticket/getticket?${query.toString()}` },
+      parse: (record, sentAt) => expiring(record, 'ticket', sentAt),
+      idempotent: true
+    }, options)
+  }
+
+  /** A Mini Program user's phone number, for the code of a getPhoneNumber button (it works once). */
+  async function fetchPhoneNumber (accessToken: string, code: string, options: Pick<FetchOptions, 'deadline'>): Promise<PhoneInfo> {
+    const query = new URLSearchParams({ access_token: accessToken })
+    return await send({
+      endpoint: 'getuserphonenumber',
+      api: 'phone',
+      request: {
+        method: 'POST',
+        path: `${prefix}/wxa/business/getuserphonenumber?${query.toString()}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ code })
+      },
+      parse: parsePhoneInfo,
+      idempotent: false
+    }, options)
+  }
+
   return {
     mode: opts.mode,
     fetchToken,
+    fetchTicket,
+    fetchPhoneNumber,
     close: () => pool.close()
   }
 }
 
 export type WechatClient = ReturnType<typeof createWechatClient>
 
-function parseTokenBody (body: unknown, sentAt: number): FetchedToken {
-  if (typeof body !== 'object' || body === null) {
-    throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with a body that is not a JSON object')
-  }
-  const record = body as Record<string, unknown>
-  if (typeof record.errcode === 'number' && record.errcode !== 0) {
-    throw new WechatApiError(record.errcode, record.errmsg)
-  }
-  const token = record.access_token
+/** A credential with its lifetime (`access_token` or `ticket`, with expires_in), capped to the longest WeChat gives. */
+function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket', sentAt: number): FetchedToken {
+  const value = record[field]
   const expiresIn = record.expires_in
-  if (typeof token !== 'string' || token.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
-    throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without access_token and expires_in')
+  if (typeof value !== 'string' || value.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
+    throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered without ${field} and expires_in`)
   }
-  return { accessToken: token, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS) }
+  return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS) }
+}
+
+function parsePhoneInfo (record: Record<string, unknown>): PhoneInfo {
+  const info = record.phone_info as Record<string, unknown> | null | undefined
+  const watermark = info?.watermark as Record<string, unknown> | null | undefined
+  if (typeof info?.phoneNumber !== 'string' || typeof info.purePhoneNumber !== 'string' || typeof info.countryCode !== 'string' ||
+      typeof watermark?.timestamp !== 'number' || typeof watermark.appid !== 'string') {
+    throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without phone_info')
+  }
+  return {
+    phoneNumber: info.phoneNumber,
+    purePhoneNumber: info.purePhoneNumber,
+    countryCode: info.countryCode,
+    watermark: { timestamp: watermark.timestamp, appid: watermark.appid }
+  }
 }
 
 function networkError (err: unknown, signal: AbortSignal): AppError {
@@ -170,7 +262,8 @@ function networkError (err: unknown, signal: AbortSignal): AppError {
     return new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
   }
   const code = err instanceof undiciErrors.UndiciError || err instanceof Error ? (err as { code?: unknown }).code : undefined
-  return new RetryableUpstreamError('WECHAT_UNAVAILABLE', `WeChat could not be reached (${typeof code === 'string' ? code : 'network error'})`)
+  const named = typeof code === 'string' ? code : undefined
+  return new RetryableUpstreamError('WECHAT_UNAVAILABLE', `WeChat could not be reached (${named ?? 'network error'})`, !NOT_SENT.has(named ?? ''))
 }
 
 async function readCapped (body: AsyncIterable<Buffer> & { destroy: () => void }): Promise<string> {

@@ -1,4 +1,8 @@
-/** WeChat errcodes on the token endpoints: what each means to a caller, and which ones may be retried. */
+/**
+ * WeChat errcodes: what each means to a caller, and which ones may be retried. The same number can mean different
+ * things: 40001 on a token endpoint is a wrong secret, on a call made with a token (getticket, the phone number) it is
+ * that token, invalidated or not the latest.
+ */
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 
@@ -23,19 +27,43 @@ const KNOWN: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [89507, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'IP refused by the admin for 1 hour' }]
 ])
 
+/** The same errcodes on calls made with an access token. */
+const WITH_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
+  [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
+  [40001, { kind: 'WECHAT_TOKEN_REFUSED', text: 'access_token invalid or not the latest' }],
+  [40014, { kind: 'WECHAT_TOKEN_REFUSED', text: 'access_token invalid' }],
+  [42001, { kind: 'WECHAT_TOKEN_REFUSED', text: 'access_token expired' }],
+  [40029, { kind: 'WECHAT_INVALID_CODE', text: 'invalid code' }],
+  [40097, { kind: 'WECHAT_ERROR', text: 'invalid args' }],
+  [41001, { kind: 'WECHAT_ERROR', text: 'access_token missing' }],
+  [45009, { kind: 'WECHAT_DAILY_QUOTA', text: 'daily quota reached' }],
+  [45011, { kind: 'WECHAT_RATE_LIMITED', text: 'minute quota reached' }],
+  [40164, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not in the whitelist' }]
+])
+
+/** Which API answered: the token endpoints, getticket, or the Mini Program phone number. */
+export type WechatApi = 'token' | 'ticket' | 'phone'
+
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */
 export class WechatApiError extends AppError {
   readonly errcode: number
   readonly rid: string | undefined
   readonly retryable: boolean
+  readonly api: WechatApi
 
-  constructor (errcode: number, errmsg: unknown) {
-    const info = KNOWN.get(errcode)
+  constructor (errcode: number, errmsg: unknown, api: WechatApi = 'token') {
+    const info = (api === 'token' ? KNOWN : WITH_TOKEN).get(errcode)
     const rid = typeof errmsg === 'string' ? /rid:\s*([0-9a-f-]{8,64})/i.exec(errmsg)?.[1] : undefined
     const text = info?.text ?? 'unexpected errcode'
     super(info?.kind ?? 'WECHAT_ERROR', `WeChat errcode ${errcode} (${text})${rid ? `, rid ${rid}` : ''}`)
     this.errcode = errcode
     this.rid = rid
     this.retryable = errcode === -1
+    this.api = api
+  }
+
+  /** On a call made with an access token: WeChat refused the token (invalidated elsewhere, or expired). */
+  get tokenRefused (): boolean {
+    return this.kind === 'WECHAT_TOKEN_REFUSED'
   }
 }

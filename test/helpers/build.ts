@@ -19,16 +19,17 @@ const mocks: MockWechat[] = []
 
 tap.after(() => {
   const secrets = [APP_SECRET, OTHER_SECRET, APP_SECRET.toUpperCase(), ...CALLER_KEYS]
-  const tokens = mocks.flatMap((mock) => mock.issuedTokens())
+  // Credentials (tokens, tickets) and personal data (phone codes and numbers) are never logged either.
+  const credentials = mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered])
   let leaks = 0
   for (const capture of captures) {
     for (const line of capture.lines) {
-      if (secrets.some((s) => line.includes(s)) || tokens.some((token) => line.includes(token))) leaks++
+      if (secrets.some((s) => line.includes(s)) || credentials.some((credential) => line.includes(credential))) leaks++
     }
   }
   if (leaks > 0) {
     process.exitCode = 1
-    throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret or a token`)
+    throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret, a token, a ticket, a phone code or a number`)
   }
 })
 
@@ -86,20 +87,22 @@ export async function build (t: Teardown, options: BuildOptions = {}): Promise<{
 }
 
 /** POSTs a JSON body to a route through inject and returns the parsed envelope with the response. */
-export async function post (app: FastifyInstance, url: string, body: unknown, headers: Record<string, string> = {}) {
+export async function post<D = TokenData> (app: FastifyInstance, url: string, body: unknown, headers: Record<string, string> = {}) {
   const res = await app.inject({
     method: 'POST',
     url,
     headers: { 'content-type': 'application/json', ...headers },
     payload: typeof body === 'string' ? body : JSON.stringify(body)
   })
-  return { res, body: res.json() as Envelope }
+  return { res, body: res.json() as Envelope<D> }
 }
 
-export interface Envelope {
+export interface TokenData { accessToken: string, expiresAt: string, expiresIn: number }
+
+export interface Envelope<D = TokenData> {
   statusCode: number
   message: string
   apiCode?: number
   requestId: string
-  data?: { accessToken: string, expiresAt: string, expiresIn: number }
+  data?: D
 }
