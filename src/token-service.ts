@@ -1,20 +1,21 @@
 /**
  * The token service's entry points: a token request, a report of a token WeChat refused, and the scheduler's
- * proactive refresh. A token is answered from the hot cache, else from the store while it has life left, else by one
- * refresh shared by every caller (src/tokens/refresher.ts) under the guards (src/tokens/guards.ts); while the store
- * is down, from this instance's copies (src/tokens/local-caches.ts) and, in stable mode, by a direct fetch under
- * guards of its own, kept in process.
+ * proactive refresh. The access token follows the lifecycle every credential follows (src/tokens/lifecycle.ts); what
+ * is its own: a secret is checked against the configured one or verified by WeChat, a reported token is replaced only
+ * while it is still the current one, and while the store is down a cold app is fetched directly in stable mode, under
+ * guards of its own kept in process.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from './errors.js'
 import { createFingerprintCache, fingerprint, sameString } from './fingerprint.js'
 import type { Metrics } from './metrics.js'
 import { createMemoryStore } from './store/memory-store.js'
-import { StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from './store/types.js'
-import { createGuards } from './tokens/guards.js'
-import { createLocalCaches } from './tokens/local-caches.js'
-import { createRefresher, type CallContext, type Need } from './tokens/refresher.js'
-import { refreshDue, served, usable, type ServedToken } from './tokens/rules.js'
+import { tokenEntry, type TokenEntry, type TokenStore } from './store/types.js'
+import { accessTokenCredential } from './tokens/credential.js'
+import { createGuards, type GuardOptions } from './tokens/guards.js'
+import { createLifecycle, type Source } from './tokens/lifecycle.js'
+import type { CallContext, Need } from './tokens/refresher.js'
+import { served, usable, type ServedToken } from './tokens/rules.js'
 import type { WechatClient } from './wechat/client.js'
 
 export { beijingDay, type ServedToken } from './tokens/rules.js'
@@ -53,13 +54,11 @@ export interface RefreshOutcome {
   notice?: AppError
 }
 
-/** Apps whose last served token is kept in process, to answer while the store is down. */
-const OUTAGE_COPIES = 10_000
-/** How long a copy waits to be put back for the change messages to resume after Redis came back. */
-const PUBSUB_WAIT_MS = 2000
+/** Apps whose last served credential is kept in process, to answer while the store is down. */
+export const OUTAGE_COPIES = 10_000
 
 /** WeChat AppIDs are lower-case; an upper-case spelling names the same app. */
-function normalized (appId: string): string {
+export function normalized (appId: string): string {
   return /[A-F]/.test(appId) ? appId.toLowerCase() : appId
 }
 
@@ -67,19 +66,14 @@ export function createTokenService (opts: TokenServiceOptions) {
   const { store, wechat, metrics } = opts
   const now = opts.now ?? Date.now
   const marginMs = opts.serveMarginSeconds * 1000
-  const aheadMs = opts.refreshAheadSeconds * 1000
-  const hotMs = opts.hotCacheMs ?? 0
   const hotMax = opts.hotCacheMaxApps ?? 10_000
   const fingerprintOf = createFingerprintCache(hotMax, opts.fingerprintKey)
   const configured = new Map<string, string>()
   for (const [appId, secret] of opts.apps ?? []) configured.set(appId, fingerprint(appId, secret, opts.fingerprintKey))
 
-  const caches = createLocalCaches({ hotMs, hotMax, copiesMax: OUTAGE_COPIES, marginMs, now })
-  store.onChange((appId, stamp) => caches.changed(appId, stamp))
-  store.onPubsub((up, missed) => caches.pubsub(up, missed))
-  const guardOptions = {
+  const credential = accessTokenCredential(wechat.mode, opts.dailyUpstreamBudget)
+  const guardOptions: GuardOptions = {
     negativeCacheSeconds: opts.negativeCacheSeconds,
-    dailyUpstreamBudget: opts.dailyUpstreamBudget,
     forceRefreshDailyLimit: opts.forceRefreshDailyLimit,
     forceRefreshMinIntervalSeconds: opts.forceRefreshMinIntervalSeconds,
     unverifiedPerApp: opts.unverifiedChecksPerApp,
@@ -98,54 +92,43 @@ export function createTokenService (opts: TokenServiceOptions) {
    */
   const outageState = createMemoryStore(now, { maxValues: 10_000 })
   const outageGuards = createGuards(outageState, { ...guardOptions, unverifiedDailyBudget: Number.MAX_SAFE_INTEGER })
-  const refresher = createRefresher({ store, wechat, guards, lockLeaseMs: opts.lockLeaseMs, now, metrics })
+  const lifecycle = createLifecycle({
+    credential,
+    store,
+    guards,
+    marginMs,
+    aheadMs: opts.refreshAheadSeconds * 1000,
+    requestDeadlineMs: opts.requestDeadlineMs,
+    lockLeaseMs: opts.lockLeaseMs,
+    hotMs: opts.hotCacheMs ?? 0,
+    hotMax,
+    copiesMax: OUTAGE_COPIES,
+    metrics,
+    now
+  })
+  const { caches, refresher } = lifecycle
 
-  function checkConfigured (appId: string, fp: string): void {
-    if (!opts.apps) return
+  /** The app's fingerprint of this secret, once the app is known to be served and the secret the configured one. */
+  function admit (appId: string, secret: string): string {
+    const fp = fingerprintOf(appId, secret)
+    if (!opts.apps) return fp
     const expected = configured.get(appId)
     if (expected === undefined) throw new AppError('APP_NOT_CONFIGURED', `appId ${appId} is not one of the configured WECHAT_APPS`)
     if (!sameString(expected, fp)) throw new AppError('SECRET_MISMATCH', 'appSecret does not match the configured secret for this appId')
+    return fp
   }
 
-  /** A refresh that is met by any entry for this secret with more than the serving margin left. */
-  function freshNeed (appId: string, secret: string, fp: string, verified: boolean): Need {
+  /** How the access token of appId is fetched with this secret. */
+  function sourceFor (appId: string, secret: string, fp: string, ctx: CallContext): Source {
     return {
-      appId,
-      secret,
-      fp,
-      verified,
-      deadline: now() + opts.requestDeadlineMs,
-      satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs, now())
+      async verified (cached) {
+        const verified = await isVerified(appId, fp, cached)
+        if (cached !== null && !verified) ctx.log.info('appSecret differs from the cached token\'s; checking it with WeChat')
+        return verified
+      },
+      fetch: (deadline, forced) => async (beforeAttempt) => await wechat.fetchToken(appId, secret, { deadline, forceRefresh: forced, beforeAttempt }),
+      outage: async () => await directFetch(appId, secret, fp, ctx)
     }
-  }
-
-  /** A refresh ahead of expiry (the secret is the served token's, so verified): met only by an entry not yet due. */
-  function aheadNeed (appId: string, secret: string, fp: string): Need {
-    return {
-      ...freshNeed(appId, secret, fp, true),
-      satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs, now()) && !refreshDue(entry, aheadMs, now())
-    }
-  }
-
-  /**
-   * After the store lost everything (a Redis restart without persistence, a flush), put back this instance's copy of
-   * a still-valid token instead of fetching: in classic mode a fetch would retire the token every instance serves.
-   * (In stable mode a fetch returns the same token, so nothing is put back: a copy can only be as good as a fetch.)
-   * Only a copy no change message can have superseded unheard, and only over generation 0, so it never replaces
-   * anything another instance wrote since.
-   */
-  async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
-    if (wechat.mode !== 'classic' || !usable(caches.copy(appId), fp, marginMs, now())) return null
-    // Redis back, its subscriber not yet: whether a change was missed is known once it is (a short wait, once).
-    await caches.untilPubsub(PUBSUB_WAIT_MS)
-    const copy = caches.restorable(appId)
-    if (!usable(copy, fp, marginMs, now()) || await store.generation(appId) !== 0) return null
-    const entry = tokenEntry({ ...copy, generation: 1 })
-    if (!await store.compareAndSet(appId, entry, 0)) return null
-    ctx.log.info('the token store had lost this app\'s token; restored from this instance\'s copy')
-    // Waiters poll; a failed announcement only delays them.
-    await store.notify(appId, stampOf(entry)).catch(() => {})
-    return entry
   }
 
   /** The secret is known to be right: configured, the stored token's, this instance's copy's, or accepted by WeChat before. */
@@ -154,40 +137,22 @@ export function createTokenService (opts: TokenServiceOptions) {
       sameString(caches.copy(appId)?.secretFingerprint ?? '', fp) || await guards.isVerified(appId, fp)
   }
 
-  /** A token for a miss: this instance's copy put back into a store that lost it, else a refresh. */
-  async function refreshed (appId: string, secret: string, fp: string, cached: TokenEntry | null, ctx: CallContext): Promise<TokenEntry> {
-    const restored = cached === null ? await restoreCopy(appId, fp, ctx) : null
-    if (restored) return restored
-    const verified = await isVerified(appId, fp, cached)
-    if (cached !== null && !verified) ctx.log.info('appSecret differs from the cached token\'s; checking it with WeChat')
-    return await refresher.shared(`${appId}\0${fp}`, async () => await refresher.obtain(freshNeed(appId, secret, fp, verified), ctx))
-  }
-
   /**
-   * While the store is down: the in-process copy for warm apps; for a cold app a direct fetch in stable mode
-   * (idempotent, so it cannot break other instances) under process-local guards, and a refusal in classic mode (a
-   * fetch would retire the token the other instances serve).
+   * While the store is down and this instance has no usable copy: in stable mode a direct fetch (idempotent, so it
+   * cannot break other instances) under process-local guards; in classic mode a refusal (a fetch would retire the
+   * token the other instances serve).
    */
-  async function duringOutage (appId: string, secret: string, fp: string, ctx: CallContext): Promise<ServedToken> {
-    const copy = caches.copy(appId)
-    if (copy && !sameString(copy.secretFingerprint, fp)) {
-      throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
-    }
-    if (usable(copy, fp, marginMs, now())) {
-      metrics?.outageHit.inc()
-      return served(copy, now())
-    }
-    metrics?.outageMiss.inc()
+  async function directFetch (appId: string, secret: string, fp: string, ctx: CallContext): Promise<ServedToken> {
     if (wechat.mode === 'classic') {
       throw new AppError('STORE_UNAVAILABLE', 'The token store is unavailable, and in classic mode a fetch would invalidate the token other instances serve')
     }
     ctx.log.warn('token store unavailable: fetching directly (stable mode)')
-    const verified = opts.apps !== undefined || copy !== undefined
+    const verified = opts.apps !== undefined || caches.copy(appId) !== undefined
     const entry = await refresher.shared(`${appId}\0${fp}\0outage`, async () => {
-      const known = await outageGuards.remembered(appId, fp, false)
+      const known = await outageGuards.remembered(credential, appId, fp, false)
       if (known) throw known
-      if (!verified) await outageGuards.admitUnverified(appId, ctx.origin)
-      const fetched = await outageGuards.call({ appId, fp, verified, origin: ctx.origin, forced: false }, async (beforeAttempt) =>
+      if (!verified) await outageGuards.admitUnverified(credential, appId, ctx.origin)
+      const fetched = await outageGuards.call({ credential, appId, fp, verified, origin: ctx.origin, forced: false }, async (beforeAttempt) =>
         await wechat.fetchToken(appId, secret, { deadline: now() + opts.requestDeadlineMs, beforeAttempt }))
       return tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 })
     })
@@ -199,49 +164,15 @@ export function createTokenService (opts: TokenServiceOptions) {
    * The hot-cache answer, synchronously, when there is one for this appId and secret. The appId is looked up as sent
    * (the hot path tests nothing more); an upper-case spelling finds it through getToken, which normalizes it first.
    */
-  function fromHot (appId: string, appSecret: string): ServedToken | undefined {
-    const found = caches.hot(appId, appSecret)
-    if (found === undefined) return undefined
-    metrics?.hotHit.inc()
-    return served(found.entry, found.at)
-  }
+  const fromHot = lifecycle.fromHot
 
   /** The token for appId, if appSecret is the right one. */
   async function getToken (anyAppId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const appId = normalized(anyAppId)
     const kept = fromHot(appId, appSecret)
     if (kept) return kept
-    if (hotMs > 0) metrics?.hotMiss.inc()
-    const fp = fingerprintOf(appId, appSecret)
-    checkConfigured(appId, fp)
-    const mark = caches.mark()
-    let cached: TokenEntry | null
-    try {
-      cached = await store.get(appId)
-    } catch (err) {
-      if (err instanceof StoreError) return await duringOutage(appId, appSecret, fp, ctx)
-      throw err
-    }
-    if (usable(cached, fp, marginMs, now())) {
-      metrics?.storeHit.inc()
-      const due = refreshDue(cached, aheadMs, now())
-      caches.keep(appId, appSecret, cached, mark, !due)
-      if (due) refresher.inBackground(aheadNeed(appId, appSecret, fp), ctx.log) // never rejects: failures are logged there
-      return served(cached, now())
-    }
-    metrics?.storeMiss.inc()
-    try {
-      const entry = await refreshed(appId, appSecret, fp, cached, ctx)
-      caches.keep(appId, appSecret, entry, mark, true)
-      return served(entry, now())
-    } catch (err) {
-      if (usable(cached, fp, 0, now())) {
-        ctx.log.warn({ apiCode: (err as AppError).apiCode }, 'refresh failed; serving the cached token while it lasts')
-        return served(cached, now())
-      }
-      if (err instanceof StoreError) return await duringOutage(appId, appSecret, fp, ctx)
-      throw err
-    }
+    const fp = admit(appId, appSecret)
+    return await lifecycle.get(appId, appSecret, fp, sourceFor(appId, appSecret, fp, ctx), ctx)
   }
 
   /**
@@ -251,8 +182,7 @@ export function createTokenService (opts: TokenServiceOptions) {
    */
   async function refreshReported (anyAppId: string, appSecret: string, reported: string, ctx: CallContext, again = false): Promise<RefreshOutcome> {
     const appId = normalized(anyAppId)
-    const fp = fingerprintOf(appId, appSecret)
-    checkConfigured(appId, fp)
+    const fp = admit(appId, appSecret)
     const mark = caches.mark()
     const cached = await store.get(appId)
     if (cached === null) {
@@ -263,7 +193,7 @@ export function createTokenService (opts: TokenServiceOptions) {
       throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
     }
     const need: Need = {
-      ...freshNeed(appId, appSecret, fp, true),
+      ...lifecycle.freshNeed(appId, fp, true, sourceFor(appId, appSecret, fp, ctx), wechat.mode === 'stable'),
       reported,
       satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs, now()) && entry.accessToken !== reported
     }
@@ -285,18 +215,27 @@ export function createTokenService (opts: TokenServiceOptions) {
     const secret = opts.apps?.get(appId)
     const fp = configured.get(appId)
     if (secret === undefined || fp === undefined) return
-    const entry = await store.get(appId)
-    if (usable(entry, fp, marginMs, now()) && !refreshDue(entry, aheadMs, now())) return
-    await refresher.inBackground(aheadNeed(appId, secret, fp), log)
+    await lifecycle.refreshIfDue(appId, fp, sourceFor(appId, secret, fp, { log, origin: 'background' }), true, log)
   }
 
   /** Stops background refreshes, waiting for those running (before the store closes). */
   async function close (): Promise<void> {
-    await refresher.drain()
+    await lifecycle.close()
     await outageState.close()
   }
 
-  return { fromHot, getToken, refreshReported, refreshIfDue, known: caches.known, close }
+  return {
+    fromHot,
+    getToken,
+    refreshReported,
+    refreshIfDue,
+    /** The app's fingerprint of a secret, once checked against WECHAT_APPS (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
+    admit,
+    /** The guards of every upstream call, shared with the credentials made with the token. */
+    guards,
+    known: lifecycle.known,
+    close
+  }
 }
 
 export type TokenService = ReturnType<typeof createTokenService>

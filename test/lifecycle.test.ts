@@ -95,7 +95,7 @@ t.test('a holder whose lease lapsed mid-fetch cannot overwrite the newer token',
   t.equal(stored?.accessToken, fresh.body.data?.accessToken, 'the store keeps the token written first under a live lease')
   t.equal(stored?.generation, 1, 'the late write was refused')
   t.equal(lateResult.accessToken, fresh.body.data?.accessToken, 'the late holder serves the stored token, not its own')
-  t.ok(logs.some((m) => /newer token was stored/.test(m)), 'and says so in its log')
+  t.ok(logs.some((m) => /newer access_token was stored/.test(m)), 'and says so in its log')
 })
 
 t.test('refresh ahead: the caller gets the current token at once, one background refresh replaces it', async (t) => {

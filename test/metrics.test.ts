@@ -26,13 +26,13 @@ t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refr
   const text = res.body
   t.equal(value(text, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="200"}'), 2)
   t.equal(value(text, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="400"}'), 2)
-  t.equal(value(text, 'wxtoken_cache_lookups_total{layer="hot",result="hit"}'), 1)
+  t.equal(value(text, 'wxtoken_cache_lookups_total{credential="access_token",layer="hot",result="hit"}'), 1)
   t.equal(value(text, 'wxtoken_upstream_calls_total{endpoint="stable_token",errcode="0"}'), 2)
   t.equal(value(text, 'wxtoken_upstream_calls_total{endpoint="stable_token",errcode="40013"}'), 1)
   t.equal(value(text, 'wxtoken_upstream_seconds_count{endpoint="stable_token"}'), 3)
   t.equal(value(text, 'wxtoken_forced_refreshes_total{outcome="refreshed"}'), 1)
-  t.equal(value(text, `wxtoken_upstream_quota_used{app_id="${APP_ID}"}`), 1, 'the forced refresh (the first fetch came from the allowance for unverified secrets)')
-  const left = value(text, `wxtoken_token_seconds_left{app_id="${APP_ID}"}`)
+  t.equal(value(text, `wxtoken_upstream_quota_used{app_id="${APP_ID}",credential="access_token"}`), 1, 'the forced refresh (the first fetch came from the allowance for unverified secrets)')
+  const left = value(text, `wxtoken_token_seconds_left{app_id="${APP_ID}",credential="access_token"}`)
   t.ok(left > 7100 && left <= 7200, `seconds left: ${left}`)
   t.match(text, /wxtoken_process_resident_memory_bytes/, 'process metrics too')
   t.notMatch(text, /app_id="wx00000000000000dd"/, 'an app WeChat refused gets no per-app series (they could grow without bound)')
@@ -46,8 +46,8 @@ t.test('GET /metrics exposes requests, cache layers, upstream calls, forced refr
   const later = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.equal(value(later, 'wxtoken_requests_total{route="/api/v3/get-wechat-access-token-info",status_code="200"}'), 4)
   // The forced refresh dropped the hot copy: one store hit puts it back, then one more hot hit.
-  t.equal(value(later, 'wxtoken_cache_lookups_total{layer="hot",result="hit"}'), 2)
-  t.equal(value(later, 'wxtoken_cache_lookups_total{layer="store",result="hit"}'), 1)
+  t.equal(value(later, 'wxtoken_cache_lookups_total{credential="access_token",layer="hot",result="hit"}'), 2)
+  t.equal(value(later, 'wxtoken_cache_lookups_total{credential="access_token",layer="store",result="hit"}'), 1)
   t.equal(value(later, 'wxtoken_requests_total{route="/metrics",status_code="200"}'), 2, 'both scrapes counted')
 })
 

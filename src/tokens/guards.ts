@@ -1,7 +1,8 @@
 /**
- * The guards in front of every upstream token call: the daily token budget, the allowances for secrets not yet known
- * to be right, WeChat's forced-refresh limits, and the refusals that retrying cannot fix. Their state lives in a
- * TokenStore: the shared one, or a process-local one while the shared one is down.
+ * The guards in front of every upstream call for a credential: its daily budget, the allowances for secrets not yet
+ * known to be right, WeChat's forced-refresh limits, and the refusals that retrying cannot fix. Their state lives in a
+ * TokenStore: the shared one, or a process-local one while the shared one is down. Each credential keeps its own
+ * budget and remembered refusals (under its prefix); secrets are verified by the access token's calls alone.
  *
  * A secret is verified when WeChat accepted it for the app (or it is the configured one). Only a verified secret
  * spends the app's token budget or a forced refresh. Checking any other secret is limited per caller (its key name,
@@ -14,11 +15,11 @@ import { sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { parseCount, type TokenStore } from '../store/types.js'
 import { WechatApiError } from '../wechat/errcodes.js'
+import type { Credential } from './credential.js'
 import { beijingDay, msToBeijingMidnight } from './rules.js'
 
 export interface GuardOptions {
   negativeCacheSeconds: number
-  dailyUpstreamBudget: number
   forceRefreshDailyLimit: number
   forceRefreshMinIntervalSeconds: number
   /** Checks of unverified secrets: per caller per app and per caller over all apps in each window; per app per day. */
@@ -32,6 +33,7 @@ export interface GuardOptions {
 
 /** What an upstream call is for, as the guards see it. */
 export interface Spend {
+  credential: Credential
   appId: string
   fp: string
   /** The secret is known to be right (configured, or accepted by WeChat for this app). */
@@ -73,26 +75,31 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   const negativeMs = opts.negativeCacheSeconds * 1000
   const windowMs = opts.unverifiedWindowSeconds * 1000
 
-  function refuse (reason: string, kind: keyof typeof ApiCodes, message: string): AppError {
-    metrics?.localRefusals.labels(reason).inc()
+  function refuse (reason: string, credential: Credential, kind: keyof typeof ApiCodes, message: string): AppError {
+    metrics?.localRefusals.labels(reason, credential.name).inc()
     return new AppError(kind, message)
   }
 
-  /** A refusal remembered for the app (or, for a forced refresh, for forced refreshes), or for this secret. */
-  async function remembered (appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+  /**
+   * A refusal remembered for the credential of the app (or, for a forced refresh, for forced refreshes), or for this
+   * secret (the access token's calls alone check secrets).
+   */
+  async function remembered (credential: Credential, appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+    const tokenCall = credential.api === 'token'
     const [appWide, forForced, forSecret] = await Promise.all([
-      state.getValue(appId, 'negative'),
+      state.getValue(appId, `${credential.prefix}negative`),
       forced ? state.getValue(appId, 'negative-forced') : null,
-      state.getValue(appId, rejectedName(fp))
+      tokenCall ? state.getValue(appId, rejectedName(fp)) : null
     ])
     const record = parseRemembered(appWide) ?? parseRemembered(forForced) ?? parseRemembered(forSecret)
     if (!record) return null
-    return refuse('remembered', record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
+    return refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
   }
 
+  /** Remembers a refusal of the credential's own upstream call (not one of a call it made on the way, for a token). */
   async function remember (spend: Spend, err: unknown): Promise<void> {
-    if (!(err instanceof WechatApiError)) return
-    const { appId, fp } = spend
+    if (!(err instanceof WechatApiError) || err.api !== spend.credential.api) return
+    const { appId, fp, credential } = spend
     if (err.kind === 'WECHAT_INVALID_APPID' && !spend.verified) {
       // No such app at WeChat: no quota to protect, and no reason to keep a day-long counter for it.
       await state.forget(appId, `unverified:${beijingDay(now())}`)
@@ -102,7 +109,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     if (spend.forced && err.kind === 'WECHAT_DAILY_QUOTA') {
       await state.setValue(appId, 'negative-forced', record, negativeMs)
     } else if (APP_WIDE_REMEMBERED.has(err.kind)) {
-      await state.setValue(appId, 'negative', record, negativeMs)
+      await state.setValue(appId, `${credential.prefix}negative`, record, negativeMs)
     } else if (SECRET_REMEMBERED.has(err.kind)) {
       await state.setValue(appId, rejectedName(fp), record, negativeMs)
       if (spend.verified) await state.release(appId, 'verified', fp)
@@ -118,51 +125,55 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * Admits one check of an unverified secret by this caller: per caller over all apps, then per caller for this app,
    * in the current window. Called once per check, before the app's lock is taken, so that refused checks cost no lock.
    */
-  async function admitUnverified (appId: string, origin: string): Promise<void> {
+  async function admitUnverified (credential: Credential, appId: string, origin: string): Promise<void> {
     const overall = await state.increment(callerSpace(origin), 'unverified', windowMs)
     if (overall > opts.unverifiedPerCaller) {
-      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerCaller} appSecrets not yet known to be right ` +
+      throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerCaller} appSecrets not yet known to be right ` +
         `in ${opts.unverifiedWindowSeconds} s (over all apps); try later. A secret WeChat already accepted is not limited`)
     }
     const forApp = await state.increment(appId, `unverified-by:${origin}`, windowMs)
     if (forApp > opts.unverifiedPerApp) {
-      throw refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
+      throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
         `for appId ${appId} in ${opts.unverifiedWindowSeconds} s; try later. A secret WeChat already accepted is not limited`)
     }
-    if (parseCount(await state.getValue(appId, `unverified:${beijingDay(now())}`)) >= opts.unverifiedDailyBudget) throw unverifiedDayUsed(appId)
+    if (parseCount(await state.getValue(appId, `unverified:${beijingDay(now())}`)) >= opts.unverifiedDailyBudget) throw unverifiedDayUsed(credential, appId)
   }
 
-  function unverifiedDayUsed (appId: string): AppError {
-    return refuse('unverified', 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
+  function unverifiedDayUsed (credential: Credential, appId: string): AppError {
+    return refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
       `upstream checks of appSecrets not yet known to be right for ${beijingDay(now())} (Beijing time); a secret WeChat already accepted is not limited`)
   }
 
-  /** Charges one upstream attempt: to the token budget for a verified secret, else to the app's unverified allowance. */
-  async function spendAttempt (appId: string, verified: boolean): Promise<void> {
+  /**
+   * Charges one upstream attempt: to the credential's budget for a verified secret, else to the app's unverified
+   * allowance.
+   */
+  async function spendAttempt ({ credential, appId, verified }: Spend): Promise<void> {
     const day = beijingDay(now())
     if (verified) {
-      const used = await state.increment(appId, `calls:${day}`, 2 * DAY_MS)
-      metrics?.quotaUsed.labels(appId).set(used)
-      if (used > opts.dailyUpstreamBudget) {
-        throw refuse('budget', 'DAILY_BUDGET_EXHAUSTED',
-          `appId ${appId} used its budget of ${opts.dailyUpstreamBudget} upstream token calls for ${day} (Beijing time)`)
+      const used = await state.increment(appId, `${credential.prefix}calls:${day}`, 2 * DAY_MS)
+      metrics?.quotaUsed.labels(appId, credential.name).set(used)
+      if (used > credential.dailyBudget) {
+        const kind = credential.api === 'token' ? 'DAILY_BUDGET_EXHAUSTED' : 'TICKET_BUDGET_EXHAUSTED'
+        throw refuse('budget', credential, kind,
+          `appId ${appId} used its budget of ${credential.dailyBudget} upstream ${credential.name} calls for ${day} (Beijing time)`)
       }
       return
     }
     const used = await state.increment(appId, `unverified:${day}`, msToBeijingMidnight(now()) + 3600_000)
-    if (used > opts.unverifiedDailyBudget) throw unverifiedDayUsed(appId)
+    if (used > opts.unverifiedDailyBudget) throw unverifiedDayUsed(credential, appId)
   }
 
   /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
-  async function allowForcedRefresh (appId: string): Promise<void> {
+  async function allowForcedRefresh (credential: Credential, appId: string): Promise<void> {
     const spacing = opts.forceRefreshMinIntervalSeconds * 1000
     const last = Number(await state.getValue(appId, 'forced-at') ?? -Infinity)
     if (now() - last < spacing) {
-      throw refuse('forced_refresh', 'FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
+      throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
     }
     const day = beijingDay(now())
     if (await state.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
-      throw refuse('forced_refresh', 'FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
+      throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
     }
     await state.setValue(appId, 'forced-at', String(now()), 2 * spacing)
   }
@@ -173,20 +184,20 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * remembered; an accepted secret is remembered as verified.
    */
   async function call<T> (spend: Spend, run: (beforeAttempt: () => Promise<void>) => Promise<T>): Promise<T> {
-    const { appId, fp, verified } = spend
-    const known = await remembered(appId, fp, spend.forced)
+    const { credential, appId, fp } = spend
+    const known = await remembered(credential, appId, fp, spend.forced)
     if (known) throw known
-    if (spend.forced) await allowForcedRefresh(appId)
+    if (spend.forced) await allowForcedRefresh(credential, appId)
     let result: T
     try {
-      result = await run(async () => await spendAttempt(appId, verified))
+      result = await run(async () => await spendAttempt(spend))
     } catch (err) {
       // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more.
       await remember(spend, err).catch(() => {})
       throw err
     }
     // Likewise: a secret not marked verified is checked once more later, from the unverified allowance.
-    await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
+    if (credential.api === 'token') await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
     return result
   }
 

@@ -1,7 +1,8 @@
 /**
- * The refresher: one upstream fetch per app for any herd, in the process (shared promises) and across instances (a
- * lock in the store, and a write that is a compare-and-set on the app's generation, so a holder whose lease ran out
- * cannot overwrite a newer token). Every fetch passes the guards; a caller is only handed a token that was stored.
+ * The refresher of one credential: one upstream fetch per app for any herd, in the process (shared promises) and
+ * across instances (a lock in the store, and a write that is a compare-and-set on the slot's generation, so a holder
+ * whose lease ran out cannot overwrite a newer entry). Every fetch passes the guards; a caller is only handed an
+ * entry that was stored.
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
@@ -10,7 +11,8 @@ import { sameString } from '../fingerprint.js'
 import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
 import { NO_CHANGE, StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
-import type { FetchedToken, WechatClient } from '../wechat/client.js'
+import type { FetchedToken } from '../wechat/client.js'
+import type { Credential } from './credential.js'
 import type { Guards } from './guards.js'
 
 export interface CallContext {
@@ -25,7 +27,6 @@ export interface CallContext {
 /** What a caller needs from a refresh. */
 export interface Need {
   appId: string
-  secret: string
   fp: string
   deadline: number
   /** The secret is known to be right (configured, or accepted by WeChat for this app). */
@@ -34,22 +35,29 @@ export interface Need {
   satisfied: (entry: TokenEntry | null) => entry is TokenEntry
   /** The token a caller reported as refused by WeChat: refresh only while it is still the current one. */
   reported?: string
+  /** The fetch is a stable_token call with force_refresh (limited by WeChat). */
+  forced: boolean
+  /** The upstream fetch; `beforeAttempt` runs before each attempt, retries included. */
+  fetch: (beforeAttempt: () => Promise<void>) => Promise<FetchedToken>
 }
 
 export interface RefresherOptions {
+  credential: Credential
   store: TokenStore
-  wechat: WechatClient
   guards: Guards
   lockLeaseMs: number
   now: () => number
   metrics?: Metrics | undefined
 }
 
-const LOCK = 'lock'
 const POLL_MS = 250
 
 export function createRefresher (opts: RefresherOptions) {
-  const { store, wechat, guards, now, metrics } = opts
+  const { credential, store, guards, now, metrics } = opts
+  const { slot } = credential
+  const lock = `${credential.prefix}lock`
+  const lockWaits = metrics?.lockWaits.labels(credential.name)
+  const lockTimeouts = metrics?.lockTimeouts.labels(credential.name)
   const inflight = new Map<string, Promise<TokenEntry>>()
   const background = new Map<string, Promise<void>>()
   let closed = false
@@ -69,37 +77,35 @@ export function createRefresher (opts: RefresherOptions) {
     const { appId } = need
     let expected = seen
     for (let tries = 0; tries < 2; tries++) {
-      const entry = tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: expected + 1 })
-      if (await store.compareAndSet(appId, entry, expected)) {
-        ctx.log.debug({ generation: entry.generation }, 'token stored')
+      const entry = tokenEntry({ ...fetched, mode: credential.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: expected + 1 })
+      if (await store.compareAndSet(appId, entry, expected, slot)) {
+        ctx.log.debug({ credential: credential.name, generation: entry.generation }, 'stored')
         return entry
       }
-      const [generation, newer] = await Promise.all([store.generation(appId), store.get(appId)])
+      const [generation, newer] = await Promise.all([store.generation(appId, slot), store.get(appId, slot)])
       if (newer !== null && !sameString(newer.secretFingerprint, need.fp)) {
-        throw new AppError('SECRET_MISMATCH', 'A token for another appSecret was stored while this one was fetched')
+        throw new AppError('SECRET_MISMATCH', `A ${credential.name} for another appSecret was stored while this one was fetched`)
       }
       if (need.satisfied(newer)) {
-        ctx.log.warn({ generation: seen }, 'a newer token was stored while this one was fetched; the newer one is kept')
+        ctx.log.warn({ credential: credential.name, generation: seen }, `a newer ${credential.name} was stored while this one was fetched; the newer one is kept`)
         return newer
       }
       expected = generation
     }
-    throw new StoreError(new Error('the compare-and-set of a new token was refused twice'))
+    throw new StoreError(new Error(`the compare-and-set of a new ${credential.name} was refused twice`))
   }
 
-  /** Under the lock: fetch from WeChat (through the guards) and store the token. */
+  /** Under the lock: fetch from WeChat (through the guards) and store the entry. */
   async function refreshHoldingLock (need: Need, ctx: CallContext): Promise<TokenEntry> {
     const { appId } = need
-    const [generation, current] = await Promise.all([store.generation(appId), store.get(appId)])
+    const [generation, current] = await Promise.all([store.generation(appId, slot), store.get(appId, slot)])
     if (need.satisfied(current)) return current
-    const forced = need.reported !== undefined && wechat.mode === 'stable' && need.verified
     const audit = need.reported === undefined
       ? undefined
-      : { audit: 'forced-refresh', appId, mode: wechat.mode, caller: ctx.caller, requestId: ctx.requestId }
+      : { audit: 'forced-refresh', appId, mode: credential.mode, caller: ctx.caller, requestId: ctx.requestId }
     let fetched
     try {
-      fetched = await guards.call({ appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced }, async (beforeAttempt) =>
-        await wechat.fetchToken(appId, need.secret, { deadline: need.deadline, forceRefresh: forced, beforeAttempt }))
+      fetched = await guards.call({ credential, appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced: need.forced }, need.fetch)
     } catch (err) {
       if (audit) {
         ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
@@ -119,7 +125,7 @@ export function createRefresher (opts: RefresherOptions) {
    * announced: with the stored entry's stamp, or, when nothing was written, as no change (which only wakes waiters).
    */
   async function tryRefresh (need: Need, ctx: CallContext, owner: string): Promise<TokenEntry | undefined> {
-    if (!await store.acquire(need.appId, LOCK, owner, opts.lockLeaseMs)) return undefined
+    if (!await store.acquire(need.appId, lock, owner, opts.lockLeaseMs)) return undefined
     let stamp = NO_CHANGE
     try {
       const entry = await refreshHoldingLock(need, ctx)
@@ -127,34 +133,33 @@ export function createRefresher (opts: RefresherOptions) {
       return entry
     } finally {
       // A lock not released lapses with its lease; a change not announced is found by the waiters' polling.
-      await store.release(need.appId, LOCK, owner).catch(() => {})
-      await store.notify(need.appId, stamp).catch(() => {})
+      await store.release(need.appId, lock, owner).catch(() => {})
+      await store.notify(credential.subject(need.appId), stamp).catch(() => {})
     }
   }
 
   /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
   async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
     const owner = randomUUID()
-    const forced = need.reported !== undefined && wechat.mode === 'stable' && need.verified
     let admitted = need.verified
     for (let waited = false; ; waited = true) {
-      const entry = await store.get(need.appId)
+      const entry = await store.get(need.appId, slot)
       if (need.satisfied(entry)) return entry
-      const remembered = await guards.remembered(need.appId, need.fp, forced)
+      const remembered = await guards.remembered(credential, need.appId, need.fp, need.forced)
       if (remembered) throw remembered
       if (!admitted) {
-        await guards.admitUnverified(need.appId, ctx.origin)
+        await guards.admitUnverified(credential, need.appId, ctx.origin)
         admitted = true
       }
       const refreshed = await tryRefresh(need, ctx, owner)
       if (refreshed) return refreshed
-      if (!waited) metrics?.lockWaits.inc()
+      if (!waited) lockWaits?.inc()
       const remaining = need.deadline - now()
       if (remaining <= 0) {
-        metrics?.lockTimeouts.inc()
-        throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the token of appId ${need.appId}; it did not finish in time`)
+        lockTimeouts?.inc()
+        throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the ${credential.name} of appId ${need.appId}; it did not finish in time`)
       }
-      await store.waitForChange(need.appId, Math.min(remaining, POLL_MS))
+      await store.waitForChange(credential.subject(need.appId), Math.min(remaining, POLL_MS))
     }
   }
 
@@ -164,7 +169,7 @@ export function createRefresher (opts: RefresherOptions) {
     if (running || closed) return running ?? Promise.resolve()
     const done = tryRefresh(need, { log, origin: 'background' }, randomUUID())
       .then(() => undefined, (err: unknown) => {
-        log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode }, 'background refresh failed')
+        log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode, credential: credential.name }, 'background refresh failed')
       })
       .finally(() => background.delete(need.appId))
     background.set(need.appId, done)
