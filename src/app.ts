@@ -4,7 +4,7 @@ import type { Server } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import { loadApps, loadCallerKeys, type Config } from './config.js'
+import { loadApps, loadCallerKeys, loadIdentifiers, type Config } from './config.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
@@ -13,9 +13,12 @@ import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
 import healthRoutes from './routes/health.js'
+import credentialRoutes from './routes/credentials.js'
 import metricsRoute from './routes/metrics.js'
 import tokenRoutes from './routes/token.js'
 import { createScheduler } from './scheduler.js'
+import { createPhoneService } from './phone-service.js'
+import { createTicketService } from './ticket-service.js'
 import { createTokenService } from './token-service.js'
 
 declare module 'fastify' {
@@ -120,13 +123,43 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(apps ? { apps } : {}),
     ...(now ? { now } : {})
   }))
+  app.decorate('tickets', createTicketService({
+    tokens: app.tokens,
+    store: app.store,
+    wechat: app.wechat,
+    dailyBudget: config.TICKET_DAILY_BUDGET,
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    metrics,
+    ...(apps ? { apps } : {}),
+    ...(now ? { now } : {})
+  }))
+  const identifiers = loadIdentifiers(config, apps)
+  app.decorate('phones', identifiers && apps
+    ? createPhoneService({
+      tokens: app.tokens,
+      wechat: app.wechat,
+      identifiers,
+      apps,
+      requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+      ...(now ? { now } : {})
+    })
+    : undefined)
   metrics.observeStore(app.store)
   // onClose hooks run last-registered first: background refreshes end before the store closes.
-  app.addHook('onClose', async () => { await app.tokens.close() })
+  app.addHook('onClose', async () => {
+    await app.tickets.close()
+    await app.tokens.close()
+  })
   if (apps && config.SCHEDULER_INTERVAL_SECONDS > 0) {
     const scheduler = createScheduler({
       store: app.store,
       tokens: app.tokens,
+      tickets: app.tickets,
       appIds: [...apps.keys()],
       intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
       log: app.log.child({ component: 'scheduler' })
@@ -142,6 +175,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(auth, { keys: loadCallerKeys(config) })
     await api.register(rateLimits, { config })
     await api.register(tokenRoutes)
+    await api.register(credentialRoutes)
   })
   return app
 }

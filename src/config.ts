@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs'
 import { envSchema } from 'env-schema'
 import { Type, type Static, type SchemaOptions } from '@sinclair/typebox'
+import { IDENTIFIER_PATTERN } from './schemas/credentials.js'
 import { APP_ID_PATTERN, APP_SECRET_PATTERN } from './schemas/token.js'
 import { STABLE_RENEWAL_WINDOW_MS } from './tokens/rules.js'
 
@@ -69,6 +70,9 @@ export const ConfigSchema = Type.Object({
     description: 'JSON object of appId to appSecret. When set (or WECHAT_APPS_FILE), only these apps are served and refreshed proactively.'
   })),
   WECHAT_APPS_FILE: Type.Optional(Type.String({ description: 'Path of a JSON file holding the WECHAT_APPS object.' })),
+  WECHAT_IDENTIFIERS: Type.Optional(Type.String({
+    description: 'JSON object of Mini Program identifier (the extIdpConnidentifier of the phone route) to appId; each appId must be one of WECHAT_APPS.'
+  })),
   SCHEDULER_INTERVAL_SECONDS: Type.Integer({
     minimum: 0,
     default: 30,
@@ -107,6 +111,11 @@ export const ConfigSchema = Type.Object({
     minimum: 1,
     default: 1800,
     description: 'Upstream token calls allowed per app per day (00:00 Beijing time), below WeChat\'s 2000.'
+  }),
+  TICKET_DAILY_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description: 'Upstream getticket calls allowed per app per ticket type per day (00:00 Beijing time); WeChat publishes no number and calls them "very limited".'
   }),
   FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
   FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s).' }),
@@ -184,7 +193,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   for (const [name, replacement] of Object.entries(OBSOLETE)) {
     if (env[name] !== undefined) throw new Error(`env/${name} no longer exists: ${replacement}`)
   }
-  loadApps(config)
+  loadIdentifiers(config, loadApps(config))
   loadCallerKeys(config)
   return config
 }
@@ -260,4 +269,32 @@ export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE
   }
   if (apps.size === 0) throw new Error(`env/${name} lists no app`)
   return apps
+}
+
+const IDENTIFIER = new RegExp(IDENTIFIER_PATTERN)
+
+/** The WECHAT_IDENTIFIERS map (identifier to appId, each an app of WECHAT_APPS), or undefined when it is not set. */
+export function loadIdentifiers (config: Pick<Config, 'WECHAT_IDENTIFIERS'>, apps: ReadonlyMap<string, string> | undefined): Map<string, string> | undefined {
+  const raw = config.WECHAT_IDENTIFIERS
+  if (raw === undefined) return undefined
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    parsed = undefined
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new Error('env/WECHAT_IDENTIFIERS must be a JSON object of identifier to appId')
+  }
+  if (!apps) throw new Error('env/WECHAT_IDENTIFIERS needs WECHAT_APPS (or WECHAT_APPS_FILE), which holds the secret of each Mini Program')
+  const identifiers = new Map<string, string>()
+  for (const [identifier, appId] of Object.entries(parsed)) {
+    if (!IDENTIFIER.test(identifier)) throw new Error(`env/WECHAT_IDENTIFIERS: "${identifier.slice(0, 20)}" must be 1 to 128 characters of A-Z a-z 0-9 . _ -`)
+    if (typeof appId !== 'string' || !apps.has(appId.toLowerCase())) {
+      throw new Error(`env/WECHAT_IDENTIFIERS: the appId of ${identifier} is not one of WECHAT_APPS`)
+    }
+    identifiers.set(identifier, appId.toLowerCase())
+  }
+  if (identifiers.size === 0) throw new Error('env/WECHAT_IDENTIFIERS lists no identifier')
+  return identifiers
 }

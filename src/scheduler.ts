@@ -1,13 +1,18 @@
-/** Proactive refresh of the configured apps: each tick, one instance (elected by a lock in the store) does the work. */
+/**
+ * Proactive refresh of the configured apps (their tokens, and the tickets they ever fetched): each tick, one instance
+ * (elected by a lock in the store) does the work.
+ */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { safeError } from './logger.js'
 import type { TokenStore } from './store/types.js'
+import type { TicketService } from './ticket-service.js'
 import type { TokenService } from './token-service.js'
 
 export interface SchedulerOptions {
   store: TokenStore
   tokens: TokenService
+  tickets?: TicketService
   appIds: readonly string[]
   intervalMs: number
   log: FastifyBaseLogger
@@ -30,6 +35,7 @@ export function createScheduler (opts: SchedulerOptions) {
       const log = opts.log.child({ appId })
       // One app's failure (its key unreadable, say) must not keep the others from their refresh.
       await opts.tokens.refreshIfDue(appId, log).catch((err: unknown) => log.warn({ err: safeError(err) }, 'scheduled refresh failed'))
+      await opts.tickets?.refreshIfDue(appId, log).catch((err: unknown) => log.warn({ err: safeError(err) }, 'scheduled ticket refresh failed'))
     }
     return true
   }

@@ -12,6 +12,13 @@ declare module 'fastify' {
   }
 }
 
+/** The app a request is for: its appId, or the Mini Program identifier of the phone route. */
+function appKeyOf (request: FastifyRequest): string {
+  const body = request.body as { appId?: string, extIdpConnidentifier?: string }
+  if (body.appId !== undefined) return `app:${body.appId.toLowerCase()}`
+  return body.extIdpConnidentifier !== undefined ? `identifier:${body.extIdpConnidentifier}` : 'app:-'
+}
+
 export default fp<{ config: Config }>(async (app, { config }) => {
   const timeWindow = config.RATE_LIMIT_WINDOW_SECONDS * 1000
   if (config.RATE_LIMIT_PER_CALLER === 0 && config.RATE_LIMIT_PER_APP === 0) {
@@ -47,7 +54,7 @@ export default fp<{ config: Config }>(async (app, { config }) => {
     ? [await limiter(config.RATE_LIMIT_PER_CALLER, (request) => `caller:${originOf(request)}`)]
     : []
   const perApp = config.RATE_LIMIT_PER_APP > 0
-    ? [await limiter(config.RATE_LIMIT_PER_APP, (request) => `app:${(request.body as { appId?: string }).appId?.toLowerCase() ?? '-'}`) as preHandlerHookHandler]
+    ? [await limiter(config.RATE_LIMIT_PER_APP, appKeyOf) as preHandlerHookHandler]
     : []
   app.decorate('limits', { perCaller, perApp })
 }, { name: 'rate-limit', fastify: '5.x', dependencies: ['store', 'auth'] })

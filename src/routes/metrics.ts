@@ -13,7 +13,9 @@ const metricsRoute: FastifyPluginAsync = async (app) => {
     const gauge = app.metrics.tokenSecondsLeft
     gauge.reset()
     const now = Date.now()
-    for (const [appId, expiresAt] of app.tokens.known()) gauge.labels(appId).set(Math.max(0, Math.floor((expiresAt - now) / 1000)))
+    const left = (expiresAt: number): number => Math.max(0, Math.floor((expiresAt - now) / 1000))
+    for (const [appId, expiresAt] of app.tokens.known()) gauge.labels(appId, 'access_token').set(left(expiresAt))
+    for (const [appId, credential, expiresAt] of app.tickets.known()) gauge.labels(appId, credential).set(left(expiresAt))
     return await app.metrics.registry.metrics()
   }
 

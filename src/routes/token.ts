@@ -36,7 +36,7 @@ function tokenData (token: ServedToken) {
 }
 
 /** What the token service needs of the request; its logger (with appId and caller) is made only when a line is logged. */
-function context (request: FastifyRequest, appId: string): CallContext {
+export function context (request: FastifyRequest, appId: string): CallContext {
   const caller = callerOf(request)
   return { log: deferredChild(request.log, () => ({ appId, caller })), caller, requestId: request.id, origin: originOf(request) }
 }

@@ -1,0 +1,46 @@
+/**
+ * GenAuth's Mini Program phone-number route: the code of a getPhoneNumber button exchanged for the user's number, with
+ * the access token of the Mini Program the identifier names (WECHAT_IDENTIFIERS → an app of WECHAT_APPS). A code and
+ * a number are personal data: never logged, cached, or counted in a metric.
+ */
+import { AppError } from './errors.js'
+import type { CallContext, TokenService } from './token-service.js'
+import { createTokenCaller } from './tokens/with-token.js'
+import type { PhoneInfo, WechatClient } from './wechat/client.js'
+
+export interface PhoneServiceOptions {
+  tokens: TokenService
+  wechat: WechatClient
+  /** WECHAT_IDENTIFIERS: identifier to appId. */
+  identifiers: ReadonlyMap<string, string>
+  /** WECHAT_APPS: appId to secret. */
+  apps: ReadonlyMap<string, string>
+  requestDeadlineMs: number
+  now?: () => number
+}
+
+export function createPhoneService (opts: PhoneServiceOptions) {
+  const now = opts.now ?? Date.now
+  const withToken = createTokenCaller(opts.tokens)
+
+  /** The appId an identifier names, or IDENTIFIER_NOT_CONFIGURED. */
+  function appOf (identifier: string): { appId: string, secret: string } {
+    const appId = opts.identifiers.get(identifier)
+    const secret = appId === undefined ? undefined : opts.apps.get(appId)
+    if (appId === undefined || secret === undefined) {
+      throw new AppError('IDENTIFIER_NOT_CONFIGURED', 'extIdpConnidentifier is not one of the configured WECHAT_IDENTIFIERS')
+    }
+    return { appId, secret }
+  }
+
+  /** The phone number behind a code (single use, 5 minutes; WECHAT_INVALID_CODE when WeChat refuses it). */
+  async function phoneNumber (identifier: string, code: string, ctx: CallContext): Promise<PhoneInfo> {
+    const { appId, secret } = appOf(identifier)
+    return await withToken(appId, secret, ctx, async (accessToken) =>
+      await opts.wechat.fetchPhoneNumber(accessToken, code, { deadline: now() + opts.requestDeadlineMs }))
+  }
+
+  return { appOf, phoneNumber }
+}
+
+export type PhoneService = ReturnType<typeof createPhoneService>

@@ -1,0 +1,116 @@
+/** The routes that use an app's token: its JS-SDK / card ticket, the wx.config signature, and a Mini Program phone number. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { AppError } from '../errors.js'
+import type { PhoneService } from '../phone-service.js'
+import {
+  PhoneDataSchema, PhoneRequestSchema, SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema
+} from '../schemas/credentials.js'
+import { EnvelopeSchema, SdkHeadersSchema, envelopeOf } from '../schemas/token.js'
+import type { ServedToken } from '../token-service.js'
+import type { TicketService } from '../ticket-service.js'
+import { context } from './token.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tickets: TicketService
+    /** Undefined without WECHAT_IDENTIFIERS: the phone route then answers IDENTIFIER_NOT_CONFIGURED. */
+    phones: PhoneService | undefined
+  }
+}
+
+export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
+export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
+export const PHONE_ROUTE = '/api/v3/get-wechat-miniprogram-phone'
+
+const OK = 'Operation successful'
+
+function ticketData (ticket: ServedToken) {
+  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
+}
+
+/** An absolute http(s) URL (the schema checked its characters and length; this checks it parses as one). */
+function checkUrl (url: string): void {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new AppError('INVALID_ARGUMENT', 'url must be an absolute http:// or https:// URL')
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.host === '') {
+    throw new AppError('INVALID_ARGUMENT', 'url must be an absolute http:// or https:// URL')
+  }
+}
+
+const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(TICKET_ROUTE, {
+    schema: {
+      summary: 'Get a WeChat JS-SDK ticket (jsapi) or card ticket (wx_card)',
+      description: 'Cached per app and type until it expires, and fetched once for any number of callers and instances.',
+      body: TicketRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: envelopeOf(TicketDataSchema), 429: EnvelopeSchema }
+    },
+    onRequest: app.limits.perCaller,
+    preHandler: app.limits.perApp
+  }, (request, reply) => {
+    const { appId, appSecret, type = 'jsapi' } = request.body
+    const kept = app.tickets.fromHot(appId, appSecret, type)
+    if (kept) {
+      app.finish(request, reply, 200, TICKET_ROUTE)
+      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      return
+    }
+    return app.tickets.getTicket(appId, appSecret, type, context(request, appId)).then((ticket) => {
+      app.finish(request, reply, 200, TICKET_ROUTE)
+      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+    })
+  })
+
+  app.post(SIGNATURE_ROUTE, {
+    schema: {
+      summary: 'Sign a page url for wx.config with the app\'s JS-SDK ticket',
+      description: 'data holds appId, timestamp, nonceStr and signature, ready for wx.config. The url is the page\'s, as the page has it; ' +
+        'its #fragment is ignored and nothing in it is escaped.',
+      body: SignatureRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: envelopeOf(SignatureDataSchema), 429: EnvelopeSchema }
+    },
+    onRequest: app.limits.perCaller,
+    preHandler: app.limits.perApp
+  }, (request, reply) => {
+    const { appId, appSecret, url } = request.body
+    checkUrl(url)
+    const kept = app.tickets.fromHot(appId, appSecret, 'jsapi')
+    if (kept) {
+      app.finish(request, reply, 200, SIGNATURE_ROUTE)
+      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.tickets.signed(appId.toLowerCase(), kept, url) })
+      return
+    }
+    return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {
+      app.finish(request, reply, 200, SIGNATURE_ROUTE)
+      return { statusCode: 200, message: OK, requestId: request.id, data }
+    })
+  })
+
+  app.post(PHONE_ROUTE, {
+    schema: {
+      summary: 'Exchange a Mini Program getPhoneNumber code for the user\'s phone number',
+      description: 'extIdpConnidentifier names a Mini Program of WECHAT_IDENTIFIERS. A code works once and for 5 minutes (apiCode 3012 after). ' +
+        'data holds the phone fields, and again under phone_info.',
+      body: PhoneRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: envelopeOf(PhoneDataSchema), 429: EnvelopeSchema }
+    },
+    onRequest: app.limits.perCaller,
+    preHandler: app.limits.perApp
+  }, async (request, reply) => {
+    const { code, extIdpConnidentifier } = request.body
+    if (!app.phones) throw new AppError('IDENTIFIER_NOT_CONFIGURED', 'WECHAT_IDENTIFIERS is not set: no Mini Program is configured for this route')
+    const { appId } = app.phones.appOf(extIdpConnidentifier)
+    const phone = await app.phones.phoneNumber(extIdpConnidentifier, code, context(request, appId))
+    app.finish(request, reply, 200, PHONE_ROUTE)
+    return { statusCode: 200, message: OK, requestId: request.id, data: { ...phone, phone_info: phone } }
+  })
+}
+
+export default credentialRoutes

@@ -1,0 +1,149 @@
+/**
+ * JS-SDK and card tickets: each type a credential of the app, kept by the same lifecycle as the access token (store
+ * and hot cache, one fetch per herd over every instance, refresh ahead, served while it lasts when a refresh fails,
+ * a daily budget, remembered refusals), fetched with the app's token by the refresh-once rule. The caller's appSecret
+ * is checked as for a token, and before any ticket is fetched: a wrong secret never takes a ticket's lock.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Metrics } from './metrics.js'
+import type { TokenStore } from './store/types.js'
+import { normalized, OUTAGE_COPIES, type CallContext, type ServedToken, type TokenService } from './token-service.js'
+import { ticketCredential, type TicketType } from './tokens/credential.js'
+import { createLifecycle, type Lifecycle, type Source } from './tokens/lifecycle.js'
+import { createTokenCaller } from './tokens/with-token.js'
+import type { WechatClient } from './wechat/client.js'
+
+export interface TicketServiceOptions {
+  tokens: TokenService
+  store: TokenStore
+  wechat: WechatClient
+  /** Upstream getticket calls per app per ticket type per day (Beijing time). */
+  dailyBudget: number
+  serveMarginSeconds: number
+  refreshAheadSeconds: number
+  requestDeadlineMs: number
+  lockLeaseMs: number
+  hotCacheMs?: number
+  hotCacheMaxApps?: number
+  /** WECHAT_APPS: the apps whose tickets the scheduler keeps fresh (those that ever fetched one). */
+  apps?: ReadonlyMap<string, string>
+  metrics?: Metrics
+  now?: () => number
+}
+
+/** What wx.config needs: the signature of a page url, with the timestamp and nonce it was made with. */
+export interface JssdkSignature {
+  appId: string
+  timestamp: number
+  nonceStr: string
+  signature: string
+}
+
+const NONCE_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+
+/** 16 random characters of [A-Za-z0-9] (the bytes' low bits; 62 letters, so the few above 247 are skipped). */
+function nonce (): string {
+  let out = ''
+  while (out.length < 16) {
+    for (const byte of randomBytes(24)) {
+      if (byte < 248 && out.length < 16) out += NONCE_ALPHABET[byte % 62]
+    }
+  }
+  return out
+}
+
+/**
+ * The wx.config signature (WeChat's JS-SDK documentation, appendix 1): SHA-1 of the four fields in this order, the
+ * url without its #fragment and exactly as the page has it (nothing escaped or normalized).
+ */
+export function jssdkSignature (ticket: string, nonceStr: string, timestamp: number, url: string): string {
+  const page = url.split('#', 1)[0]
+  return createHash('sha1').update(`jsapi_ticket=${ticket}&noncestr=${nonceStr}&timestamp=${timestamp}&url=${page}`).digest('hex')
+}
+
+export function createTicketService (opts: TicketServiceOptions) {
+  const { tokens, wechat } = opts
+  const now = opts.now ?? Date.now
+  const withToken = createTokenCaller(tokens)
+  const lifecycles: Record<TicketType, Lifecycle> = { jsapi: lifecycleOf('jsapi'), wx_card: lifecycleOf('wx_card') }
+
+  function lifecycleOf (type: TicketType): Lifecycle {
+    return createLifecycle({
+      credential: ticketCredential(type, opts.dailyBudget),
+      store: opts.store,
+      guards: tokens.guards,
+      marginMs: opts.serveMarginSeconds * 1000,
+      aheadMs: opts.refreshAheadSeconds * 1000,
+      requestDeadlineMs: opts.requestDeadlineMs,
+      lockLeaseMs: opts.lockLeaseMs,
+      hotMs: opts.hotCacheMs ?? 0,
+      hotMax: opts.hotCacheMaxApps ?? 10_000,
+      copiesMax: OUTAGE_COPIES,
+      metrics: opts.metrics,
+      now
+    })
+  }
+
+  function sourceFor (appId: string, secret: string, type: TicketType, ctx: CallContext): Source {
+    return {
+      // The secret is checked (and the token made ready) before the ticket's lock is taken: getToken answers or throws.
+      async verified () {
+        await tokens.getToken(appId, secret, ctx)
+        return true
+      },
+      fetch: (deadline) => async (beforeAttempt) =>
+        await withToken(appId, secret, ctx, async (accessToken) => await wechat.fetchTicket(accessToken, type, { deadline, beforeAttempt }))
+    }
+  }
+
+  /** The hot-cache answer, synchronously, when there is one for this appId, secret and type. */
+  function fromHot (appId: string, secret: string, type: TicketType): ServedToken | undefined {
+    return lifecycles[type].fromHot(appId, secret)
+  }
+
+  /** The app's ticket of this type, if appSecret is the right one. */
+  async function getTicket (anyAppId: string, secret: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
+    const appId = normalized(anyAppId)
+    const fp = tokens.admit(appId, secret)
+    return await lifecycles[type].get(appId, secret, fp, sourceFor(appId, secret, type, ctx), ctx)
+  }
+
+  /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), signed with the jsapi ticket. */
+  async function signature (anyAppId: string, secret: string, url: string, ctx: CallContext): Promise<JssdkSignature> {
+    const ticket = fromHot(anyAppId, secret, 'jsapi') ?? await getTicket(anyAppId, secret, 'jsapi', ctx)
+    return signed(normalized(anyAppId), ticket, url)
+  }
+
+  /** Signs a url with a ticket in hand (the hot path of the signature route). */
+  function signed (appId: string, ticket: ServedToken, url: string): JssdkSignature {
+    const timestamp = Math.floor(now() / 1000)
+    const nonceStr = nonce()
+    return { appId, timestamp, nonceStr, signature: jssdkSignature(ticket.accessToken, nonceStr, timestamp, url) }
+  }
+
+  /** For the scheduler: refresh the tickets of a configured app that are due (only those it ever fetched). */
+  async function refreshIfDue (appId: string, log: FastifyBaseLogger): Promise<void> {
+    const secret = opts.apps?.get(appId)
+    if (secret === undefined) return
+    const fp = tokens.admit(appId, secret)
+    const ctx = { log, origin: 'background' }
+    for (const type of ['jsapi', 'wx_card'] as const) {
+      await lifecycles[type].refreshIfDue(appId, fp, sourceFor(appId, secret, type, ctx), false, log)
+    }
+  }
+
+  /** Each app and ticket type this instance has served, with the ticket's expiry (for the seconds-left gauge). */
+  function known (): Array<[string, string, number]> {
+    return Object.values(lifecycles).flatMap((lifecycle) =>
+      lifecycle.known().map(([appId, expiresAt]): [string, string, number] => [appId, lifecycle.credential.name, expiresAt]))
+  }
+
+  async function close (): Promise<void> {
+    await Promise.all(Object.values(lifecycles).map(async (lifecycle) => { await lifecycle.close() }))
+  }
+
+  return { fromHot, getTicket, signature, signed, refreshIfDue, known, close }
+}
+
+export type TicketService = ReturnType<typeof createTicketService>
