@@ -2,9 +2,10 @@
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
  * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
  * prints figures as Markdown:
- * cache hits on both routes with the hot cache on and off against a bare Fastify route (the ceiling), a cold burst
- * of 1,000 concurrent requests, RSS with 10,000 apps cached, and a flood of 50,000 random appIds from one caller and
- * from 500 callers (what upstream calls, Redis keys and memory it costs).
+ * cache hits on both token routes, the ticket route and the signature route, with the hot cache on and off, against a
+ * bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, and one of 1,000 ticket requests;
+ * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
+ * calls, Redis keys and memory it costs).
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
@@ -29,7 +30,16 @@ const SECRET = '0123456789abcdef0123456789abcdef'
 const APP = 'wx0123456789abcdef'
 const INFO = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
+const TICKET = '/api/v3/get-wechat-jsapi-ticket'
+const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const body = JSON.stringify({ appId: APP, appSecret: SECRET })
+/** The body each route is driven with. */
+const bodies: Record<string, string> = {
+  [INFO]: body,
+  [OBSOLETE]: body,
+  [TICKET]: body,
+  [SIGNATURE]: JSON.stringify({ appId: APP, appSecret: SECRET, url: 'https://shop.example.com/cart?item=1&from=share' })
+}
 /** The Node flags of `npm start`, so that the service is measured as it runs in production. */
 const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
 const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
@@ -76,10 +86,10 @@ function cpuMicros (pid: number): number {
 interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
 
 /** autocannon in a process of its own, as a load generator is run (its CLI, printing JSON). */
-async function autocannonRun (url: string, duration: number): Promise<autocannon.Result> {
+async function autocannonRun (url: string, duration: number, payload: string): Promise<autocannon.Result> {
   const child = spawn(process.execPath, [
     'node_modules/autocannon/autocannon.js', '--json', '-c', String(connections), '-p', '1', '-d', String(duration),
-    '-m', 'POST', '-H', 'content-type=application/json', '-b', body, url
+    '-m', 'POST', '-H', 'content-type=application/json', '-b', payload, url
   ], { stdio: ['ignore', 'pipe', 'ignore'] })
   let out = ''
   child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
@@ -89,9 +99,10 @@ async function autocannonRun (url: string, duration: number): Promise<autocannon
 }
 
 async function load (server: Server, path: string, warmup: number): Promise<Run> {
-  await autocannonRun(server.base + path, warmup)
+  const payload = bodies[path]!
+  await autocannonRun(server.base + path, warmup, payload)
   const cpuBefore = cpuMicros(server.child.pid!)
-  const result = await autocannonRun(server.base + path, seconds)
+  const result = await autocannonRun(server.base + path, seconds, payload)
   const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors: result.errors + result.non2xx }
 }
@@ -114,14 +125,20 @@ if (only.has('hits')) {
   const hot = await startServer(serviceEnv('2000'))
   const cold = await startServer(serviceEnv('0'))
   for (const server of [hot, cold]) {
-    for (const path of [INFO, OBSOLETE]) await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE]) {
+      await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })
+    }
   }
   const cases = [
     { name: 'bare Fastify route (ceiling)', server: bare, path: INFO },
     { name: 'cache hit, current route, hot cache on', server: hot, path: INFO },
     { name: 'cache hit, obsolete route, hot cache on', server: hot, path: OBSOLETE },
+    { name: 'cached ticket, hot cache on', server: hot, path: TICKET },
+    { name: 'signature, hot cache on', server: hot, path: SIGNATURE },
     { name: 'cache hit, current route, hot cache off', server: cold, path: INFO },
-    { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE }
+    { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE },
+    { name: 'cached ticket, hot cache off', server: cold, path: TICKET },
+    { name: 'signature, hot cache off', server: cold, path: SIGNATURE }
   ]
   const runs = cases.map((): Run[] => [])
   for (const c of cases) await load(c.server, c.path, 3) // every server warmed up before the first round
@@ -169,6 +186,26 @@ if (only.has('cold')) {
   await stopServer(server)
   console.log(`\ncold burst: 1,000 concurrent requests for an uncached app (upstream latency 100 ms): ${coldCalls} upstream call(s), ` +
     `first token after ${firstToken.toFixed(0)} ms, all answered after ${burstMs.toFixed(0)} ms, ${answers.filter((s) => s === 200).length} got a token`)
+
+  // The same herd for a ticket of an app with nothing cached: one token call, then one getticket, on three instances.
+  const fleet = [await startServer(serviceEnv('2000')), await startServer(serviceEnv('2000')), await startServer(serviceEnv('2000'))]
+  mock.inject({ fault: { kind: 'latency', ms: 100 } })
+  const ticketApp = 'wx00000000c01d7e7e'
+  const pools = fleet.map((instance) => new Pool(instance.base, { connections: 400 }))
+  const tokensBefore = mock.calls('stable_token')
+  const ticketsBefore = mock.calls('getticket')
+  const ticketStarted = performance.now()
+  const ticketAnswers = await Promise.all(Array.from({ length: 1000 }, async (_, i) => {
+    const res = await pools[i % 3]!.request({ method: 'POST', path: TICKET, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId: ticketApp, appSecret: SECRET }) })
+    return (await res.body.json() as { statusCode: number }).statusCode
+  }))
+  const ticketMs = performance.now() - ticketStarted
+  mock.clearFaults()
+  await Promise.all(pools.map(async (pool) => { await pool.close() }))
+  for (const instance of fleet) await stopServer(instance)
+  console.log('\ncold ticket burst: 1,000 concurrent ticket requests over 3 instances for an app with nothing cached (upstream latency 100 ms): ' +
+    `${mock.calls('stable_token') - tokensBefore} token call(s) and ${mock.calls('getticket') - ticketsBefore} getticket call(s), ` +
+    `all answered after ${ticketMs.toFixed(0)} ms, ${ticketAnswers.filter((s) => s === 200).length} got a ticket`)
 }
 
 if (only.has('memory')) {
