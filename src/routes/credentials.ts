@@ -42,6 +42,9 @@ function checkUrl (url: string): void {
 }
 
 const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  // The rate limits, as on the token routes: per caller first, then (once the body is parsed) per app.
+  const limited = { onRequest: app.limits.perCaller, preHandler: app.limits.perApp }
+
   app.post(TICKET_ROUTE, {
     schema: {
       summary: 'Get a WeChat JS-SDK ticket (jsapi) or card ticket (wx_card)',
@@ -50,8 +53,7 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: EnvelopeSchema }
     },
-    onRequest: app.limits.perCaller,
-    preHandler: app.limits.perApp
+    ...limited
   }, (request, reply) => {
     const { appId, appSecret, type = 'jsapi' } = request.body
     const kept = app.tickets.fromHot(appId, appSecret, type)
@@ -75,8 +77,7 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       headers: SdkHeadersSchema,
       response: { 200: envelopeOf(SignatureDataSchema), 429: EnvelopeSchema }
     },
-    onRequest: app.limits.perCaller,
-    preHandler: app.limits.perApp
+    ...limited
   }, (request, reply) => {
     const { appId, appSecret, url } = request.body
     checkUrl(url)
@@ -101,8 +102,7 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       headers: SdkHeadersSchema,
       response: { 200: envelopeOf(PhoneDataSchema), 429: EnvelopeSchema }
     },
-    onRequest: app.limits.perCaller,
-    preHandler: app.limits.perApp
+    ...limited
   }, async (request, reply) => {
     const { code, extIdpConnidentifier } = request.body
     if (!app.phones) throw new AppError('IDENTIFIER_NOT_CONFIGURED', 'WECHAT_IDENTIFIERS is not set: no Mini Program is configured for this route')
