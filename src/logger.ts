@@ -1,4 +1,4 @@
-/** The pino logger: redacts every path that can hold a secret or a token; pretty only on a TTY. */
+/** The pino logger: redacts every path that can hold a secret, a token, a ticket or a phone number; pretty only on a TTY. */
 import { createRequire } from 'node:module'
 import type { FastifyBaseLogger } from 'fastify'
 import { pino, type Bindings, type ChildLoggerOptions, type DestinationStream, type LogFn, type Logger, type LoggerOptions } from 'pino'
@@ -7,7 +7,9 @@ export const REDACT_PATHS = [
   'appSecret', '*.appSecret', 'secret', '*.secret',
   'accessToken', '*.accessToken', 'access_token', '*.access_token', 'token', '*.token',
   'authorization', '*.authorization', 'req.headers.authorization', 'req.headers["x-authing-access-token"]',
-  'data.accessToken', 'body.appSecret', 'body.accessToken'
+  'data.accessToken', 'body.appSecret', 'body.accessToken',
+  // Tickets, phone codes and numbers: never logged by this code; redacted should a line ever carry one.
+  'ticket', '*.ticket', 'body.code', 'phoneNumber', '*.phoneNumber', 'purePhoneNumber', '*.purePhoneNumber', 'phone_info', '*.phone_info'
 ]
 
 export function createLogger (level: string, destination?: DestinationStream): Logger {

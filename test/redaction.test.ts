@@ -69,11 +69,16 @@ t.test('no secret and no token in any log line, at trace, on any path', async (t
   for (const token of seenTokens) t.notOk(text.includes(token), `token ${token.slice(0, 6)}… never logged`)
 })
 
-t.test('the logger redacts secret- and token-bearing fields wherever they are passed', async (t) => {
+t.test('the logger redacts fields that can hold a secret, a token, a ticket, a phone code or number, wherever they are passed', async (t) => {
   const logs = new LogCapture()
   const logger = createLogger('trace', logs)
   logger.info({ appSecret: APP_SECRET, body: { appSecret: APP_SECRET }, req: { headers: { authorization: CALLER_KEY } } }, 'a')
   logger.info({ data: { accessToken: 'tok-1' }, accessToken: 'tok-2', entry: { accessToken: 'tok-3', secret: APP_SECRET } }, 'b')
-  for (const value of [APP_SECRET, CALLER_KEY, 'tok-1', 'tok-2', 'tok-3']) t.notOk(logs.text.includes(value), value)
+  logger.info({ ticket: 'tkt-1', data: { ticket: 'tkt-2', phoneNumber: '13900000001', purePhoneNumber: '13900000002' } }, 'c')
+  logger.info({ body: { code: 'code-1' }, phone_info: { phoneNumber: '13900000003' }, answer: { phone_info: { countryCode: '86' } }, code: 'ERR_KEPT' }, 'd')
+  for (const value of [APP_SECRET, CALLER_KEY, 'tok-1', 'tok-2', 'tok-3', 'tkt-1', 'tkt-2', '13900000001', '13900000002', 'code-1', '13900000003']) {
+    t.notOk(logs.text.includes(value), value)
+  }
+  t.match(logs.text, /ERR_KEPT/, 'an error code is not a phone code: kept')
   t.match(logs.text, /\[redacted\]/)
 })
