@@ -259,3 +259,30 @@ t.test('the scheduler keeps the tickets a configured app uses fresh, and fetches
   t.not(stored?.accessToken, first)
   t.equal(await app.store.get(APP_ID, 'wx_card_ticket'), null, 'no card ticket was fetched')
 })
+
+t.test('after a flush, a copy is never put back over a ticket another instance is fetching', async (t) => {
+  for (const lapse of [false, true]) {
+    t.test(lapse ? 'the fetcher\'s lease lapsed: its write replaces the copy put back meanwhile' : 'the copy waits for the fetcher\'s lock', async (t) => {
+      const { mock, url } = await startMock(t)
+      const clock = new TestClock()
+      const { apps: [a, b], env } = await fleet(t, 2, url, { HOT_CACHE_MS: '0' }, clock)
+      const old = (await post<TicketData>(a!, TICKET, body)).body.data!.ticket // A holds a copy; B never served the app
+      const c = redis.client()
+      t.teardown(() => c.disconnect())
+      for (const key of await c.keys(`${env.REDIS_KEY_PREFIX}:*`)) await c.del(key)
+      mock.inject({ fault: { kind: 'latency', ms: 400 }, endpoint: 'getticket', times: 1 })
+      const onB = post<TicketData>(b!, TICKET, body) // B fetches a new ticket, which retires the old one at WeChat
+      for (let i = 0; i < 100 && mock.calls('getticket') < 2; i++) await sleep(5)
+      if (lapse) await c.del(`${env.REDIS_KEY_PREFIX}:{${APP_ID}}:jsapi_ticket:lock`)
+      const onA = (await post<TicketData>(a!, TICKET, body)).body
+      t.equal(onA.statusCode, 200)
+      const fromB = (await onB).body.data!.ticket
+      t.not(fromB, old, 'B answers the ticket it fetched')
+      t.equal((await b!.store.get(APP_ID, 'jsapi_ticket'))?.accessToken, fromB, 'the store holds the new ticket, not the retired one')
+      mock.advance(6 * MINUTE)
+      clock.advance(6 * MINUTE)
+      const later = (await post<TicketData>(a!, TICKET, body)).body.data!.ticket
+      t.equal(mock.checkTicket(later), 'valid', 'six minutes later every instance serves a ticket WeChat accepts')
+    })
+  }
+})

@@ -87,17 +87,22 @@ export function createLifecycle (opts: LifecycleOptions) {
    * After the store lost everything (a Redis restart without persistence, a flush), put back this instance's copy of
    * a still-valid entry instead of fetching, when a fetch would retire the one every instance serves (classic mode).
    * (When a fetch returns the same credential, nothing is put back: a copy can only be as good as a fetch.)
-   * Only a copy no change message can have superseded unheard, and only over generation 0, so it never replaces
-   * anything another instance wrote since.
+   * Only a copy no change message can have superseded unheard, only over generation 0, so it never replaces anything
+   * another instance wrote since, and only holding the app's lock, so never while another instance fetches (should
+   * that one's lease lapse, its write replaces the copy: see the refresher's write).
    */
   async function restoreCopy (appId: string, fp: string, ctx: CallContext): Promise<TokenEntry | null> {
     if (credential.mode !== 'classic' || !usable(caches.copy(appId), fp, marginMs, now())) return null
     // Redis back, its subscriber not yet: whether a change was missed is known once it is (a short wait, once).
     await caches.untilPubsub(PUBSUB_WAIT_MS)
     const copy = caches.restorable(appId)
-    if (!usable(copy, fp, marginMs, now()) || await store.generation(appId, slot) !== 0) return null
-    const entry = tokenEntry({ ...copy, generation: 1 })
-    if (!await store.compareAndSet(appId, entry, 0, slot)) return null
+    if (!usable(copy, fp, marginMs, now())) return null
+    const entry = await refresher.whileLocked(appId, async () => {
+      if (await store.generation(appId, slot) !== 0) return null
+      const restored = tokenEntry({ ...copy, generation: 1 })
+      return await store.compareAndSet(appId, restored, 0, slot) ? restored : null
+    })
+    if (!entry) return null
     ctx.log.info({ credential: credential.name }, 'the store had lost this app\'s entry; restored from this instance\'s copy')
     // Waiters poll; a failed announcement only delays them.
     await store.notify(credential.subject(appId), stampOf(entry)).catch(() => {})

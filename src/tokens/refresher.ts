@@ -72,8 +72,12 @@ export function createRefresher (opts: RefresherOptions) {
     return flight
   }
 
-  /** Stores a fetched token by compare-and-set over the generation seen before fetching; a newer stored token wins. */
-  async function write (need: Need, fetched: FetchedToken, seen: number, ctx: CallContext): Promise<TokenEntry> {
+  /**
+   * Stores a fetched entry by compare-and-set over the generation seen before fetching. An entry stored meanwhile
+   * wins, unless a fetch retires the one served (classic mode) and that entry was fetched before this fetch began (a
+   * copy put back after a flush, a holder whose lease lapsed): WeChat retired it, so this one is written over it.
+   */
+  async function write (need: Need, fetched: FetchedToken, seen: number, startedAt: number, ctx: CallContext): Promise<TokenEntry> {
     const { appId } = need
     let expected = seen
     for (let tries = 0; tries < 2; tries++) {
@@ -86,7 +90,8 @@ export function createRefresher (opts: RefresherOptions) {
       if (newer !== null && !sameString(newer.secretFingerprint, need.fp)) {
         throw new AppError('SECRET_MISMATCH', `A ${credential.name} for another appSecret was stored while this one was fetched`)
       }
-      if (need.satisfied(newer)) {
+      const retired = credential.mode === 'classic' && newer !== null && newer.fetchedAt < startedAt
+      if (need.satisfied(newer) && !retired) {
         ctx.log.warn({ credential: credential.name, generation: seen }, `a newer ${credential.name} was stored while this one was fetched; the newer one is kept`)
         return newer
       }
@@ -103,6 +108,7 @@ export function createRefresher (opts: RefresherOptions) {
     const audit = need.reported === undefined
       ? undefined
       : { audit: 'forced-refresh', appId, mode: credential.mode, caller: ctx.caller, requestId: ctx.requestId }
+    const startedAt = now()
     let fetched
     try {
       fetched = await guards.call({ credential, appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced: need.forced }, need.fetch)
@@ -117,7 +123,7 @@ export function createRefresher (opts: RefresherOptions) {
       ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
       metrics?.forcedRefreshes.labels('refreshed').inc()
     }
-    return await write(need, fetched, generation, ctx)
+    return await write(need, fetched, generation, startedAt, ctx)
   }
 
   /**
@@ -163,6 +169,17 @@ export function createRefresher (opts: RefresherOptions) {
     }
   }
 
+  /** Runs `run` holding the app's lock for this credential, if it is free (one try); undefined when another holds it. */
+  async function whileLocked<T> (appId: string, run: () => Promise<T>): Promise<T | undefined> {
+    const owner = randomUUID()
+    if (!await store.acquire(appId, lock, owner, opts.lockLeaseMs)) return undefined
+    try {
+      return await run()
+    } finally {
+      await store.release(appId, lock, owner).catch(() => {})
+    }
+  }
+
   /** Refreshes ahead of expiry without making anyone wait: one try at the lock, no waiting for it; never rejects. */
   function inBackground (need: Need, log: FastifyBaseLogger): Promise<void> {
     const running = background.get(need.appId)
@@ -182,7 +199,7 @@ export function createRefresher (opts: RefresherOptions) {
     await Promise.all(background.values())
   }
 
-  return { shared, obtain, inBackground, drain }
+  return { shared, obtain, whileLocked, inBackground, drain }
 }
 
 export type Refresher = ReturnType<typeof createRefresher>
