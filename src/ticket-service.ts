@@ -71,6 +71,7 @@ export function createTicketService (opts: TicketServiceOptions) {
   function lifecycleOf (type: TicketType): Lifecycle {
     return createLifecycle({
       credential: ticketCredential(type, opts.dailyBudget),
+      madeWith: tokens.credential,
       store: opts.store,
       guards: tokens.guards,
       marginMs: opts.serveMarginSeconds * 1000,

@@ -233,6 +233,7 @@ export function createTokenService (opts: TokenServiceOptions) {
     admit,
     /** The guards of every upstream call, shared with the credentials made with the token. */
     guards,
+    credential,
     known: lifecycle.known,
     close
   }

@@ -286,3 +286,25 @@ t.test('after a flush, a copy is never put back over a ticket another instance i
     })
   }
 })
+
+t.test('after the secret is rotated, the old one gets no ticket and no signature, from the store or the hot cache', async (t) => {
+  for (const hot of ['0', '60000']) {
+    t.test(`HOT_CACHE_MS=${hot}`, async (t) => {
+      const { mock, url } = await startMock(t)
+      const { apps: [a, b] } = await fleet(t, 2, url, { HOT_CACHE_MS: hot })
+      const rotated = { appId: APP_ID, appSecret: OTHER_SECRET }
+      const ticket = (await post<TicketData>(a!, TICKET, body)).body.data!.ticket
+      t.equal((await post<TicketData>(a!, TICKET, body)).body.data?.ticket, ticket, 'served again (from the hot cache when on)')
+      mock.setApp(APP_ID, OTHER_SECRET) // the owner resets the secret
+      t.equal((await post(b!, TOKEN, rotated)).body.statusCode, 200, 'the new secret owns the token (fetched on the other instance)')
+      await sleep(50) // the change message reaches A
+      const old = await post(a!, TICKET, body)
+      t.equal(old.body.apiCode, 3002, `the old secret is refused: ${old.body.message}`)
+      t.equal(old.body.data, undefined)
+      t.equal((await post(a!, SIGNATURE, { ...body, url: 'https://example.com/' })).body.data, undefined, 'and gets no signature')
+      const fresh = await post<TicketData>(a!, TICKET, rotated)
+      t.equal(fresh.body.statusCode, 200, 'the new secret gets a ticket')
+      t.equal(mock.checkTicket(fresh.body.data!.ticket), 'valid')
+    })
+  }
+})

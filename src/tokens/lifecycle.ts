@@ -29,6 +29,12 @@ export interface Source {
 
 export interface LifecycleOptions {
   credential: Credential
+  /**
+   * The credential this one is made with (a ticket's: the access token). An entry is served only to the secret of
+   * that one's stored entry, when there is one (after a secret is rotated, the old secret gets no ticket either), and
+   * the hot cache forgets the app when that one changes.
+   */
+  madeWith?: Credential
   store: TokenStore
   guards: Guards
   /** A stored entry is served only while it has more than this left. */
@@ -54,9 +60,12 @@ export function createLifecycle (opts: LifecycleOptions) {
   const { slot } = credential
   const lookups = metrics?.lookups(credential.name)
   const caches = createLocalCaches({ hotMs, hotMax: opts.hotMax, copiesMax: opts.copiesMax, marginMs, now })
+  const { madeWith } = opts
   store.onChange((subject, stamp) => {
     const appId = credential.appIdOf(subject)
     if (appId !== undefined) caches.changed(appId, stamp)
+    const maker = madeWith?.appIdOf(subject)
+    if (maker !== undefined) caches.forgetHot(maker)
   })
   store.onPubsub((up, missed) => caches.pubsub(up, missed))
   const refresher = createRefresher({ credential, store, guards, lockLeaseMs: opts.lockLeaseMs, now, metrics })
@@ -147,12 +156,16 @@ export function createLifecycle (opts: LifecycleOptions) {
     if (hotMs > 0) lookups?.hotMiss.inc()
     const mark = caches.mark()
     let cached: TokenEntry | null
+    let maker: TokenEntry | null = null
     try {
-      cached = await store.get(appId, slot)
+      // One round trip: the reads of one turn are pipelined.
+      [cached, maker] = await Promise.all([store.get(appId, slot), madeWith ? store.get(appId, madeWith.slot) : null])
     } catch (err) {
       if (err instanceof StoreError) return await duringOutage(appId, fp, source)
       throw err
     }
+    // Not the secret of what this is made with: checked as for that one first (a rotated secret passes, an old one not).
+    if (maker !== null && !sameString(maker.secretFingerprint, fp)) await source.verified(null)
     if (usable(cached, fp, marginMs, now())) {
       lookups?.storeHit.inc()
       const due = refreshDue(cached, aheadMs, now())

@@ -128,6 +128,11 @@ export function createLocalCaches (opts: LocalCachesOptions) {
       }
     },
 
+    /** Forgets the app's hot answer (what it was made with changed). */
+    forgetHot (appId: string): void {
+      hot.delete(appId)
+    },
+
     /** Keeps a token fetched while the store was down (never stored, so never put back into the store). */
     keepUnstored (appId: string, entry: TokenEntry): void {
       copies.delete(appId)
