@@ -34,7 +34,7 @@ export const ApiCodes = {
   WECHAT_UNAVAILABLE: code(3008, 503, 'WeChat could not be reached, or did not answer within the request deadline.'),
   WECHAT_BAD_RESPONSE: code(3009, 502, 'WeChat answered with an HTTP error or a body that is not a token.'),
   WECHAT_ERROR: code(3010, 502, 'WeChat answered with another errcode; the message names it.'),
-  WECHAT_TOKEN_REFUSED: code(3011, 502, 'A call made with the access token (getticket, the phone number) was refused for the token (errcode 40001 / 42001), again after the token was replaced once.'),
+  WECHAT_TOKEN_REFUSED: code(3011, 502, 'A call made with the access token (getticket, the phone number) was refused for the token (errcode 40001 / 42001) again after the token was replaced once (remembered for NEGATIVE_CACHE_SECONDS).'),
   WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program phone code: wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A forced refresh was refused locally (WeChat allows 20 a day, 30 s apart); data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET) and no valid token is cached.'),

@@ -21,7 +21,7 @@ export interface PhoneServiceOptions {
 
 export function createPhoneService (opts: PhoneServiceOptions) {
   const now = opts.now ?? Date.now
-  const withToken = createTokenCaller(opts.tokens)
+  const withToken = createTokenCaller(opts.tokens, now)
 
   /** The appId an identifier names, or IDENTIFIER_NOT_CONFIGURED. */
   function appOf (identifier: string): { appId: string, secret: string } {
@@ -36,8 +36,10 @@ export function createPhoneService (opts: PhoneServiceOptions) {
   /** The phone number behind a code (single use, 5 minutes; WECHAT_INVALID_CODE when WeChat refuses it). */
   async function phoneNumber (identifier: string, code: string, ctx: CallContext): Promise<PhoneInfo> {
     const { appId, secret } = appOf(identifier)
-    return await withToken(appId, secret, ctx, async (accessToken) =>
-      await opts.wechat.fetchPhoneNumber(accessToken, code, { deadline: now() + opts.requestDeadlineMs }))
+    // One deadline for the request: the token, the call, a replaced token and the second call all within it.
+    const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
+    return await withToken(appId, secret, { ...ctx, deadline }, async (accessToken) =>
+      await opts.wechat.fetchPhoneNumber(accessToken, code, { deadline }))
   }
 
   return { appOf, phoneNumber }

@@ -65,7 +65,7 @@ export function jssdkSignature (ticket: string, nonceStr: string, timestamp: num
 export function createTicketService (opts: TicketServiceOptions) {
   const { tokens, wechat } = opts
   const now = opts.now ?? Date.now
-  const withToken = createTokenCaller(tokens)
+  const withToken = createTokenCaller(tokens, now)
   const lifecycles: Record<TicketType, Lifecycle> = { jsapi: lifecycleOf('jsapi'), wx_card: lifecycleOf('wx_card') }
 
   function lifecycleOf (type: TicketType): Lifecycle {
@@ -107,7 +107,9 @@ export function createTicketService (opts: TicketServiceOptions) {
   async function getTicket (anyAppId: string, secret: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
     const appId = normalized(anyAppId)
     const fp = tokens.admit(appId, secret)
-    return await lifecycles[type].get(appId, secret, fp, sourceFor(appId, secret, type, ctx), ctx)
+    // One deadline for the request: the token, getticket, a replaced token and the second getticket all within it.
+    const scoped = { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
+    return await lifecycles[type].get(appId, secret, fp, sourceFor(appId, secret, type, scoped), scoped)
   }
 
   /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), signed with the jsapi ticket. */

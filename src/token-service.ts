@@ -153,7 +153,7 @@ export function createTokenService (opts: TokenServiceOptions) {
       if (known) throw known
       if (!verified) await outageGuards.admitUnverified(credential, appId, ctx.origin)
       const fetched = await outageGuards.call({ credential, appId, fp, verified, origin: ctx.origin, forced: false }, async (beforeAttempt) =>
-        await wechat.fetchToken(appId, secret, { deadline: now() + opts.requestDeadlineMs, beforeAttempt }))
+        await wechat.fetchToken(appId, secret, { deadline: ctx.deadline ?? now() + opts.requestDeadlineMs, beforeAttempt }))
       return tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 })
     })
     caches.keepUnstored(appId, entry)
@@ -179,21 +179,24 @@ export function createTokenService (opts: TokenServiceOptions) {
    * "WeChat refused this token": refresh only while it is still the current one, within WeChat's limits. A forced
    * refresh is spent only for the secret of the stored token; with no stored token, the current one is fetched as for
    * any miss (a normal fetch, an unknown secret checked), and forced only if it is the very token reported.
+   * `force: false` (calls made with the token): in stable mode a normal fetch, which answers WeChat's current token
+   * (another system's forced refresh included) without spending a forced refresh or retiring anyone's token.
    */
-  async function refreshReported (anyAppId: string, appSecret: string, reported: string, ctx: CallContext, again = false): Promise<RefreshOutcome> {
+  async function refreshReported (anyAppId: string, appSecret: string, reported: string, ctx: CallContext,
+    { force = true }: { force?: boolean } = {}, again = false): Promise<RefreshOutcome> {
     const appId = normalized(anyAppId)
     const fp = admit(appId, appSecret)
     const mark = caches.mark()
     const cached = await store.get(appId)
     if (cached === null) {
       const token = await getToken(appId, appSecret, ctx)
-      return again || token.accessToken !== reported ? { token } : await refreshReported(appId, appSecret, reported, ctx, true)
+      return again || token.accessToken !== reported ? { token } : await refreshReported(appId, appSecret, reported, ctx, { force }, true)
     }
     if (!sameString(cached.secretFingerprint, fp)) {
       throw new AppError('SECRET_MISMATCH', 'appSecret does not match the secret of the cached token for this appId')
     }
     const need: Need = {
-      ...lifecycle.freshNeed(appId, fp, true, sourceFor(appId, appSecret, fp, ctx), wechat.mode === 'stable'),
+      ...lifecycle.freshNeed(appId, fp, true, sourceFor(appId, appSecret, fp, ctx), ctx, force && wechat.mode === 'stable'),
       reported,
       satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs, now()) && entry.accessToken !== reported
     }

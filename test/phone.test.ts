@@ -112,3 +112,16 @@ t.test('WECHAT_IDENTIFIERS is checked at start', async (t) => {
   t.throws(() => loadConfig({ WECHAT_APPS: apps, WECHAT_IDENTIFIERS: JSON.stringify({ 'a b': APP_ID }) }), /must be 1 to 128/)
   t.ok(loadConfig({ WECHAT_APPS: apps, WECHAT_IDENTIFIERS: JSON.stringify({ [IDENTIFIER]: APP_ID.toUpperCase().replace('WX', 'wx') }) }))
 })
+
+t.test('one deadline for the whole request: the token, the call, a replaced token and the second call', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...env, REQUEST_DEADLINE_MS: '1000', LOCK_LEASE_MS: '1500', WECHAT_MAX_RETRIES: '0' } })
+  mock.inject({ fault: { kind: 'latency', ms: 700 }, endpoint: 'stable_token' })
+  mock.inject({ fault: { kind: 'errcode', errcode: 40001 }, endpoint: 'getuserphonenumber', times: 1 })
+  mock.inject({ fault: { kind: 'hang' }, endpoint: 'getuserphonenumber' })
+  const started = Date.now()
+  const { body } = await post(app, PHONE, { code: mock.mintPhoneCode(APP_ID), extIdpConnidentifier: IDENTIFIER })
+  const took = Date.now() - started
+  t.equal(body.apiCode, 3008, body.message)
+  t.ok(took < 1400, `answered after ${took} ms, with REQUEST_DEADLINE_MS=1000`)
+})

@@ -146,18 +146,64 @@ t.test('a token invalidated by another system: the ticket fetch replaces it once
   }
 })
 
-t.test('a token refused again after its replacement: apiCode 3011, and no loop', async (t) => {
+t.test('a token refused again after its replacement: apiCode 3011, no loop, and no new replacement for a while', async (t) => {
   const { mock, url } = await startMock(t)
-  const { app } = await build(t, { upstream: url, env: { WECHAT_TOKEN_MODE: 'classic', HOT_CACHE_MS: '0' } })
+  const clock = new TestClock()
+  const { app } = await build(t, { upstream: url, clock, env: { WECHAT_TOKEN_MODE: 'classic', HOT_CACHE_MS: '0' } })
   mock.inject({ fault: { kind: 'errcode', errcode: 40001 }, endpoint: 'getticket' })
   const answer = await post(app, TICKET, body)
   t.equal(answer.body.apiCode, 3011, answer.body.message)
   t.equal(mock.calls('getticket'), 2, 'the first call and one retry')
   t.equal(mock.issued(APP_ID), 2, 'the token replaced once')
-  const again = await post(app, SIGNATURE, { ...body, url: 'https://example.com/' })
-  t.equal(again.body.apiCode, 3011)
-  t.equal(mock.calls('getticket'), 4, 'each request tries twice')
-  t.equal(mock.issued(APP_ID), 3, 'and replaces the token at most once')
+  for (let i = 0; i < 20; i++) {
+    const again = await post(app, i % 2 === 0 ? SIGNATURE : TICKET, { ...body, url: 'https://example.com/' })
+    t.equal(again.body.apiCode, 3011)
+  }
+  t.equal(mock.calls('getticket'), 22, 'each later request calls once')
+  t.equal(mock.issued(APP_ID), 2, 'and does not replace the token (in classic mode, every other system\'s) again')
+  clock.advance(301_000) // NEGATIVE_CACHE_SECONDS
+  mock.clearFaults()
+  mock.revokeTokens(APP_ID)
+  const recovered = await post<TicketData>(app, TICKET, body)
+  t.equal(recovered.body.statusCode, 200, 'once the refusal is forgotten, a refused token is replaced again')
+  t.equal(mock.issued(APP_ID), 3)
+})
+
+t.test('stable mode: a refused token is replaced by asking WeChat for its current one, never by a forced refresh', async (t) => {
+  for (const route of [TICKET, '/api/v3/get-wechat-miniprogram-phone']) {
+    t.test(route, async (t) => {
+      const { mock, url } = await startMock(t)
+      const clock = new TestClock()
+      const { app } = await build(t, {
+        upstream: url,
+        clock,
+        env: { WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }), WECHAT_IDENTIFIERS: '{"my-wxapp":"wx0123456789abcdef"}', HOT_CACHE_MS: '0', SCHEDULER_INTERVAL_SECONDS: '0' }
+      })
+      const payload = (i: number) => route === TICKET ? body : { code: `junk-${i}`, extIdpConnidentifier: 'my-wxapp' }
+      // Another system forced a new stable token: a normal stable_token call answers it, and both systems keep working.
+      const first = (await post(app, TOKEN, body)).body.data!.accessToken
+      mock.revokeTokens(APP_ID)
+      const recovered = await post(app, route, route === TICKET ? body : { code: mock.mintPhoneCode(APP_ID), extIdpConnidentifier: 'my-wxapp' })
+      t.equal(recovered.body.statusCode, 200, recovered.body.message)
+      t.not((await post(app, TOKEN, body)).body.data?.accessToken, first)
+      // A refusal that persists (say WeChat refuses the call whatever the token): requests from anyone, 31 s apart.
+      mock.inject({ fault: { kind: 'errcode', errcode: 40001 }, endpoint: route === TICKET ? 'getticket' : 'getuserphonenumber' })
+      await app.store.delete(APP_ID, 'jsapi_ticket')
+      for (let i = 0; i < 25; i++) {
+        t.equal((await post(app, route, payload(i))).body.apiCode, 3011)
+        if (route === TICKET) await app.store.delete(APP_ID, 'jsapi_ticket')
+        clock.advance(31_000)
+        mock.advance(31_000)
+      }
+      t.equal(mock.forcedCalls(APP_ID), 0, 'no forced refresh spent')
+      mock.clearFaults()
+      const current = (await post(app, TOKEN, body)).body.data!.accessToken
+      mock.revokeTokens(APP_ID)
+      const owner = await post(app, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: current })
+      t.equal(owner.body.statusCode, 200, 'the owner\'s own forced refresh is still there')
+      t.equal(mock.forcedCalls(APP_ID), 1)
+    })
+  }
 })
 
 t.test('the ticket budget, remembered refusals, and stale-if-error', async (t) => {

@@ -116,6 +116,20 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     }
   }
 
+  /**
+   * A call made with the token (getticket, the phone number) was refused for the token again after the token was
+   * replaced: remembered, so that the token is not replaced again for every request while it lasts.
+   */
+  async function rememberRefusedAgain (appId: string, message: string): Promise<void> {
+    if (negativeMs <= 0) return
+    await state.setValue(appId, 'token-refused', JSON.stringify({ kind: 'WECHAT_TOKEN_REFUSED', message } satisfies Remembered), negativeMs)
+  }
+
+  /** Whether rememberRefusedAgain() was called for the app in the last NEGATIVE_CACHE_SECONDS. */
+  async function refusedAgainRecently (appId: string): Promise<boolean> {
+    return parseRemembered(await state.getValue(appId, 'token-refused')) !== undefined
+  }
+
   async function isVerified (appId: string, fp: string): Promise<boolean> {
     const known = await state.getValue(appId, 'verified')
     return known !== null && sameString(known, fp)
@@ -201,7 +215,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     return result
   }
 
-  return { call, remembered, isVerified, admitUnverified }
+  return { call, remembered, isVerified, admitUnverified, rememberRefusedAgain, refusedAgainRecently }
 }
 
 export type Guards = ReturnType<typeof createGuards>

@@ -71,8 +71,8 @@ export function createLifecycle (opts: LifecycleOptions) {
   const refresher = createRefresher({ credential, store, guards, lockLeaseMs: opts.lockLeaseMs, now, metrics })
 
   /** A refresh that is met by any entry for this secret with more than the serving margin left. */
-  function freshNeed (appId: string, fp: string, verified: boolean, source: Source, forced = false): Need {
-    const deadline = now() + opts.requestDeadlineMs
+  function freshNeed (appId: string, fp: string, verified: boolean, source: Source, ctx?: CallContext, forced = false): Need {
+    const deadline = ctx?.deadline ?? now() + opts.requestDeadlineMs
     return {
       appId,
       fp,
@@ -123,7 +123,7 @@ export function createLifecycle (opts: LifecycleOptions) {
     const restored = cached === null ? await restoreCopy(appId, fp, ctx) : null
     if (restored) return restored
     const verified = await source.verified(cached)
-    return await refresher.shared(`${appId}\0${fp}`, async () => await refresher.obtain(freshNeed(appId, fp, verified, source), ctx))
+    return await refresher.shared(`${appId}\0${fp}`, async () => await refresher.obtain(freshNeed(appId, fp, verified, source, ctx), ctx))
   }
 
   /** While the store is down: this instance's copy, else the source's answer, else STORE_UNAVAILABLE. */

@@ -22,6 +22,11 @@ export interface CallContext {
   requestId?: string | undefined
   /** Who is asking, for the allowances of unverified secrets: `key:<caller key name>` or `ip:<address>`. */
   origin: string
+  /**
+   * Epoch ms by which the whole request must be answered, every fetch and call on its way included; unset, each
+   * refresh gets REQUEST_DEADLINE_MS from when it starts.
+   */
+  deadline?: number | undefined
 }
 
 /** What a caller needs from a refresh. */
