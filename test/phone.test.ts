@@ -125,3 +125,17 @@ t.test('one deadline for the whole request: the token, the call, a replaced toke
   t.equal(body.apiCode, 3008, body.message)
   t.ok(took < 1400, `answered after ${took} ms, with REQUEST_DEADLINE_MS=1000`)
 })
+
+t.test('RATE_LIMIT_PER_APP counts phone requests per identifier, from the field the route checks', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...env, RATE_LIMIT_PER_APP: '3' } })
+  const answers = []
+  for (let i = 0; i < 10; i++) {
+    // An extra appId (any type, a new one each time) is not the route's: it neither crashes the limit nor escapes it.
+    const extra = [1, null, true, {}, [], `wx${i.toString(16).padStart(16, '0')}`][i % 6]
+    const { res, body } = await post(app, PHONE, { code: `junk-${i}`, extIdpConnidentifier: IDENTIFIER, appId: extra })
+    answers.push(res.statusCode === 429 ? 4004 : body.apiCode)
+  }
+  t.same(answers, [3012, 3012, 3012, 4004, 4004, 4004, 4004, 4004, 4004, 4004])
+  t.equal(mock.calls('getuserphonenumber'), 3)
+})

@@ -10,13 +10,21 @@ declare module 'fastify' {
   interface FastifyInstance {
     limits: { perCaller: onRequestHookHandler[], perApp: preHandlerHookHandler[] }
   }
+  interface FastifyContextConfig {
+    /** The body field that names the app a request is for, in the route's own schema (default appId). */
+    appField?: 'appId' | 'extIdpConnidentifier'
+  }
 }
 
-/** The app a request is for: its appId, or the Mini Program identifier of the phone route. */
+/**
+ * The app a request is for, from the field the matched route's schema validated (its appId, or the phone route's
+ * Mini Program identifier), never from a field the route does not check.
+ */
 function appKeyOf (request: FastifyRequest): string {
-  const body = request.body as { appId?: string, extIdpConnidentifier?: string }
-  if (body.appId !== undefined) return `app:${body.appId.toLowerCase()}`
-  return body.extIdpConnidentifier !== undefined ? `identifier:${body.extIdpConnidentifier}` : 'app:-'
+  const field = request.routeOptions.config.appField ?? 'appId'
+  const value = (request.body as Record<string, unknown>)[field]
+  if (typeof value !== 'string') return 'app:-'
+  return field === 'appId' ? `app:${value.toLowerCase()}` : `identifier:${value}`
 }
 
 export default fp<{ config: Config }>(async (app, { config }) => {

@@ -102,6 +102,7 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
       headers: SdkHeadersSchema,
       response: { 200: envelopeOf(PhoneDataSchema), 429: EnvelopeSchema }
     },
+    config: { appField: 'extIdpConnidentifier' },
     ...limited
   }, async (request, reply) => {
     const { code, extIdpConnidentifier } = request.body
