@@ -4,7 +4,7 @@
  * a daily budget, remembered refusals), fetched with the app's token by the refresh-once rule. The caller's appSecret
  * is checked as for a token, and before any ticket is fetched: a wrong secret never takes a ticket's lock.
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { hash, randomFillSync } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Metrics } from './metrics.js'
 import type { TokenStore } from './store/types.js'
@@ -41,14 +41,24 @@ export interface JssdkSignature {
 }
 
 const NONCE_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+/** Random bytes drawn 4 KB at a time (a call to the system's generator per nonce would cost more than the nonce). */
+const pool = Buffer.alloc(4096)
+let used = pool.length
 
-/** 16 random characters of [A-Za-z0-9] (the bytes' low bits; 62 letters, so the few above 247 are skipped). */
+function randomByte (): number {
+  if (used === pool.length) {
+    randomFillSync(pool)
+    used = 0
+  }
+  return pool[used++]!
+}
+
+/** 16 random characters of [A-Za-z0-9]: a byte modulo 62, the bytes from 248 up skipped so that none is likelier. */
 function nonce (): string {
   let out = ''
   while (out.length < 16) {
-    for (const byte of randomBytes(24)) {
-      if (byte < 248 && out.length < 16) out += NONCE_ALPHABET[byte % 62]
-    }
+    const byte = randomByte()
+    if (byte < 248) out += NONCE_ALPHABET[byte % 62]
   }
   return out
 }
@@ -58,8 +68,9 @@ function nonce (): string {
  * url without its #fragment and exactly as the page has it (nothing escaped or normalized).
  */
 export function jssdkSignature (ticket: string, nonceStr: string, timestamp: number, url: string): string {
-  const page = url.split('#', 1)[0]
-  return createHash('sha1').update(`jsapi_ticket=${ticket}&noncestr=${nonceStr}&timestamp=${timestamp}&url=${page}`).digest('hex')
+  const cut = url.indexOf('#')
+  const page = cut === -1 ? url : url.slice(0, cut)
+  return hash('sha1', `jsapi_ticket=${ticket}&noncestr=${nonceStr}&timestamp=${timestamp}&url=${page}`, 'hex')
 }
 
 export function createTicketService (opts: TicketServiceOptions) {
