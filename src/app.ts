@@ -8,6 +8,7 @@ import { loadApps, loadCallerKeys, loadIdentifiers, type Config } from './config
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
+import docs from './plugins/docs.js'
 import envelope, { answerOutsideRoutes, clientErrorHandler, frameworkErrorHandler, requestIdFrom } from './plugins/envelope.js'
 import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
@@ -167,6 +168,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     app.addHook('onReady', async () => { scheduler.start() })
     app.addHook('preClose', async () => { await scheduler.stop() })
   }
+  await app.register(docs, { enabled: config.DOCS_ENABLED })
   await app.register(healthRoutes)
   await app.register(metricsRoute)
   // The /api routes in a scope of their own, whose hooks run for these routes only, on whatever spelling of a path

@@ -151,6 +151,10 @@ export const ConfigSchema = Type.Object({
     default: 15000,
     description: 'Longest a client may take to send a whole request, headers and body; past it, 408 (apiCode 1008) and the connection is closed.'
   }),
+  DOCS_ENABLED: Type.Boolean({
+    default: true,
+    description: 'Serve the OpenAPI description at /openapi.json and the interactive docs at /docs (not behind caller keys); false turns both off.'
+  }),
   MAX_CONNECTIONS: Type.Integer({
     minimum: 1,
     default: 1000,

@@ -26,7 +26,7 @@ t.test('every route in the README is served, and the README lists the routes', a
   const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9' } })
   const documented = [...readme.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
-    'GET /health/live', 'GET /health/ready', 'GET /metrics',
+    'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
     'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
     'POST /api/v3/get-wechat-jssdk-signature', 'POST /api/v3/get-wechat-miniprogram-phone', 'POST /api/v3/refresh-wechat-access-token'
   ])

@@ -5,7 +5,7 @@ import type { PhoneService } from '../phone-service.js'
 import {
   PhoneDataSchema, PhoneRequestSchema, SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema
 } from '../schemas/credentials.js'
-import { EnvelopeSchema, SdkHeadersSchema, envelopeOf } from '../schemas/token.js'
+import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import type { ServedToken } from '../token-service.js'
 import type { TicketService } from '../ticket-service.js'
 import { context } from './token.js'
@@ -43,10 +43,13 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(TICKET_ROUTE, {
     schema: {
       summary: 'Get a WeChat JS-SDK ticket (jsapi) or card ticket (wx_card)',
+      operationId: 'getWechatJsapiTicket',
+      tags: ['tickets'],
+      security: CallerKeySecurity,
       description: 'Cached per app and type until it expires, and fetched once for any number of callers and instances.',
       body: TicketRequestSchema,
       headers: SdkHeadersSchema,
-      response: { 200: envelopeOf(TicketDataSchema), 429: EnvelopeSchema }
+      response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     ...limited
   }, (request, reply) => {
@@ -66,11 +69,14 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(SIGNATURE_ROUTE, {
     schema: {
       summary: 'Sign a page url for wx.config with the app\'s JS-SDK ticket',
+      operationId: 'getWechatJssdkSignature',
+      tags: ['tickets'],
+      security: CallerKeySecurity,
       description: 'data holds appId, timestamp, nonceStr and signature, ready for wx.config. The url is the page\'s, as the page has it; ' +
         'its #fragment is ignored and nothing in it is escaped.',
       body: SignatureRequestSchema,
       headers: SdkHeadersSchema,
-      response: { 200: envelopeOf(SignatureDataSchema), 429: EnvelopeSchema }
+      response: { 200: envelopeOf(SignatureDataSchema), 429: ThrottledSchema }
     },
     ...limited
   }, (request, reply) => {
@@ -91,11 +97,14 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(PHONE_ROUTE, {
     schema: {
       summary: 'Exchange a Mini Program getPhoneNumber code for the user\'s phone number',
+      operationId: 'getWechatMiniprogramPhone',
+      tags: ['mini program'],
+      security: CallerKeySecurity,
       description: 'extIdpConnidentifier names a Mini Program of WECHAT_IDENTIFIERS. A code works once and for 5 minutes (apiCode 3012 after). ' +
         'data holds the phone fields, and again under phone_info.',
       body: PhoneRequestSchema,
       headers: SdkHeadersSchema,
-      response: { 200: envelopeOf(PhoneDataSchema), 429: EnvelopeSchema }
+      response: { 200: envelopeOf(PhoneDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'extIdpConnidentifier' },
     ...limited

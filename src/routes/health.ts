@@ -10,12 +10,21 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   let closing = false
   app.addHook('preClose', async () => { closing = true })
 
-  app.get('/health/live', { schema: { response: { 200: HealthSchema } } }, async (request, reply) => {
+  app.get('/health/live', {
+    schema: { summary: 'Liveness: 200 while the process runs', operationId: 'live', tags: ['operations'], response: { 200: HealthSchema } }
+  }, async (request, reply) => {
     app.finish(request, reply, 200)
     return { status: 'ok' }
   })
 
-  app.get('/health/ready', { schema: { response: { 200: HealthSchema, 503: HealthSchema } } }, async (request, reply) => {
+  app.get('/health/ready', {
+    schema: {
+      summary: 'Readiness: 200 ready or degraded (serving with the store or pub/sub down), 503 only while closing',
+      operationId: 'ready',
+      tags: ['operations'],
+      response: { 200: HealthSchema, 503: HealthSchema }
+    }
+  }, async (request, reply) => {
     if (closing) {
       app.finish(request, reply, 503)
       return await reply.code(503).send({ status: 'closing', store: app.store.kind })

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { deferredChild } from '../logger.js'
 import { originOf } from '../plugins/auth.js'
-import { EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, TokenRequestSchema } from '../schemas/token.js'
+import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, ThrottledSchema, TokenRequestSchema } from '../schemas/token.js'
 import type { CallContext, ServedToken, TokenService } from '../token-service.js'
 
 declare module 'fastify' {
@@ -19,8 +19,8 @@ export const OBSOLETE_ROUTE = '/api/v3/get-wechat-access-token'
 export const REFRESH_ROUTE = '/api/v3/refresh-wechat-access-token'
 
 const routes = [
-  { url: CURRENT_ROUTE, deprecated: false, summary: 'Get a WeChat Official Account / Mini Program access token' },
-  { url: OBSOLETE_ROUTE, deprecated: true, summary: `Obsolete: use ${CURRENT_ROUTE}` }
+  { url: CURRENT_ROUTE, deprecated: false, operationId: 'getWechatAccessTokenInfo', summary: 'Get a WeChat Official Account / Mini Program access token' },
+  { url: OBSOLETE_ROUTE, deprecated: true, operationId: 'getWechatAccessToken', summary: `Obsolete: use ${CURRENT_ROUTE}` }
 ]
 
 function success (requestId: string, token: ServedToken) {
@@ -47,10 +47,13 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     app.post(route.url, {
       schema: {
         summary: route.summary,
+        operationId: route.operationId,
+        tags: ['tokens'],
+        security: CallerKeySecurity,
         deprecated: route.deprecated,
         body: TokenRequestSchema,
         headers: SdkHeadersSchema,
-        response: { 200: EnvelopeSchema, 429: EnvelopeSchema }
+        response: { 200: EnvelopeSchema, 429: ThrottledSchema }
       },
       onRequest: app.limits.perCaller,
       preHandler: app.limits.perApp
@@ -72,11 +75,14 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(REFRESH_ROUTE, {
     schema: {
       summary: 'Report a token WeChat refused (40001 / 42001) and get a working one',
+      operationId: 'refreshWechatAccessToken',
+      tags: ['tokens'],
+      security: CallerKeySecurity,
       description: 'Refreshes only while the reported token is still the current one; otherwise answers the newer token. ' +
         'In stable mode this is a forced refresh, limited to 20 a day and 30 s apart (apiCode 4001 past them, with the current token).',
       body: RefreshRequestSchema,
       headers: SdkHeadersSchema,
-      response: { 200: EnvelopeSchema, 429: EnvelopeSchema }
+      response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     onRequest: app.limits.perCaller,
     preHandler: app.limits.perApp

@@ -1,5 +1,6 @@
 /** Schemas of the GenAuth token routes: the request body, the headers SDKs send, and the envelope. */
 import { Type, type TSchema } from '@sinclair/typebox'
+import { ApiCodes } from '../api-codes.js'
 
 export const APP_ID_PATTERN = '^wx[0-9a-fA-F]{16}$'
 export const APP_SECRET_PATTERN = '^[0-9a-fA-F]{32}$'
@@ -40,15 +41,32 @@ export const TokenDataSchema = Type.Object({
   expiresIn: Type.Integer({ description: 'Seconds the token has left' })
 })
 
+/** Every apiCode this service answers with (the table is in the API description and the README). */
+const ApiCodeSchema = Type.Integer({
+  enum: [...new Set(Object.values(ApiCodes).map((code) => code.apiCode))].sort((a, b) => a - b),
+  description: 'On errors only: what went wrong (see the apiCode table)'
+})
+
 /** The GenAuth envelope around a route's data (absent from an error envelope, but for apiCode 4001's current token). */
 export function envelopeOf<T extends TSchema> (data: T) {
   return Type.Object({
-    statusCode: Type.Integer(),
+    statusCode: Type.Integer({ description: '200 on success; on errors the apiCode\'s statusCode (the HTTP status stays 200 but for 4004 and 404)' }),
     message: Type.String(),
-    apiCode: Type.Optional(Type.Integer()),
-    requestId: Type.String(),
+    apiCode: Type.Optional(ApiCodeSchema),
+    requestId: Type.String({ description: 'Also in the x-request-id header; an x-request-id sent is used when sane' }),
     data: Type.Optional(data)
-  })
+  }, { description: 'The envelope: success (statusCode 200, with data) or an error (statusCode, apiCode and message; no data)' })
 }
+
+/** The 429 of the rate limits (apiCode 4004, a real HTTP 429 with retry-after, as GenAuth throttles). */
+export const ThrottledSchema = Type.Object({
+  statusCode: Type.Integer(),
+  message: Type.String(),
+  apiCode: Type.Optional(ApiCodeSchema),
+  requestId: Type.String()
+}, { description: 'Rate limited: apiCode 4004 (RATE_LIMIT_PER_CALLER, RATE_LIMIT_PER_APP), HTTP 429 with retry-after' })
+
+/** The caller-key scheme, optional: needed only when AUTH_TOKENS is set. */
+export const CallerKeySecurity: Array<Record<string, string[]>> = [{ callerKey: [] }, {}]
 
 export const EnvelopeSchema = envelopeOf(TokenDataSchema)
