@@ -5,26 +5,30 @@ import { ConfigSchema } from '../src/config.js'
 import { build } from './helpers/build.js'
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+const doc = async (name: string): Promise<string> => await readFile(new URL(`../docs/${name}`, import.meta.url), 'utf8')
+const configuration = await doc('configuration.md')
+const api = await doc('api.md')
+const operations = await doc('operations.md')
 const example = await readFile(new URL('../.env.example', import.meta.url), 'utf8')
 
-t.test('every config variable is in .env.example and in the README table with its default', async (t) => {
+t.test('every config variable is in .env.example and in the table of docs/configuration.md with its default', async (t) => {
   for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
     t.match(example, new RegExp(`^#? ?${name}=`, 'm'), `.env.example has ${name}`)
     const fallback = (schema as { default?: unknown }).default
     const cell = fallback === undefined ? 'unset' : `\`${String(fallback)}\``
-    t.ok(readme.includes(`| \`${name}\` | ${cell} |`), `README row for ${name} with default ${cell}`)
+    t.ok(configuration.includes(`| \`${name}\` | ${cell} |`), `docs/configuration.md row for ${name} with default ${cell}`)
   }
 })
 
-t.test('the README apiCode table is the one in api-codes.ts', async (t) => {
-  const rows = [...readme.matchAll(/^\| (\d{4}) \| (\d{3}) \|/gm)].map((m) => [Number(m[1]), Number(m[2])])
+t.test('the apiCode table of docs/api.md is the one in api-codes.ts', async (t) => {
+  const rows = [...api.matchAll(/^\| (\d{4}) \| (\d{3}) \|/gm)].map((m) => [Number(m[1]), Number(m[2])])
   const codes = Object.values(ApiCodes).map((c) => [c.apiCode, c.statusCode]).sort((a, b) => a[0]! - b[0]!)
   t.same(rows.sort((a, b) => a[0]! - b[0]!), codes)
 })
 
-t.test('every route in the README is served, and the README lists the routes', async (t) => {
+t.test('every route docs/api.md lists is served, and it lists every route', async (t) => {
   const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9' } })
-  const documented = [...readme.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
+  const documented = [...api.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
     'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
@@ -33,11 +37,37 @@ t.test('every route in the README is served, and the README lists the routes', a
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
 })
 
-t.test('npm start, the image and the README give the service the same heap limit', async (t) => {
+t.test('npm start, the image and docs/operations.md give the service the same heap limit', async (t) => {
   const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
   const dockerfile = await readFile(new URL('../Dockerfile', import.meta.url), 'utf8')
   const flag = /--max-old-space-size=\d+/.exec(pkg.scripts.start!)?.[0]
   t.ok(flag, 'npm start sets a heap limit')
   t.match(dockerfile, new RegExp(`NODE_OPTIONS=${flag}\\b`), 'the image sets the same one')
-  t.ok(readme.includes(`\`${flag}\``), 'the README names it')
+  t.ok(operations.includes(`\`${flag}\``), 'docs/operations.md names it')
+})
+
+t.test('the README is short and links every docs page; every relative link in them resolves, anchors included', async (t) => {
+  const { readdir } = await import('node:fs/promises')
+  const pages = (await readdir(new URL('../docs/', import.meta.url))).filter((name) => name.endsWith('.md'))
+  for (const name of pages) t.ok(readme.includes(`](docs/${name})`), `the README links docs/${name}`)
+  t.ok(readme.includes('npm ci && npm run demo') && readme.includes('npm ci && npm test'), 'the two commands')
+  t.ok(readme.split('\n').length < 120, 'the reference lives in docs/')
+  const slug = (heading: string): string => heading.trim().toLowerCase().replace(/[^\w\- ]/g, '').replaceAll(' ', '-')
+  const anchorsOf = (text: string): Set<string> => new Set([...text.matchAll(/^#+ (.+)$/gm)].map((m) => slug(m[1]!)))
+  const files: Array<[string, string]> = [['README.md', readme], ...await Promise.all(pages.map(async (name): Promise<[string, string]> => [`docs/${name}`, await doc(name)]))]
+  for (const [file, text] of files) {
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^https?:/.test(target!)) continue
+      const [path, anchor] = target!.split('#') as [string, string | undefined]
+      const resolved = path === '' ? new URL(`../${file}`, import.meta.url) : new URL(path, new URL(`../${file}`, import.meta.url))
+      let text2: string
+      try {
+        text2 = await readFile(resolved, 'utf8')
+      } catch {
+        t.fail(`${file}: ${target} does not exist`)
+        continue
+      }
+      if (anchor !== undefined) t.ok(anchorsOf(text2).has(anchor), `${file}: ${target} has that heading`)
+    }
+  }
 })

@@ -13,7 +13,7 @@ import { ApiCodes } from '../api-codes.js'
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
 
-/** The apiCode table, as the README has it, for the description's text. */
+/** The apiCode table, as docs/api.md has it, for the description's text. */
 function apiCodeTable (): string {
   const rows = Object.values(ApiCodes).map((code) => `| ${code.apiCode} | ${code.statusCode} | ${code.summary} |`)
   return ['| apiCode | statusCode | meaning |', '|---|---|---|', ...rows].join('\n')

@@ -41,7 +41,7 @@ export const TokenDataSchema = Type.Object({
   expiresIn: Type.Integer({ description: 'Seconds the token has left' })
 })
 
-/** Every apiCode this service answers with (the table is in the API description and the README). */
+/** Every apiCode this service answers with (the table is in the API description and docs/api.md). */
 const ApiCodeSchema = Type.Integer({
   enum: [...new Set(Object.values(ApiCodes).map((code) => code.apiCode))].sort((a, b) => a - b),
   description: 'On errors only: what went wrong (see the apiCode table)'
