@@ -21,6 +21,7 @@ import { createScheduler } from './scheduler.js'
 import { createPhoneService } from './phone-service.js'
 import { createTicketService } from './ticket-service.js'
 import { createTokenService } from './token-service.js'
+import { VERSION } from './version.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -67,6 +68,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
   const metrics = createMetrics()
+  metrics.describe({
+    version: VERSION,
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    budgets: { access_token: config.DAILY_UPSTREAM_BUDGET, jsapi_ticket: config.TICKET_DAILY_BUDGET, wx_card_ticket: config.TICKET_DAILY_BUDGET }
+  })
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),

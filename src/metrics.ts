@@ -1,5 +1,7 @@
 /** Prometheus metrics (prom-client), one registry per app instance. Labels carry appIds and codes, never a secret or token. */
+import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { CredentialName } from './tokens/credential.js'
 
 /** A count since the last collection. */
 class Tally {
@@ -71,6 +73,15 @@ export interface StoreProbe {
   readonly pubsubUp: boolean
 }
 
+/** What the configuration and the build set, exported once at start for alerts and dashboards to compare against. */
+export interface Settings {
+  version: string
+  /** TOKEN_SERVE_MARGIN_SECONDS. */
+  serveMarginSeconds: number
+  /** The daily budget of upstream calls per app for each credential (DAILY_UPSTREAM_BUDGET, TICKET_DAILY_BUDGET). */
+  budgets: Record<CredentialName, number>
+}
+
 export function createMetrics () {
   let store: StoreProbe | undefined
   const registry = new Registry()
@@ -93,6 +104,33 @@ export function createMetrics () {
     name: 'wxtoken_requests_total',
     help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
     labelNames: ['route', 'status_code']
+  })
+
+  const upstreamBudget = new Gauge({
+    name: 'wxtoken_upstream_budget',
+    help: 'Upstream calls allowed per app per day (Beijing time) for a credential: DAILY_UPSTREAM_BUDGET for access_token, ' +
+      'TICKET_DAILY_BUDGET for each ticket type; the ceiling of wxtoken_upstream_quota_used.',
+    labelNames: ['credential'] as const,
+    registers
+  })
+  const serveMargin = new Gauge({
+    name: 'wxtoken_token_serve_margin_seconds',
+    help: 'TOKEN_SERVE_MARGIN_SECONDS: a cached token or ticket is served only while it has more than this left.',
+    registers
+  })
+  const buildInfo = new Gauge({
+    name: 'wxtoken_build_info',
+    help: 'Always 1; the version label is the service\'s version (package.json).',
+    labelNames: ['version'] as const,
+    registers
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_heap_limit_bytes',
+    help: 'The V8 heap size limit (set by --max-old-space-size): the process dies out of memory when the heap reaches it.',
+    registers,
+    collect () {
+      this.set(getHeapStatistics().heap_size_limit)
+    }
   })
 
   const metrics = {
@@ -156,6 +194,12 @@ export function createMetrics () {
       labelNames: ['reason', 'credential'] as const,
       registers
     }),
+    /** Sets the gauges of the settings (budgets, serving margin, version); called once, at start. */
+    describe (settings: Settings): void {
+      for (const [credential, budget] of Object.entries(settings.budgets)) upstreamBudget.labels(credential).set(budget)
+      serveMargin.set(settings.serveMarginSeconds)
+      buildInfo.labels(settings.version).set(1)
+    },
     /** Lets the store gauges read the store. */
     observeStore (probe: StoreProbe): void {
       store = probe

@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises'
+import { getHeapStatistics } from 'node:v8'
 import t from 'tap'
 import { APP_ID, APP_SECRET, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
 
@@ -64,4 +66,21 @@ t.test('concurrent scrapes within a second share one rendering', async (t) => {
   await new Promise((resolve) => setTimeout(resolve, 1100))
   await app.inject({ method: 'GET', url: '/metrics' })
   t.equal(renderings, 2, 'a scrape a second later renders again')
+})
+
+t.test('GET /metrics exposes the budgets, the serving margin, the heap limit and the version', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, {
+    upstream: url,
+    env: { DAILY_UPSTREAM_BUDGET: '1500', TICKET_DAILY_BUDGET: '300', TOKEN_SERVE_MARGIN_SECONDS: '100' }
+  })
+  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.equal(value(text, 'wxtoken_upstream_budget{credential="access_token"}'), 1500)
+  t.equal(value(text, 'wxtoken_upstream_budget{credential="jsapi_ticket"}'), 300)
+  t.equal(value(text, 'wxtoken_upstream_budget{credential="wx_card_ticket"}'), 300)
+  t.equal(value(text, 'wxtoken_token_serve_margin_seconds'), 100)
+  const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  t.equal(value(text, `wxtoken_build_info{version="${version}"}`), 1)
+  t.equal(text.split('\n').filter((line) => line.startsWith('wxtoken_build_info{')).length, 1, 'one version')
+  t.equal(value(text, 'wxtoken_heap_limit_bytes'), getHeapStatistics().heap_size_limit)
 })
