@@ -5,13 +5,11 @@
  * behind caller keys, like /metrics; DOCS_ENABLED=false turns both off. Register before the routes: the description
  * is collected as routes are added.
  */
-import { readFileSync } from 'node:fs'
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { ApiCodes } from '../api-codes.js'
-
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+import { VERSION } from '../version.js'
 
 /** The apiCode table, as docs/api.md has it, for the description's text. */
 function apiCodeTable (): string {
@@ -35,7 +33,7 @@ export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'wechat-token-cache', version, description: DESCRIPTION, license: { name: 'MIT' } },
+      info: { title: 'wechat-token-cache', version: VERSION, description: DESCRIPTION, license: { name: 'MIT' } },
       tags: [
         { name: 'tokens', description: 'WeChat access tokens (GenAuth\'s token routes)' },
         { name: 'tickets', description: 'JS-SDK and card tickets, and wx.config signatures' },
