@@ -10,7 +10,7 @@ RUN npm run build
 
 # Runtime stage: production dependencies and the compiled code only, as the non-root node user.
 FROM node:20-bookworm-slim
-# The heap limit npm start uses too (README: Memory); override NODE_OPTIONS to change it.
+# The heap limit npm start uses too (docs/operations.md: Memory); override NODE_OPTIONS to change it.
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 NODE_OPTIONS=--max-old-space-size=512
 WORKDIR /app
 COPY package.json package-lock.json ./

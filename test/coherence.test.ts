@@ -191,7 +191,7 @@ t.test('the least Redis rights the threat model lists are enough, pub/sub includ
   t.ok(rule, 'docs/security.md gives the rule')
   const admin = client(t)
   const prefix = 'least'
-  const args = rule!.replace(/<password>/, '>least-password-0123').replaceAll('wxtoken:', `${prefix}:`).split(' ').slice(2)
+  const args = rule!.replace(/<password>/, 'least-password-0123').replaceAll('wxtoken:', `${prefix}:`).split(' ').slice(2)
   await admin.call('ACL', 'SETUSER', ...args)
   t.teardown(async () => {
     const c = redis.client()
