@@ -71,7 +71,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   metrics.describe({
     version: VERSION,
     serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    budgets: { access_token: config.DAILY_UPSTREAM_BUDGET, jsapi_ticket: config.TICKET_DAILY_BUDGET, wx_card_ticket: config.TICKET_DAILY_BUDGET }
+    budgets: { access_token: config.DAILY_UPSTREAM_BUDGET, jsapi_ticket: config.TICKET_DAILY_BUDGET, wx_card_ticket: config.TICKET_DAILY_BUDGET },
+    configuredApps: loadApps(config)?.size ?? 0,
+    tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
   })
   const app = Fastify({
     loggerInstance: logger,

@@ -80,7 +80,18 @@ export interface Settings {
   serveMarginSeconds: number
   /** The daily budget of upstream calls per app for each credential (DAILY_UPSTREAM_BUDGET, TICKET_DAILY_BUDGET). */
   budgets: Record<CredentialName, number>
+  /** The apps of WECHAT_APPS (0 in dynamic mode). */
+  configuredApps: number
+  /** The endpoint tokens are fetched from (stable_token or token). */
+  tokenEndpoint: string
 }
+
+/**
+ * The WeChat refusals the alerts watch. Their series exist at 0 from the start, so that the first refusal is an
+ * increase to the rules (a counter series born at 1 is flat to increase()).
+ */
+const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket']
 
 export function createMetrics () {
   let store: StoreProbe | undefined
@@ -116,6 +127,11 @@ export function createMetrics () {
   const serveMargin = new Gauge({
     name: 'wxtoken_token_serve_margin_seconds',
     help: 'TOKEN_SERVE_MARGIN_SECONDS: a cached token or ticket is served only while it has more than this left.',
+    registers
+  })
+  const configuredApps = new Gauge({
+    name: 'wxtoken_configured_apps',
+    help: 'The apps WECHAT_APPS lists (0 in dynamic mode): with them, a WeChat refusal of a secret or appId is a configuration to fix.',
     registers
   })
   const buildInfo = new Gauge({
@@ -199,6 +215,13 @@ export function createMetrics () {
       for (const [credential, budget] of Object.entries(settings.budgets)) upstreamBudget.labels(credential).set(budget)
       serveMargin.set(settings.serveMarginSeconds)
       buildInfo.labels(settings.version).set(1)
+      configuredApps.set(settings.configuredApps)
+      for (const errcode of WATCHED_ERRCODES) metrics.upstreamCalls.labels(settings.tokenEndpoint, errcode).inc(0)
+      for (const credential of CREDENTIALS) {
+        metrics.lockTimeouts.labels(credential).inc(0)
+        for (const reason of ['budget', 'unverified', 'forced_refresh', 'remembered']) metrics.localRefusals.labels(reason, credential).inc(0)
+      }
+      for (const outcome of ['refreshed', 'refused']) metrics.forcedRefreshes.labels(outcome).inc(0)
     },
     /** Lets the store gauges read the store. */
     observeStore (probe: StoreProbe): void {

@@ -84,3 +84,23 @@ t.test('GET /metrics exposes the budgets, the serving margin, the heap limit and
   t.equal(text.split('\n').filter((line) => line.startsWith('wxtoken_build_info{')).length, 1, 'one version')
   t.equal(value(text, 'wxtoken_heap_limit_bytes'), getHeapStatistics().heap_size_limit)
 })
+
+t.test('the configured apps, and the series the alerts watch for a first event, exist from the start', async (t) => {
+  const { url } = await startMock(t)
+  const { app: dynamic } = await build(t, { upstream: url })
+  const fresh = (await dynamic.inject({ method: 'GET', url: '/metrics' })).body
+  t.equal(value(fresh, 'wxtoken_configured_apps'), 0, 'dynamic mode')
+  for (const errcode of ['40164', '89506', '40125', '40013', '45009', '-1']) {
+    t.match(fresh, `wxtoken_upstream_calls_total{endpoint="stable_token",errcode="${errcode}"} 0`, `errcode ${errcode} at 0 before any call`)
+  }
+  t.match(fresh, 'wxtoken_local_refusals_total{reason="budget",credential="jsapi_ticket"} 0')
+  t.match(fresh, 'wxtoken_lock_wait_timeouts_total{credential="access_token"} 0')
+  t.match(fresh, 'wxtoken_forced_refreshes_total{outcome="refused"} 0')
+  const { app: classic } = await build(t, {
+    upstream: url,
+    env: { WECHAT_TOKEN_MODE: 'classic', WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }), SCHEDULER_INTERVAL_SECONDS: '0' }
+  })
+  const text = (await classic.inject({ method: 'GET', url: '/metrics' })).body
+  t.equal(value(text, 'wxtoken_configured_apps'), 1)
+  t.match(text, 'wxtoken_upstream_calls_total{endpoint="token",errcode="40164"} 0', 'the classic endpoint\'s')
+})
