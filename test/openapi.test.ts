@@ -98,7 +98,10 @@ t.test('like /metrics, the docs need no caller key; DOCS_ENABLED=false turns the
 t.test('the docs page loads only its own assets', async (t) => {
   const { url } = await startMock(t)
   const { app } = await build(t, { upstream: url })
-  const page = (await app.inject({ method: 'GET', url: '/docs' })).body
+  const res = await app.inject({ method: 'GET', url: '/docs' })
+  const page = res.body
+  t.match(res.headers['content-security-policy'], /default-src 'self'/, 'a Content-Security-Policy of its own origin')
+  t.notMatch(res.headers['content-security-policy'], /upgrade-insecure-requests/, 'that works over plain http too')
   const assets = [...page.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!)
   t.ok(assets.length > 0)
   for (const asset of assets) {

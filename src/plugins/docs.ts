@@ -64,7 +64,14 @@ export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
         }
       : { schema, url }
   })
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list', tryItOutEnabled: false } })
+  // staticCSP: a Content-Security-Policy on the UI's pages that allows their own origin only; without the plugin's
+  // upgrade-insecure-requests, which would send the page's own assets to https:// on a service reached over http.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true,
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ''),
+    uiConfig: { docExpansion: 'list', tryItOutEnabled: false }
+  })
   app.get('/openapi.json', { schema: { hide: true } }, async (request, reply) => {
     app.finish(request, reply, 200)
     return app.swagger()
