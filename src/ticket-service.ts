@@ -125,7 +125,8 @@ export function createTicketService (opts: TicketServiceOptions) {
 
   /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), signed with the jsapi ticket. */
   async function signature (anyAppId: string, secret: string, url: string, ctx: CallContext): Promise<JssdkSignature> {
-    const ticket = fromHot(anyAppId, secret, 'jsapi') ?? await getTicket(anyAppId, secret, 'jsapi', ctx)
+    // The route looked in the hot cache already, and the lifecycle looks there again under the normalized appId.
+    const ticket = await getTicket(anyAppId, secret, 'jsapi', ctx)
     return signed(normalized(anyAppId), ticket, url)
   }
 

@@ -300,7 +300,7 @@ function dockerHealthcheck (): { options: string, command: string[] } {
 }
 
 const compose = parse(await text('docker-compose.yml')) as {
-  services: Record<string, { build?: unknown, environment?: Record<string, string>, stop_grace_period?: string, healthcheck?: { test: string[] } }>
+  services: Record<string, { build?: unknown, environment?: Record<string, string>, ports?: string[], stop_grace_period?: string, healthcheck?: { test: string[] } }>
 }
 const composeService = Object.values(compose.services).find((s) => s.build !== undefined)!
 
@@ -323,6 +323,7 @@ t.test('the image and compose check readiness and count 200 only as healthy, deg
   t.match(command.join(' '), /\/health\/ready/, 'the image checks /health/ready')
   t.match(command.join(' '), /status===200\?0:1/, 'healthy on 200 only')
   t.same(composeService.healthcheck?.test, ['CMD', ...command], 'compose runs the image\'s check')
+  t.ok(composeService.ports?.every((port) => port.startsWith('127.0.0.1:')), 'compose publishes on loopback only (it runs without caller keys)')
   const timeout = /--timeout=(\d+)s/.exec(options)
   t.ok(timeout && Number(timeout[1]) * 1000 > Number((ConfigSchema.properties.REDIS_COMMAND_TIMEOUT_MS as { default: number }).default),
     'its timeout is above the Redis command timeout the ready route may wait')

@@ -6,7 +6,7 @@ import {
   PhoneDataSchema, PhoneRequestSchema, SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema
 } from '../schemas/credentials.js'
 import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
-import type { ServedToken } from '../token-service.js'
+import { normalized, type ServedToken } from '../token-service.js'
 import type { TicketService } from '../ticket-service.js'
 import { context } from './token.js'
 
@@ -85,7 +85,7 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const kept = app.tickets.fromHot(appId, appSecret, 'jsapi')
     if (kept) {
       app.finish(request, reply, 200, SIGNATURE_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.tickets.signed(appId.toLowerCase(), kept, url) })
+      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.tickets.signed(normalized(appId), kept, url) })
       return
     }
     return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {

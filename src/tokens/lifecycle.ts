@@ -198,12 +198,18 @@ export function createLifecycle (opts: LifecycleOptions) {
     await refresher.inBackground(aheadNeed(appId, fp, source), log)
   }
 
-  /** Each app this instance has served, with its entry's expiry (for the seconds-left gauge). */
-  function known (): Array<[string, number]> {
-    return caches.known()
+  return {
+    credential,
+    caches,
+    refresher,
+    fromHot,
+    get,
+    freshNeed,
+    refreshIfDue,
+    /** Each app this instance has served, with its entry's expiry (for the seconds-left gauge). */
+    known: caches.known,
+    close: refresher.drain
   }
-
-  return { credential, caches, refresher, fromHot, get, freshNeed, duringOutage, refreshIfDue, known, close: refresher.drain }
 }
 
 export type Lifecycle = ReturnType<typeof createLifecycle>
