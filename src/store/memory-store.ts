@@ -77,10 +77,10 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
       values.delete(key)
       return true
     },
-    async increment (appId, name, ttlMs) {
+    async increment (appId, name, ttlMs, by = 1) {
       const key = valueKey(appId, name)
       const current = live(key)
-      const next = (current ? Number(current.value) : 0) + 1
+      const next = (current ? Number(current.value) : 0) + by
       put(key, { value: String(next), expiresAt: current?.expiresAt ?? now() + ttlMs })
       return next
     },

@@ -25,14 +25,17 @@ const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
 
-/** KEYS: counter. ARGV: TTL ms for a new counter. A value that cannot be counted (another type, not a number) starts again. */
+/**
+ * KEYS: counter. ARGV: TTL ms for a new counter, the amount (negative to give back). A value that cannot be counted
+ * (another type, not a number) starts again; a counter without a TTL gets one, so none lives forever.
+ */
 const INCREMENT = `
-local n = redis.pcall('INCR', KEYS[1])
+local n = redis.pcall('INCRBY', KEYS[1], ARGV[2])
 if type(n) ~= 'number' then
   redis.call('DEL', KEYS[1])
-  n = redis.call('INCR', KEYS[1])
+  n = redis.call('INCRBY', KEYS[1], ARGV[2])
 end
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n`
 
 export function appKey (prefix: string, appId: string, name: string): string {
@@ -96,8 +99,8 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
     async release (appId, name, owner) {
       return await command(() => redis.eval(RELEASE, 1, key(appId, name), owner)) === 1
     },
-    async increment (appId, name, ttlMs) {
-      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs)))
+    async increment (appId, name, ttlMs, by = 1) {
+      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs, by)))
     },
     async getValue (appId, name) {
       return await readString(redis, key(appId, name))

@@ -72,8 +72,8 @@ export interface TokenStore {
   acquire (appId: string, name: string, owner: string, ttlMs: number): Promise<boolean>
   /** Deletes `name` only while `owner` holds it. */
   release (appId: string, name: string, owner: string): Promise<boolean>
-  /** Increments a counter, giving it `ttlMs` to live when it is new. */
-  increment (appId: string, name: string, ttlMs: number): Promise<number>
+  /** Adds `by` (1 by default; negative to give back) to a counter, giving it `ttlMs` to live when it is new. */
+  increment (appId: string, name: string, ttlMs: number, by?: number): Promise<number>
   getValue (appId: string, name: string): Promise<string | null>
   setValue (appId: string, name: string, value: string, ttlMs: number): Promise<void>
   /** Deletes a value. */

@@ -101,6 +101,16 @@ export function storeContract (t: Test, name: string, make: (t: Teardown, clock:
       t.equal(await store.increment(APP_ID, 'calls', 200), 1)
     })
 
+    t.test('a counter gives back by a negative amount, and one first written that way lapses too', async (t) => {
+      const store = await make(t, new TestClock())
+      t.equal(await store.increment(APP_ID, 'calls', 60_000, 3), 3)
+      t.equal(await store.increment(APP_ID, 'calls', 60_000, -1), 2)
+      t.equal(await store.getValue(APP_ID, 'calls'), '2')
+      t.equal(await store.increment(APP_ID, 'refunds', 200, -1), -1, 'a missing counter starts from 0')
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.getValue(APP_ID, 'refunds'), null, 'and has a TTL')
+    })
+
     t.test('values are kept for their TTL', async (t) => {
       const store = await make(t, new TestClock())
       t.equal(await store.getValue(APP_ID, 'negative'), null)
