@@ -36,12 +36,13 @@ export const ApiCodes = {
   WECHAT_ERROR: code(3010, 502, 'WeChat answered with another errcode; the message names it.'),
   WECHAT_TOKEN_REFUSED: code(3011, 502, 'A call made with the access token (getticket, the phone number) was refused for the token (errcode 40001 / 42001) again after the token was replaced once (remembered for NEGATIVE_CACHE_SECONDS).'),
   WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program phone code: wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
-  FORCE_REFRESH_LIMITED: code(4001, 429, 'A forced refresh was refused locally (WeChat allows 20 a day, 30 s apart); data holds the current token.'),
+  FORCE_REFRESH_LIMITED: code(4001, 429, 'A refresh of a reported token was refused locally: in stable mode a forced refresh (WeChat allows 20 a day, 30 s apart), in classic mode a replacement less than FORCE_REFRESH_MIN_INTERVAL_SECONDS after the last one; data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET) and no valid token is cached.'),
   REFRESH_IN_PROGRESS: code(4003, 503, 'Another instance is fetching this app\'s token and did not finish within the request deadline.'),
   RATE_LIMITED: code(4004, 429, 'Too many requests from this caller or for this appId (a real HTTP 429, as GenAuth throttles).'),
   UNVERIFIED_CHECKS_LIMITED: code(4005, 429, 'Too many upstream checks of appSecrets not yet known to be right (per caller, or the app\'s daily allowance); a secret WeChat already accepted is not limited.'),
   TICKET_BUDGET_EXHAUSTED: code(4006, 429, 'This app used its daily budget of upstream calls for this ticket type (TICKET_DAILY_BUDGET) and no valid ticket is cached.'),
+  UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket (unreachable, HTTP 5xx, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

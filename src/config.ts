@@ -86,12 +86,12 @@ export const ConfigSchema = Type.Object({
   UNVERIFIED_CHECKS_PER_APP: Type.Integer({
     minimum: 1,
     default: 5,
-    description: 'Upstream checks of appSecrets not yet known to be right, per caller (key name, else address) per app per window.'
+    description: 'Upstream checks of appSecrets not yet known to be right, per caller (key name, else address) per app per window: refused or failed ones, and those in flight (an accepted check costs nothing).'
   }),
   UNVERIFIED_CHECKS_PER_CALLER: Type.Integer({
     minimum: 1,
     default: 60,
-    description: 'Upstream checks of appSecrets not yet known to be right, per caller per window, over all apps (bounds random appIds).'
+    description: 'Upstream checks of appSecrets not yet known to be right, per caller per window, over all apps (bounds random appIds); past it with checks still in flight, a check waits for them.'
   }),
   UNVERIFIED_DAILY_BUDGET: Type.Integer({
     minimum: 1,
@@ -118,7 +118,7 @@ export const ConfigSchema = Type.Object({
     description: 'Upstream getticket calls allowed per app per ticket type per day (00:00 Beijing time); WeChat publishes no number and calls them "very limited".'
   }),
   FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
-  FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s).' }),
+  FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s); in classic mode, between replacements of a reported token.' }),
   HOT_CACHE_MS: Type.Integer({
     minimum: 0,
     maximum: 60000,

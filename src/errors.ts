@@ -5,12 +5,15 @@ export class AppError extends Error {
   readonly apiCode: number
   readonly statusCode: number
   readonly kind: ApiCodeName
+  /** Seconds after which asking again can succeed (sent as retry-after), when the service knows. */
+  readonly retryAfterSeconds: number | undefined
 
-  constructor (kind: ApiCodeName, message: string, options?: { cause?: unknown }) {
-    super(message, options)
+  constructor (kind: ApiCodeName, message: string, options?: { cause?: unknown, retryAfterSeconds?: number }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'AppError'
     this.kind = kind
     this.apiCode = ApiCodes[kind].apiCode
     this.statusCode = ApiCodes[kind].statusCode
+    this.retryAfterSeconds = options?.retryAfterSeconds
   }
 }

@@ -206,8 +206,15 @@ export function createMetrics () {
     }),
     localRefusals: new Counter({
       name: 'wxtoken_local_refusals_total',
-      help: 'Upstream calls refused here without asking WeChat, by reason (budget, unverified, forced_refresh, remembered) and credential.',
+      help: 'Upstream calls refused here without asking WeChat, by reason (budget, unverified, forced_refresh, remembered, backoff) and credential.',
       labelNames: ['reason', 'credential'] as const,
+      registers
+    }),
+    upstreamBackoffs: new Counter({
+      name: 'wxtoken_upstream_backoffs_total',
+      help: 'Failed fetches (unreachable, HTTP 5xx, errcode -1 or 45011, a body that is not an answer) that started or lengthened ' +
+        'an app\'s backoff, by credential: nobody fetches that credential of the app again for 1 s, doubling to 60 s.',
+      labelNames: ['credential'] as const,
       registers
     }),
     /** Sets the gauges of the settings (budgets, serving margin, version); called once, at start. */
@@ -219,7 +226,8 @@ export function createMetrics () {
       for (const errcode of WATCHED_ERRCODES) metrics.upstreamCalls.labels(settings.tokenEndpoint, errcode).inc(0)
       for (const credential of CREDENTIALS) {
         metrics.lockTimeouts.labels(credential).inc(0)
-        for (const reason of ['budget', 'unverified', 'forced_refresh', 'remembered']) metrics.localRefusals.labels(reason, credential).inc(0)
+        metrics.upstreamBackoffs.labels(credential).inc(0)
+        for (const reason of ['budget', 'unverified', 'forced_refresh', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, credential).inc(0)
       }
       for (const outcome of ['refreshed', 'refused']) metrics.forcedRefreshes.labels(outcome).inc(0)
     },

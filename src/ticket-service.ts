@@ -104,8 +104,8 @@ export function createTicketService (opts: TicketServiceOptions) {
         await tokens.getToken(appId, secret, ctx)
         return true
       },
-      fetch: (deadline) => async (beforeAttempt) =>
-        await withToken(appId, secret, ctx, async (accessToken) => await wechat.fetchTicket(accessToken, type, { deadline, beforeAttempt }))
+      fetch: (deadline) => async (control) =>
+        await withToken(appId, secret, ctx, async (accessToken) => await wechat.fetchTicket(accessToken, type, { ...control, deadline }))
     }
   }
 

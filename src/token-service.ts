@@ -121,12 +121,8 @@ export function createTokenService (opts: TokenServiceOptions) {
   /** How the access token of appId is fetched with this secret. */
   function sourceFor (appId: string, secret: string, fp: string, ctx: CallContext): Source {
     return {
-      async verified (cached) {
-        const verified = await isVerified(appId, fp, cached)
-        if (cached !== null && !verified) ctx.log.info('appSecret differs from the cached token\'s; checking it with WeChat')
-        return verified
-      },
-      fetch: (deadline, forced) => async (beforeAttempt) => await wechat.fetchToken(appId, secret, { deadline, forceRefresh: forced, beforeAttempt }),
+      verified: async (cached) => await isVerified(appId, fp, cached),
+      fetch: (deadline, forced) => async (control) => await wechat.fetchToken(appId, secret, { ...control, deadline, forceRefresh: forced }),
       outage: async () => await directFetch(appId, secret, fp, ctx)
     }
   }
@@ -151,10 +147,20 @@ export function createTokenService (opts: TokenServiceOptions) {
     const entry = await refresher.shared(`${appId}\0${fp}\0outage`, async () => {
       const known = await outageGuards.remembered(credential, appId, fp, false)
       if (known) throw known
-      if (!verified) await outageGuards.admitUnverified(credential, appId, ctx.origin)
-      const fetched = await outageGuards.call({ credential, appId, fp, verified, origin: ctx.origin, forced: false }, async (beforeAttempt) =>
-        await wechat.fetchToken(appId, secret, { deadline: ctx.deadline ?? now() + opts.requestDeadlineMs, beforeAttempt }))
-      return tokenEntry({ ...fetched, mode: wechat.mode, secretFingerprint: fp, fetchedAt: now(), generation: 0 })
+      const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
+      const admission = verified ? undefined : await outageGuards.admitUnverified(credential, appId, ctx.origin, deadline)
+      let fetched
+      try {
+        fetched = await outageGuards.call({ credential, appId, fp, verified, origin: ctx.origin, forced: false }, async (control) =>
+          await wechat.fetchToken(appId, secret, { ...control, deadline }))
+      } catch (err) {
+        await admission?.settle(false)
+        throw err
+      }
+      await admission?.settle(true)
+      return tokenEntry({
+        accessToken: fetched.accessToken, expiresAt: fetched.expiresAt, mode: wechat.mode, secretFingerprint: fp, fetchedAt: fetched.receivedAt, generation: 0
+      })
     })
     caches.keepUnstored(appId, entry)
     return served(entry, now())

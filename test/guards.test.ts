@@ -105,7 +105,10 @@ t.test('every upstream attempt counts against the budget, retries included', asy
   const answers: Envelope[] = []
   for (let i = 0; i < 5; i++) answers.push(await from(apps[0]!, '10.0.4.2', ROUTE, body))
   t.equal(mock.calls('stable_token') - before, 3, 'a verified secret: 3 attempts in all from the token budget of 3')
-  t.equal(answers.at(-1)?.apiCode, ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode)
+  t.equal(answers.at(-1)?.apiCode, ApiCodes.UPSTREAM_BACKOFF.apiCode, 'the failed fetch backed the app off')
+  clock.advance(2 * 60_000)
+  t.equal((await from(apps[0]!, '10.0.4.2', ROUTE, body)).apiCode, ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode, 'after the backoff, the budget is spent')
+  t.equal(mock.calls('stable_token') - before, 3, 'and nothing more was sent')
 })
 
 t.test('a rotated secret: concurrent callers with the new secret share one check and are all served', async (t) => {
@@ -244,4 +247,24 @@ t.test('an IPv6 caller is counted by its /64; a check past the app\'s daily allo
   t.equal(refused.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode)
   t.match(refused.message, /allowance of 8/)
   t.equal(locks, 0, 'refused before the app\'s lock was asked for')
+})
+
+t.test('a backend with the right secrets of 500 apps on a cold store is served in full; wrong secrets from it stay bounded', async (t) => {
+  const { mock, url } = await startMock(t, { autoRegister: true })
+  const { apps } = await fleet(t, 2, url)
+  const appIds = Array.from({ length: 500 }, (_, i) => `wx${(0xc000 + i).toString(16).padStart(16, '0')}`)
+  // Each app's first call registers its secret at the stand-in: these are the right secrets.
+  const answers = await Promise.all(appIds.map(async (appId, i) => await from(apps[i % 2]!, '10.0.20.1', ROUTE, { appId, appSecret: APP_SECRET })))
+  const byCode = new Map<number, number>()
+  for (const a of answers) byCode.set(a.apiCode ?? a.statusCode, (byCode.get(a.apiCode ?? a.statusCode) ?? 0) + 1)
+  t.same(Object.fromEntries(byCode), { 200: 500 }, 'all 500 served: a check WeChat accepts costs the caller nothing')
+  t.equal(mock.calls('stable_token'), 500, 'one check each')
+
+  const wrong = await Promise.all(appIds.slice(0, 100).map(async (appId, i) =>
+    await from(apps[i % 2]!, '10.0.20.1', ROUTE, { appId, appSecret: OTHER_SECRET })))
+  t.equal(mock.calls('stable_token') - 500, 60, 'the same caller\'s wrong secrets: UNVERIFIED_CHECKS_PER_CALLER (60) checks, no more')
+  t.equal(wrong.filter((a) => a.apiCode === ApiCodes.WECHAT_INVALID_SECRET.apiCode).length, 60)
+  t.equal(wrong.filter((a) => a.apiCode === ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode).length, 40, 'the rest refused locally')
+  const again = await from(apps[0]!, '10.0.20.1', ROUTE, { appId: appIds[499], appSecret: APP_SECRET })
+  t.equal(again.statusCode, 200, 'and its right secrets are still served')
 })

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiCodes } from '../src/api-codes.js'
 import { createRedisStore } from '../src/store/redis-store.js'
@@ -15,13 +15,13 @@ const HOUR = 3600_000
 const { redis, fleet } = await fleetRedis(t)
 let prefixes = 0
 
-async function until (predicate: () => boolean, timeoutMs = 5000): Promise<boolean> {
+async function until (predicate: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<boolean> {
   const end = Date.now() + timeoutMs
   while (Date.now() < end) {
-    if (predicate()) return true
+    if (await predicate()) return true
     await sleep(20)
   }
-  return predicate()
+  return await predicate()
 }
 
 t.test('500 concurrent requests for a cold app over 3 instances: exactly one token issued', async (t) => {
@@ -53,11 +53,10 @@ t.test('500 concurrent requests over 3 instances when the token is near expiry: 
   t.not([...tokens][0], first.body.data?.accessToken)
 })
 
-t.test('a holder whose lease lapsed mid-fetch cannot overwrite the newer token', async (t) => {
-  const { mock, url } = await startMock(t)
-  const { apps, env } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: 'classic' })
+/** A token service of its own on the fleet's Redis, with a lease of 200 ms (shorter than its fetches), and its log. */
+async function lapsingHolder (t: Test, url: string, prefix: string) {
   const client = redis.client()
-  const store = createRedisStore(client, env.REDIS_KEY_PREFIX)
+  const store = createRedisStore(client, prefix)
   const wechat = createWechatClient({
     baseUrl: url, mode: 'classic', connectTimeoutMs: 1000, headersTimeoutMs: 5000, bodyTimeoutMs: 5000, connections: 2, maxRetries: 0, retryBaseMs: 10
   })
@@ -66,7 +65,7 @@ t.test('a holder whose lease lapsed mid-fetch cannot overwrite the newer token',
     await wechat.close()
     client.disconnect()
   })
-  const slow = createTokenService({
+  const service = createTokenService({
     store,
     wechat,
     serveMarginSeconds: 120,
@@ -83,19 +82,73 @@ t.test('a holder whose lease lapsed mid-fetch cannot overwrite the newer token',
     forceRefreshMinIntervalSeconds: 30
   })
   const logs: string[] = []
-  const log = { warn: (o: unknown, m: string) => logs.push(m), debug: () => {}, info: () => {} } as never
+  const log = { warn: (_o: unknown, m: string) => logs.push(m), debug: () => {}, info: () => {} } as never
+  /** Resolves once the holder's lock on the app has lapsed (its lease ran out while it still works). */
+  const lapsed = async (): Promise<void> => {
+    while (await client.exists(`${prefix}:{${APP_ID}}:lock`) === 1) await sleep(20)
+  }
+  return { service, store, logs, log, lapsed }
+}
+
+t.test('classic mode: a holder whose lease lapsed before WeChat answered it holds the token issued last, and it wins', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, env } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: 'classic' })
+  const { service, store, logs, log, lapsed } = await lapsingHolder(t, url, env.REDIS_KEY_PREFIX)
+  // WeChat takes 800 ms over the holder's fetch: it issues the holder's token after the second instance's.
   mock.inject({ fault: { kind: 'latency', ms: 800 }, times: 1 })
-  const late = slow.getToken(APP_ID, APP_SECRET, { log, origin: 'test' })
-  await sleep(400)
-  const fresh = await post(apps[0]!, ROUTE, body)
-  t.equal(fresh.body.statusCode, 200, 'a second instance took over the lapsed lock and stored a token')
+  const late = service.getToken(APP_ID, APP_SECRET, { log, origin: 'test' })
+  while (mock.calls('token') === 0) await sleep(10)
+  await lapsed()
+  const early = await post(apps[0]!, ROUTE, body)
+  t.equal(early.body.statusCode, 200, 'a second instance took over the lapsed lock and stored a token')
   const lateResult = await late
   t.equal(mock.issued(APP_ID), 2, 'both fetched')
+  t.not(lateResult.accessToken, early.body.data?.accessToken)
   const stored = await store.get(APP_ID)
-  t.equal(stored?.accessToken, fresh.body.data?.accessToken, 'the store keeps the token written first under a live lease')
-  t.equal(stored?.generation, 1, 'the late write was refused')
-  t.equal(lateResult.accessToken, fresh.body.data?.accessToken, 'the late holder serves the stored token, not its own')
-  t.ok(logs.some((m) => /newer access_token was stored/.test(m)), 'and says so in its log')
+  t.equal(stored?.accessToken, lateResult.accessToken, 'the store keeps the token WeChat issued last')
+  t.equal(stored?.generation, 2, 'written over the one issued first')
+  t.ok(logs.some((m) => /issued earlier was stored while this one was fetched; it is replaced/.test(m)), 'and the holder says so')
+  t.ok(await until(async () => (await post(apps[0]!, ROUTE, body)).body.data?.accessToken === lateResult.accessToken),
+    'the other instance serves it once the change reaches it')
+  mock.advance(6 * 60_000)
+  t.equal(mock.check(lateResult.accessToken), 'valid', 'five minutes on, WeChat still accepts the stored token')
+  t.equal(mock.check(early.body.data!.accessToken), 'expired', 'and has retired the other')
+})
+
+t.test('a holder that stalled after WeChat answered cannot write its older token over the newer one', async (t) => {
+  for (const mode of ['classic', 'stable'] as const) {
+    const { mock, url } = await startMock(t)
+    const { apps, env } = await fleet(t, 1, url, { WECHAT_TOKEN_MODE: mode })
+    const { service, store, logs, log, lapsed } = await lapsingHolder(t, url, env.REDIS_KEY_PREFIX)
+    // The holder's write waits until released: it stalls after WeChat answered it, past its lease.
+    const compareAndSet = store.compareAndSet.bind(store)
+    let release = (): void => {}
+    const released = new Promise<void>((resolve) => { release = resolve })
+    let stall: (() => void) | undefined
+    const stalled = new Promise<void>((resolve) => { stall = resolve })
+    store.compareAndSet = async (...args) => {
+      if (stall) {
+        stall()
+        stall = undefined
+        await released
+      }
+      return await compareAndSet(...args)
+    }
+    const late = service.getToken(APP_ID, APP_SECRET, { log, origin: 'test' })
+    await stalled
+    await lapsed()
+    // In stable mode another system forces a refresh meanwhile: WeChat's current token is then another one.
+    if (mode === 'stable') mock.revokeTokens(APP_ID)
+    const newer = await post(apps[0]!, ROUTE, body)
+    t.equal(newer.body.statusCode, 200, `${mode}: the second instance fetched and stored the token issued last`)
+    release()
+    const lateResult = await late
+    t.equal(mock.issued(APP_ID), 2, `${mode}: both fetched`)
+    t.equal((await store.get(APP_ID))?.accessToken, newer.body.data?.accessToken, `${mode}: the store keeps the newer token`)
+    t.equal(lateResult.accessToken, newer.body.data?.accessToken, `${mode}: the late holder serves the newer token, not its own`)
+    t.ok(logs.some((m) => /issued later was stored while this one was fetched; the later one is kept/.test(m)), `${mode}: and says so in its log`)
+    t.equal(mock.check(newer.body.data!.accessToken), 'valid')
+  }
 })
 
 t.test('refresh ahead: the caller gets the current token at once, one background refresh replaces it', async (t) => {
@@ -216,6 +269,30 @@ t.test('a storm of 200 reports of the same failed token: exactly one upstream re
   }
 })
 
+t.test('classic mode: a client reporting each token it was just given gets one replacement per spacing, not one per report', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps, clock } = await fleet(t, 2, url, { WECHAT_TOKEN_MODE: 'classic' })
+  let current = (await post(apps[0]!, ROUTE, body)).body.data!.accessToken
+  const answers = []
+  // 200 reports in 2 s, each of the token the last answer gave.
+  for (let i = 0; i < 200; i++) {
+    const answer = await post(apps[i % 2]!, REFRESH, { ...body, accessToken: current })
+    answers.push(answer)
+    current = answer.body.data?.accessToken ?? current
+    clock.advance(10)
+  }
+  t.equal(mock.issued(APP_ID), 2, 'one replacement, not 200 (each would retire the token another caller holds)')
+  const spaced = answers.filter((a) => a.body.apiCode === ApiCodes.FORCE_REFRESH_LIMITED.apiCode)
+  t.equal(spaced.length, 199, 'the other reports were inside the spacing: 4001')
+  t.ok(spaced.every((a) => a.body.data?.accessToken === current && a.res.statusCode === 200), 'each with the current token')
+  t.match(spaced[0]!.body.message, /replacement of a reported token .* less than 30 s ago/)
+  clock.advance(30_000)
+  const later = await post(apps[1]!, REFRESH, { ...body, accessToken: current })
+  t.equal(later.body.statusCode, 200, 'past the spacing, a report of the current token replaces it')
+  t.not(later.body.data?.accessToken, current)
+  t.equal(mock.issued(APP_ID), 3)
+})
+
 t.test('a rotated secret is adopted after one check; the old one is then refused and remembered', async (t) => {
   const { mock, url } = await startMock(t)
   const { apps } = await fleet(t, 2, url)
@@ -293,7 +370,11 @@ t.test('waiting on another instance\'s refresh is bounded by the request deadlin
   t.equal(waiter.body.apiCode, ApiCodes.REFRESH_IN_PROGRESS.apiCode)
   t.equal(waiter.body.statusCode, 503)
   t.equal((await holder).body.apiCode, ApiCodes.WECHAT_UNAVAILABLE.apiCode, 'the holder hit its own deadline')
-  t.equal((await post(waiterApp, ROUTE, body)).body.statusCode, 200, 'and the next request fetches')
+  const next = await post(waiterApp, ROUTE, body)
+  t.equal(next.body.apiCode, ApiCodes.UPSTREAM_BACKOFF.apiCode, 'the failed fetch backs the app off, on every instance')
+  t.equal(next.res.headers['retry-after'], '1', 'for about a second after a first failure')
+  t.ok(await until(async () => (await post(waiterApp, ROUTE, body)).body.statusCode === 200), 'and once it ends, the next request fetches')
+  t.equal(mock.calls('stable_token'), 2, 'one call that hung, one that answered')
 })
 
 t.test('unreadable remembered values are ignored, not fatal', async (t) => {

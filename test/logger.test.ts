@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { FastifyBaseLogger } from 'fastify'
-import { APP_ID, APP_SECRET, LogCapture, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
+import { APP_ID, APP_SECRET, LogCapture, OTHER_SECRET, build, post, repeatedKeys, startMock } from './helpers/build.js'
 import { createLogger, deferredChild } from '../src/logger.js'
 
 /** A logger at `level` whose children are counted. */
@@ -73,6 +73,20 @@ t.test('request log lines still carry the request id, and the route\'s appId and
   t.match(checked, { reqId: other.body.requestId, appId: APP_ID, caller: 'billing' })
 })
 
+t.test('a wrong secret refused locally (4005) logs one line, and says nothing of a check that did not happen', async (t) => {
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { LOG_LEVEL: 'info', UNVERIFIED_CHECKS_PER_APP: '1' } })
+  const route = '/api/v3/get-wechat-access-token-info'
+  t.equal((await post(app, route, { appId: APP_ID, appSecret: APP_SECRET })).body.statusCode, 200)
+  t.not((await post(app, route, { appId: APP_ID, appSecret: OTHER_SECRET })).body.statusCode, 200, 'one check, refused by WeChat')
+  const before = logs.lines.length
+  const refused = await post(app, route, { appId: APP_ID, appSecret: 'a'.repeat(32) })
+  t.equal(refused.body.apiCode, 4005, 'the next is refused locally')
+  const lines = logs.records.slice(before)
+  t.equal(lines.length, 1, 'with one line')
+  t.equal(lines[0]?.apiCode, 4005)
+})
+
 t.test('at the default level a cached answer makes no pino child; a logged error does', async (t) => {
   const { url } = await startMock(t)
   const { app } = await build(t, { upstream: url, env: { LOG_LEVEL: 'info' } })
@@ -85,4 +99,10 @@ t.test('at the default level a cached answer makes no pino child; a logged error
   t.equal(children, 0, 'a fetch and a cached answer log nothing and make no child')
   await post(app, '/api/v3/get-wechat-access-token-info', { appId: 'wx123', appSecret: APP_SECRET })
   t.ok(children > 0, 'a refused request logs a line, through a child with its reqId')
+})
+
+t.test('the check of every captured line finds a key named twice in one object, at any depth, and nothing else', async (t) => {
+  t.same(repeatedKeys('{"appId":"wx1","caller":"a","audit":"x","appId":"wx1"}'), ['appId'])
+  t.same(repeatedKeys('{"a":1,"b":{"a":2,"c":[{"d":1},{"d":2}]},"e":{"f":1,"f":2}}'), ['f'])
+  t.same(repeatedKeys('{"msg":"a \\"msg\\": b, \\"msg\\"","x":["msg","msg"]}'), [], 'strings and array items are not keys')
 })

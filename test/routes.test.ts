@@ -161,12 +161,12 @@ t.test('a secret that differs from the cached token\'s is checked with WeChat on
   t.equal(third.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'another secret is checked too')
   t.notOk(third.body.data)
   t.equal(calls() - before, 2)
-  for (let i = 0; i < 2; i++) await post(app, CURRENT, { appId: APP_ID, appSecret: `${i}`.repeat(32) })
+  for (let i = 0; i < 3; i++) await post(app, CURRENT, { appId: APP_ID, appSecret: `${i}`.repeat(32) })
   const past = await post(app, CURRENT, { appId: APP_ID, appSecret: 'a'.repeat(32) })
   t.equal(past.body.apiCode, ApiCodes.UNVERIFIED_CHECKS_LIMITED.apiCode, 'past the caller\'s allowance for this app: refused without asking')
   t.equal(past.body.statusCode, 429)
   t.notOk(past.body.data)
-  t.equal(calls(), 5, 'five checks of secrets not yet known per caller per app and window (UNVERIFIED_CHECKS_PER_APP), the first fetch among them')
+  t.equal(calls(), 6, 'five refused checks per caller per app and window (UNVERIFIED_CHECKS_PER_APP); the first fetch, accepted, cost nothing')
 
   const original = await post(app, CURRENT, body)
   t.equal(original.body.data?.accessToken, good.body.data?.accessToken, 'the right secret still gets the cached token')
@@ -189,7 +189,8 @@ t.test('a token is served only while it has more than the margin left', async (t
 })
 
 t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones are tried once', async (t) => {
-  const { mock, url } = await startMock(t)
+  // An app per errcode: some of them back their app off (tested in upstream-outage.test.ts).
+  const { mock, url } = await startMock(t, { autoRegister: true })
   const { app } = await build(t, { upstream: url, env: { NEGATIVE_CACHE_SECONDS: '0', UNVERIFIED_CHECKS_PER_APP: '100' } })
   const cases = [
     { errcode: 40013, api: ApiCodes.WECHAT_INVALID_APPID },
@@ -204,11 +205,11 @@ t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones 
     { errcode: 40002, api: ApiCodes.WECHAT_ERROR },
     { errcode: 99999, api: ApiCodes.WECHAT_ERROR }
   ]
-  for (const c of cases) {
+  for (const [i, c] of cases.entries()) {
     mock.clearFaults()
     mock.inject({ fault: { kind: 'errcode', errcode: c.errcode } })
     const before = mock.calls('stable_token')
-    const { res, body: envelope } = await post(app, CURRENT, body)
+    const { res, body: envelope } = await post(app, CURRENT, { ...body, appId: `wx${(0xe000 + i).toString(16).padStart(16, '0')}` })
     t.equal(res.statusCode, 200)
     t.equal(envelope.apiCode, c.api.apiCode, `errcode ${c.errcode}: apiCode`)
     t.equal(envelope.statusCode, c.api.statusCode, `errcode ${c.errcode}: statusCode`)
@@ -219,23 +220,25 @@ t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones 
 })
 
 t.test('errcode -1, HTTP 5xx and dropped connections are retried at most twice', async (t) => {
-  const { mock, url } = await startMock(t)
+  // An app per case: a failed fetch backs its app off, and the next fetch of a failing app makes one attempt.
+  const { mock, url } = await startMock(t, { autoRegister: true })
   const { app } = await build(t, { upstream: url })
+  const appFor = (i: number) => ({ ...body, appId: `wx${(0xf000 + i).toString(16).padStart(16, '0')}` })
   mock.inject({ fault: { kind: 'errcode', errcode: -1 } })
-  const busy = await post(app, CURRENT, body)
+  const busy = await post(app, CURRENT, appFor(1))
   t.equal(busy.body.apiCode, ApiCodes.WECHAT_BUSY.apiCode)
   t.equal(busy.body.statusCode, 503)
   t.equal(mock.calls('stable_token'), 3, 'one try and two retries')
 
   mock.clearFaults()
   mock.inject({ fault: { kind: 'http', status: 502 } })
-  const bad = await post(app, CURRENT, body)
+  const bad = await post(app, CURRENT, appFor(2))
   t.equal(bad.body.apiCode, ApiCodes.WECHAT_BAD_RESPONSE.apiCode)
   t.equal(mock.calls('stable_token'), 6)
 
   mock.clearFaults()
   mock.inject({ fault: { kind: 'drop' }, times: 2 })
-  const recovered = await post(app, CURRENT, body)
+  const recovered = await post(app, CURRENT, appFor(3))
   t.equal(recovered.body.statusCode, 200, 'two drops, then a token on the third try')
   t.equal(mock.calls('stable_token'), 9)
 })

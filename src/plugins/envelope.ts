@@ -188,6 +188,7 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
 
   async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
     app.finish(request, reply, error.statusCode)
+    if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
     return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
   }
 

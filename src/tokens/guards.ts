@@ -7,13 +7,21 @@
  * A secret is verified when WeChat accepted it for the app (or it is the configured one). Only a verified secret
  * spends the app's token budget or a forced refresh. Checking any other secret is limited per caller (its key name,
  * else its address) per app, per caller over all apps, and per app per day from an allowance of its own, so that
- * nobody who proves nothing can spend the owner's budget or lock the owner out.
+ * nobody who proves nothing can spend the owner's budget or lock the owner out; a check WeChat accepts costs the
+ * caller nothing against its limits.
+ *
+ * A failing upstream is backed off per app and credential, across instances: after each failed fetch (unreachable,
+ * HTTP 5xx, errcode -1 or 45011, an answer that is not one) nobody fetches again for a delay that doubles from a
+ * second to a minute, and a fetch during a run of failures makes one attempt, no retries. An attempt whose request
+ * was never sent is given back to the budget it was charged to.
  */
-import { ApiCodes } from '../api-codes.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ApiCodes, type ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { parseCount, type TokenStore } from '../store/types.js'
+import type { AttemptControl } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { Credential } from './credential.js'
 import { beijingDay, msToBeijingMidnight } from './rules.js'
@@ -42,6 +50,14 @@ export interface Spend {
   origin: string
   /** A stable_token call with force_refresh. */
   forced: boolean
+  /** The replacement of a token a caller reported as refused (classic mode: spaced as forced refreshes are). */
+  reported?: boolean
+}
+
+/** An admitted check of an unverified secret, settled once its outcome is known. */
+export interface Admission {
+  /** Accepted (the secret proved right, by this check or another's): what it reserved is given back. */
+  settle: (accepted: boolean) => Promise<void>
 }
 
 const DAY_MS = 24 * 3600 * 1000
@@ -49,8 +65,37 @@ const DAY_MS = 24 * 3600 * 1000
 const VERIFIED_TTL_MS = 30 * DAY_MS
 const APP_WIDE_REMEMBERED = new Set(['WECHAT_INVALID_APPID', 'WECHAT_IP_NOT_ALLOWED', 'WECHAT_DAILY_QUOTA'])
 const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZEN'])
+/** The failures that say nothing of the app or the secret, only that WeChat did not answer: they are backed off. */
+const TRANSIENT = new Set<ApiCodeName>(['WECHAT_UNAVAILABLE', 'WECHAT_BAD_RESPONSE', 'WECHAT_BUSY', 'WECHAT_RATE_LIMITED', 'WECHAT_ERROR'])
+export const BACKOFF_FIRST_MS = 1000
+export const BACKOFF_MAX_MS = 60_000
+/** How long a run of failures is remembered after its backoff ends: a failure after a quiet spell starts from a second. */
+const BACKOFF_MEMORY_MS = 10 * 60_000
+/** How often a check of an unverified secret waiting for the caller's checks in flight looks again. */
+const ADMISSION_POLL_MS = 100
 
 interface Remembered { kind: string, message: string }
+
+/** A run of failed fetches: how many, until when (epoch ms) nobody fetches, and the apiCode of the last. */
+interface Backoff { failures: number, until: number, last: number }
+
+function parseBackoff (raw: string | null): Backoff | undefined {
+  if (raw === null) return undefined
+  try {
+    const value = JSON.parse(raw) as Partial<Backoff> | null
+    return Number.isSafeInteger(value?.failures) && Number.isSafeInteger(value?.until) && Number.isSafeInteger(value?.last) && value!.failures! > 0
+      ? value as Backoff
+      : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The delay after the nth failure in a row: doubling from a second, at most a minute, less up to a fifth at random. */
+export function backoffDelay (failures: number): number {
+  const full = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** Math.min(failures - 1, 16))
+  return Math.round(full * (0.8 + 0.2 * Math.random()))
+}
 
 /** A remembered record, or undefined when absent or unreadable (a corrupted value is forgotten, not fatal). */
 function parseRemembered (raw: string | null): Remembered | undefined {
@@ -75,25 +120,51 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   const negativeMs = opts.negativeCacheSeconds * 1000
   const windowMs = opts.unverifiedWindowSeconds * 1000
 
-  function refuse (reason: string, credential: Credential, kind: keyof typeof ApiCodes, message: string): AppError {
+  function refuse (reason: string, credential: Credential, kind: keyof typeof ApiCodes, message: string, options?: { retryAfterSeconds: number }): AppError {
     metrics?.localRefusals.labels(reason, credential.name).inc()
-    return new AppError(kind, message)
+    return new AppError(kind, message, options)
   }
 
   /**
-   * A refusal remembered for the credential of the app (or, for a forced refresh, for forced refreshes), or for this
-   * secret (the access token's calls alone check secrets).
+   * What stands before a fetch, in one round trip: a refusal remembered for the credential of the app (or, for a
+   * forced refresh, for forced refreshes), or for this secret (the access token's calls alone check secrets), else a
+   * backoff still running; and the run of failures the app is in, if any.
    */
-  async function remembered (credential: Credential, appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+  async function standing (credential: Credential, appId: string, fp: string, forced: boolean): Promise<{ refusal: AppError | null, run: Backoff | undefined }> {
     const tokenCall = credential.api === 'token'
-    const [appWide, forForced, forSecret] = await Promise.all([
+    const [appWide, forForced, forSecret, backoff] = await Promise.all([
       state.getValue(appId, `${credential.prefix}negative`),
       forced ? state.getValue(appId, 'negative-forced') : null,
-      tokenCall ? state.getValue(appId, rejectedName(fp)) : null
+      tokenCall ? state.getValue(appId, rejectedName(fp)) : null,
+      state.getValue(appId, `${credential.prefix}backoff`)
     ])
+    const run = parseBackoff(backoff)
     const record = parseRemembered(appWide) ?? parseRemembered(forForced) ?? parseRemembered(forSecret)
-    if (!record) return null
-    return refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`)
+    if (record) {
+      return { refusal: refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`), run }
+    }
+    const left = run === undefined ? 0 : run.until - now()
+    if (run === undefined || left <= 0) return { refusal: null, run }
+    const seconds = Math.ceil(left / 1000)
+    return {
+      refusal: refuse('backoff', credential, 'UPSTREAM_BACKOFF', `WeChat failed on the last ${run.failures} fetch${run.failures > 1 ? 'es' : ''} of the ` +
+        `${credential.name} of appId ${appId} (the last with apiCode ${run.last}); it is asked again in ${seconds} s`, { retryAfterSeconds: seconds }),
+      run
+    }
+  }
+
+  /** The refusal standing before a fetch: remembered, or a backoff still running; null when WeChat may be asked. */
+  async function remembered (credential: Credential, appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+    return (await standing(credential, appId, fp, forced)).refusal
+  }
+
+  /** A fetch failed for a reason that says nothing of the app or the secret: nobody fetches again for a while. */
+  async function backOff ({ credential, appId }: Spend, run: Backoff | undefined, err: AppError): Promise<void> {
+    const failures = (run?.failures ?? 0) + 1
+    const delay = backoffDelay(failures)
+    const record = JSON.stringify({ failures, until: now() + delay, last: err.apiCode } satisfies Backoff)
+    metrics?.upstreamBackoffs.labels(credential.name).inc()
+    await state.setValue(appId, `${credential.prefix}backoff`, record, delay + BACKOFF_MEMORY_MS)
   }
 
   /** Remembers a refusal of the credential's own upstream call (not one of a call it made on the way, for a token). */
@@ -138,19 +209,55 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   /**
    * Admits one check of an unverified secret by this caller: per caller over all apps, then per caller for this app,
    * in the current window. Called once per check, before the app's lock is taken, so that refused checks cost no lock.
+   * A check reserves its place in both counts until it is settled: accepted, it gives them back (a right secret costs
+   * the caller nothing); refused or failed, it keeps them. A caller whose count is full of checks still in flight
+   * waits for them (until the deadline) rather than being refused, so a backend that sends the right secrets of many
+   * apps to a cold store is served; a count full of refusals is refused at once.
    */
-  async function admitUnverified (credential: Credential, appId: string, origin: string): Promise<void> {
-    const overall = await state.increment(callerSpace(origin), 'unverified', windowMs)
-    if (overall > opts.unverifiedPerCaller) {
-      throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerCaller} appSecrets not yet known to be right ` +
-        `in ${opts.unverifiedWindowSeconds} s (over all apps); try later. A secret WeChat already accepted is not limited`)
+  async function admitUnverified (credential: Credential, appId: string, origin: string, deadline: number = now()): Promise<Admission> {
+    const space = callerSpace(origin)
+    for (;;) {
+      const overall = await state.increment(space, 'unverified', windowMs)
+      if (overall <= opts.unverifiedPerCaller) break
+      await state.increment(space, 'unverified', windowMs, -1)
+      const pending = parseCount(await state.getValue(space, 'unverified-pending'))
+      if (pending === 0 || deadline - now() <= ADMISSION_POLL_MS) {
+        throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerCaller} appSecrets not yet known to be right ` +
+          `in ${opts.unverifiedWindowSeconds} s (over all apps); try later. A secret WeChat already accepted is not limited`)
+      }
+      await sleep(ADMISSION_POLL_MS)
     }
-    const forApp = await state.increment(appId, `unverified-by:${origin}`, windowMs)
-    if (forApp > opts.unverifiedPerApp) {
-      throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
-        `for appId ${appId} in ${opts.unverifiedWindowSeconds} s; try later. A secret WeChat already accepted is not limited`)
+    await state.increment(space, 'unverified-pending', windowMs)
+    let settled = false
+    const admission: Admission = {
+      async settle (accepted) {
+        if (settled) return
+        settled = true
+        await state.increment(space, 'unverified-pending', windowMs, -1)
+        if (!accepted) return
+        await state.increment(space, 'unverified', windowMs, -1)
+        await state.increment(appId, `unverified-by:${origin}`, windowMs, -1)
+      }
     }
-    if (parseCount(await state.getValue(appId, `unverified:${beijingDay(now())}`)) >= opts.unverifiedDailyBudget) throw unverifiedDayUsed(credential, appId)
+    try {
+      const forApp = await state.increment(appId, `unverified-by:${origin}`, windowMs)
+      if (forApp > opts.unverifiedPerApp) {
+        await state.increment(appId, `unverified-by:${origin}`, windowMs, -1)
+        throw refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `This caller checked ${opts.unverifiedPerApp} appSecrets not yet known to be right ` +
+          `for appId ${appId} in ${opts.unverifiedWindowSeconds} s; try later. A secret WeChat already accepted is not limited`)
+      }
+      if (parseCount(await state.getValue(appId, `unverified:${beijingDay(now())}`)) >= opts.unverifiedDailyBudget) {
+        await state.increment(appId, `unverified-by:${origin}`, windowMs, -1)
+        throw unverifiedDayUsed(credential, appId)
+      }
+    } catch (err) {
+      // Refused here, before any check: the caller's place over all apps is given back too.
+      settled = true
+      await state.increment(space, 'unverified-pending', windowMs, -1).catch(() => {})
+      await state.increment(space, 'unverified', windowMs, -1).catch(() => {})
+      throw err
+    }
+    return admission
   }
 
   function unverifiedDayUsed (credential: Credential, appId: string): AppError {
@@ -160,30 +267,43 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
 
   /**
    * Charges one upstream attempt: to the credential's budget for a verified secret, else to the app's unverified
-   * allowance.
+   * allowance. Returns how to give it back (the attempt was never sent).
    */
-  async function spendAttempt ({ credential, appId, verified }: Spend): Promise<void> {
+  async function spendAttempt ({ credential, appId, verified }: Spend): Promise<() => Promise<void>> {
     const day = beijingDay(now())
     if (verified) {
-      const used = await state.increment(appId, `${credential.prefix}calls:${day}`, 2 * DAY_MS)
+      const name = `${credential.prefix}calls:${day}`
+      const used = await state.increment(appId, name, 2 * DAY_MS)
       metrics?.quotaUsed.labels(appId, credential.name).set(used)
       if (used > credential.dailyBudget) {
         const kind = credential.api === 'token' ? 'DAILY_BUDGET_EXHAUSTED' : 'TICKET_BUDGET_EXHAUSTED'
         throw refuse('budget', credential, kind,
           `appId ${appId} used its budget of ${credential.dailyBudget} upstream ${credential.name} calls for ${day} (Beijing time)`)
       }
-      return
+      return async () => { metrics?.quotaUsed.labels(appId, credential.name).set(await state.increment(appId, name, 2 * DAY_MS, -1)) }
     }
-    const used = await state.increment(appId, `unverified:${day}`, msToBeijingMidnight(now()) + 3600_000)
+    const name = `unverified:${day}`
+    const ttl = msToBeijingMidnight(now()) + 3600_000
+    const used = await state.increment(appId, name, ttl)
     if (used > opts.unverifiedDailyBudget) throw unverifiedDayUsed(credential, appId)
+    return async () => { await state.increment(appId, name, ttl, -1) }
   }
 
-  /** WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. Runs under the app's lock. */
-  async function allowForcedRefresh (credential: Credential, appId: string): Promise<void> {
+  /**
+   * WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. In classic mode a reported token
+   * is replaced by a normal fetch, which retires the token every other caller holds: spaced the same way, with no
+   * daily count (the token budget bounds it). Runs under the app's lock.
+   */
+  async function allowReplacement (credential: Credential, appId: string, forced: boolean): Promise<void> {
     const spacing = opts.forceRefreshMinIntervalSeconds * 1000
     const last = Number(await state.getValue(appId, 'forced-at') ?? -Infinity)
     if (now() - last < spacing) {
-      throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `A forced refresh of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
+      const what = forced ? 'A forced refresh' : 'A replacement of a reported token'
+      throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `${what} of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
+    }
+    if (!forced) {
+      await state.setValue(appId, 'forced-at', String(now()), 2 * spacing)
+      return
     }
     const day = beijingDay(now())
     if (await state.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
@@ -193,25 +313,35 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   }
 
   /**
-   * Makes an upstream call under every guard (an unverified secret was admitted before): a remembered refusal answers
-   * at once; a forced refresh must be allowed; each attempt is charged. WeChat's non-retryable refusals are
-   * remembered; an accepted secret is remembered as verified.
+   * Makes an upstream call under every guard (an unverified secret was admitted before): a remembered refusal or a
+   * running backoff answers at once; a forced refresh (or, in classic mode, a reported token's replacement) must be
+   * allowed; each attempt is charged, and given back when it was never sent. WeChat's non-retryable refusals are
+   * remembered, transient failures back off, and an accepted secret is remembered as verified.
    */
-  async function call<T> (spend: Spend, run: (beforeAttempt: () => Promise<void>) => Promise<T>): Promise<T> {
+  async function call<T> (spend: Spend, run: (control: AttemptControl) => Promise<T>): Promise<T> {
     const { credential, appId, fp } = spend
-    const known = await remembered(credential, appId, fp, spend.forced)
-    if (known) throw known
-    if (spend.forced) await allowForcedRefresh(credential, appId)
+    const { refusal, run: failing } = await standing(credential, appId, fp, spend.forced)
+    if (refusal) throw refusal
+    if (spend.forced || (spend.reported === true && credential.mode === 'classic')) await allowReplacement(credential, appId, spend.forced)
+    let giveBack: (() => Promise<void>) | undefined
     let result: T
     try {
-      result = await run(async () => await spendAttempt(spend))
+      result = await run({
+        beforeAttempt: async () => { giveBack = await spendAttempt(spend) },
+        notSent: async () => { await giveBack?.() },
+        ...(failing ? { maxRetries: 0 } : {})
+      })
     } catch (err) {
-      // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more.
+      // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more, and
+      // a backoff not written leaves the next fetch to the budget, which still bounds it.
       await remember(spend, err).catch(() => {})
+      if (err instanceof AppError && TRANSIENT.has(err.kind)) await backOff(spend, failing, err).catch(() => {})
       throw err
     }
-    // Likewise: a secret not marked verified is checked once more later, from the unverified allowance.
+    // Likewise: a secret not marked verified is checked once more later, from the unverified allowance; a run of
+    // failures not forgotten makes the next failure wait longer, no more.
     if (credential.api === 'token') await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
+    if (failing) await state.forget(appId, `${credential.prefix}backoff`).catch(() => {})
     return result
   }
 

@@ -180,7 +180,9 @@ export function createLifecycle (opts: LifecycleOptions) {
       return served(entry, now())
     } catch (err) {
       if (usable(cached, fp, 0, now())) {
-        ctx.log.warn({ apiCode: (err as AppError).apiCode, credential: credential.name }, 'refresh failed; serving the stored entry while it lasts')
+        // A backoff's refusal says nothing new: the failure behind it was logged when it happened.
+        const level = err instanceof AppError && err.kind === 'UPSTREAM_BACKOFF' ? 'debug' : 'warn'
+        ctx.log[level]({ apiCode: (err as AppError).apiCode, credential: credential.name }, 'refresh failed; serving the stored entry while it lasts')
         return served(cached, now())
       }
       if (err instanceof StoreError) return await duringOutage(appId, fp, source)

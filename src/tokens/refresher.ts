@@ -11,9 +11,9 @@ import { sameString } from '../fingerprint.js'
 import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
 import { NO_CHANGE, StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
-import type { FetchedToken } from '../wechat/client.js'
+import type { AttemptControl, FetchedToken } from '../wechat/client.js'
 import type { Credential } from './credential.js'
-import type { Guards } from './guards.js'
+import type { Admission, Guards } from './guards.js'
 
 export interface CallContext {
   log: FastifyBaseLogger
@@ -42,8 +42,8 @@ export interface Need {
   reported?: string
   /** The fetch is a stable_token call with force_refresh (limited by WeChat). */
   forced: boolean
-  /** The upstream fetch; `beforeAttempt` runs before each attempt, retries included. */
-  fetch: (beforeAttempt: () => Promise<void>) => Promise<FetchedToken>
+  /** The upstream fetch, each attempt followed by the guards (charged, given back when never sent, retries bounded). */
+  fetch: (control: AttemptControl) => Promise<FetchedToken>
 }
 
 export interface RefresherOptions {
@@ -56,6 +56,8 @@ export interface RefresherOptions {
 }
 
 const POLL_MS = 250
+/** Refusals that say nothing new: the failure behind them was logged when it happened. */
+const QUIET = new Set(['UPSTREAM_BACKOFF', 'REFRESH_IN_PROGRESS'])
 
 export function createRefresher (opts: RefresherOptions) {
   const { credential, store, guards, now, metrics } = opts
@@ -78,15 +80,24 @@ export function createRefresher (opts: RefresherOptions) {
   }
 
   /**
-   * Stores a fetched entry by compare-and-set over the generation seen before fetching. An entry stored meanwhile
-   * wins, unless a fetch retires the one served (classic mode) and that entry was fetched before this fetch began (a
-   * copy put back after a flush, a holder whose lease lapsed): WeChat retired it, so this one is written over it.
+   * Stores a fetched entry by compare-and-set over the generation seen before fetching. When another entry was stored
+   * meanwhile (a holder whose lease lapsed, a fetch that overlapped this one after the store lost the lock, a copy put
+   * back after a flush), the one WeChat issued last wins: the one whose answer arrived last. An entry answered before
+   * this one is written over (in classic mode WeChat retires it five minutes after this fetch; in stable mode this one
+   * is WeChat's later word); one answered after this one is kept and served instead.
    */
-  async function write (need: Need, fetched: FetchedToken, seen: number, startedAt: number, ctx: CallContext): Promise<TokenEntry> {
+  async function write (need: Need, fetched: FetchedToken, seen: number, ctx: CallContext): Promise<TokenEntry> {
     const { appId } = need
     let expected = seen
-    for (let tries = 0; tries < 2; tries++) {
-      const entry = tokenEntry({ ...fetched, mode: credential.mode, secretFingerprint: need.fp, fetchedAt: now(), generation: expected + 1 })
+    for (let tries = 0; tries < 3; tries++) {
+      const entry = tokenEntry({
+        accessToken: fetched.accessToken,
+        expiresAt: fetched.expiresAt,
+        mode: credential.mode,
+        secretFingerprint: need.fp,
+        fetchedAt: fetched.receivedAt,
+        generation: expected + 1
+      })
       if (await store.compareAndSet(appId, entry, expected, slot)) {
         ctx.log.debug({ credential: credential.name, generation: entry.generation }, 'stored')
         return entry
@@ -95,14 +106,16 @@ export function createRefresher (opts: RefresherOptions) {
       if (newer !== null && !sameString(newer.secretFingerprint, need.fp)) {
         throw new AppError('SECRET_MISMATCH', `A ${credential.name} for another appSecret was stored while this one was fetched`)
       }
-      const retired = credential.mode === 'classic' && newer !== null && newer.fetchedAt < startedAt
-      if (need.satisfied(newer) && !retired) {
-        ctx.log.warn({ credential: credential.name, generation: seen }, `a newer ${credential.name} was stored while this one was fetched; the newer one is kept`)
+      if (newer !== null && (newer.fetchedAt >= fetched.receivedAt || newer.accessToken === fetched.accessToken)) {
+        ctx.log.warn({ credential: credential.name, generation: seen }, `a ${credential.name} issued later was stored while this one was fetched; the later one is kept`)
         return newer
+      }
+      if (newer !== null) {
+        ctx.log.warn({ credential: credential.name, generation }, `a ${credential.name} issued earlier was stored while this one was fetched; it is replaced by this one`)
       }
       expected = generation
     }
-    throw new StoreError(new Error(`the compare-and-set of a new ${credential.name} was refused twice`))
+    throw new StoreError(new Error(`the compare-and-set of a new ${credential.name} was refused three times`))
   }
 
   /** Under the lock: fetch from WeChat (through the guards) and store the entry. */
@@ -110,13 +123,15 @@ export function createRefresher (opts: RefresherOptions) {
     const { appId } = need
     const [generation, current] = await Promise.all([store.generation(appId, slot), store.get(appId, slot)])
     if (need.satisfied(current)) return current
+    // The request's logger already names the appId and the caller.
     const audit = need.reported === undefined
       ? undefined
-      : { audit: 'forced-refresh', appId, mode: credential.mode, caller: ctx.caller, requestId: ctx.requestId }
-    const startedAt = now()
+      : { audit: 'forced-refresh', mode: credential.mode, requestId: ctx.requestId }
     let fetched
     try {
-      fetched = await guards.call({ credential, appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced: need.forced }, need.fetch)
+      fetched = await guards.call({
+        credential, appId, fp: need.fp, verified: need.verified, origin: ctx.origin, forced: need.forced, reported: need.reported !== undefined
+      }, need.fetch)
     } catch (err) {
       if (audit) {
         ctx.log.info({ ...audit, outcome: 'refused', apiCode: (err as AppError).apiCode }, 'forced refresh refused')
@@ -128,7 +143,7 @@ export function createRefresher (opts: RefresherOptions) {
       ctx.log.info({ ...audit, outcome: 'refreshed' }, 'forced refresh')
       metrics?.forcedRefreshes.labels('refreshed').inc()
     }
-    return await write(need, fetched, generation, startedAt, ctx)
+    return await write(need, fetched, generation, ctx)
   }
 
   /**
@@ -149,28 +164,46 @@ export function createRefresher (opts: RefresherOptions) {
     }
   }
 
-  /** Waits for, or takes, the app's lock until the need is met or the deadline passes. */
+  /**
+   * Waits for, or takes, the app's lock until the need is met or the deadline passes. A secret not yet verified is
+   * admitted once (the caller's limits) and the admission settled with the outcome: met, by this fetch or another's,
+   * it costs the caller nothing.
+   */
   async function obtain (need: Need, ctx: CallContext): Promise<TokenEntry> {
     const owner = randomUUID()
-    let admitted = need.verified
-    for (let waited = false; ; waited = true) {
-      const entry = await store.get(need.appId, slot)
-      if (need.satisfied(entry)) return entry
-      const remembered = await guards.remembered(credential, need.appId, need.fp, need.forced)
-      if (remembered) throw remembered
-      if (!admitted) {
-        await guards.admitUnverified(credential, need.appId, ctx.origin)
-        admitted = true
+    let admission: Admission | undefined
+    try {
+      for (let waited = false; ; waited = true) {
+        const entry = await store.get(need.appId, slot)
+        const differs = entry !== null && !sameString(entry.secretFingerprint, need.fp)
+        if (need.satisfied(entry)) {
+          await admission?.settle(true).catch(() => {}) // not given back: the caller's window holds one more, no more
+          return entry
+        }
+        const remembered = await guards.remembered(credential, need.appId, need.fp, need.forced)
+        if (remembered) throw remembered
+        if (!need.verified && admission === undefined) {
+          admission = await guards.admitUnverified(credential, need.appId, ctx.origin, need.deadline)
+          ctx.log[differs ? 'info' : 'debug']({ credential: credential.name }, differs
+            ? 'appSecret differs from the stored one\'s; checking it with WeChat'
+            : 'appSecret not yet known to be right; checking it with WeChat')
+        }
+        const refreshed = await tryRefresh(need, ctx, owner)
+        if (refreshed) {
+          await admission?.settle(true).catch(() => {}) // likewise
+          return refreshed
+        }
+        if (!waited) lockWaits?.inc()
+        const remaining = need.deadline - now()
+        if (remaining <= 0) {
+          lockTimeouts?.inc()
+          throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the ${credential.name} of appId ${need.appId}; it did not finish in time`)
+        }
+        await store.waitForChange(credential.subject(need.appId), Math.min(remaining, POLL_MS))
       }
-      const refreshed = await tryRefresh(need, ctx, owner)
-      if (refreshed) return refreshed
-      if (!waited) lockWaits?.inc()
-      const remaining = need.deadline - now()
-      if (remaining <= 0) {
-        lockTimeouts?.inc()
-        throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the ${credential.name} of appId ${need.appId}; it did not finish in time`)
-      }
-      await store.waitForChange(credential.subject(need.appId), Math.min(remaining, POLL_MS))
+    } catch (err) {
+      await admission?.settle(false).catch(() => {}) // the check counts as failed either way
+      throw err
     }
   }
 
@@ -185,13 +218,22 @@ export function createRefresher (opts: RefresherOptions) {
     }
   }
 
-  /** Refreshes ahead of expiry without making anyone wait: one try at the lock, no waiting for it; never rejects. */
+  /**
+   * Refreshes ahead of expiry without making anyone wait: one try at the lock, no waiting for it, nothing tried while
+   * a refusal is remembered or the app's fetches are backed off; never rejects.
+   */
   function inBackground (need: Need, log: FastifyBaseLogger): Promise<void> {
     const running = background.get(need.appId)
     if (running || closed) return running ?? Promise.resolve()
-    const done = tryRefresh(need, { log, origin: 'background' }, randomUUID())
+    const ctx: CallContext = { log, origin: 'background' }
+    const done = guards.remembered(credential, need.appId, need.fp, need.forced)
+      .then(async (refusal) => {
+        if (refusal) log.debug({ apiCode: refusal.apiCode, credential: credential.name }, 'background refresh not tried: ' + refusal.message)
+        else await tryRefresh(need, ctx, randomUUID())
+      })
       .then(() => undefined, (err: unknown) => {
-        log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode, credential: credential.name }, 'background refresh failed')
+        const quiet = err instanceof AppError && QUIET.has(err.kind)
+        log[quiet ? 'debug' : 'warn']({ err: safeError(err), apiCode: (err as AppError).apiCode, credential: credential.name }, 'background refresh failed')
       })
       .finally(() => background.delete(need.appId))
     background.set(need.appId, done)

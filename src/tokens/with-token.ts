@@ -36,7 +36,10 @@ export function createTokenCaller (tokens: TokenService, now: () => number = Dat
       const outcome = await tokens.refreshReported(appId, secret, token.accessToken, ctx, { force: false })
       const replaced = outcome.token !== null && outcome.token.accessToken !== token.accessToken ? outcome.token : undefined
       try {
-        if (!replaced) throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; WeChat gave the same token again`)
+        if (!replaced) {
+          const why = outcome.notice ? `the token was not replaced: ${outcome.notice.message}` : 'WeChat gave the same token again'
+          throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; ${why}`)
+        }
         return await call(replaced.accessToken)
       } catch (again) {
         if (again instanceof AppError && again.kind === 'WECHAT_TOKEN_REFUSED') {

@@ -28,14 +28,30 @@ export interface FetchedToken {
   accessToken: string
   /** Epoch milliseconds, counted from when the request was sent. */
   expiresAt: number
+  /**
+   * Epoch milliseconds when WeChat's answer arrived: of two overlapping fetches, the one answered last holds what
+   * WeChat issued last.
+   */
+  receivedAt: number
 }
 
-export interface FetchOptions {
+/** How the guards follow each attempt of a fetch: they charge it, give back what was not sent, and bound retries. */
+export interface AttemptControl {
+  /** Runs before every attempt, retries included (the quota governor charges each one); a rejection stops the fetch. */
+  beforeAttempt?: () => Promise<void>
+  /**
+   * Runs after an attempt whose request was never sent (a refused connection, a failed DNS lookup): WeChat saw
+   * nothing, so the charge is given back.
+   */
+  notSent?: () => Promise<void>
+  /** Retries after the first attempt, instead of WECHAT_MAX_RETRIES (0 while the app's fetches are backed off). */
+  maxRetries?: number
+}
+
+export interface FetchOptions extends AttemptControl {
   /** Epoch milliseconds after which no further attempt is made and the caller gets an error. */
   deadline: number
   forceRefresh?: boolean
-  /** Runs before every attempt, retries included (the quota governor charges each one); a rejection stops the fetch. */
-  beforeAttempt?: () => Promise<void>
 }
 
 /** What getuserphonenumber answers in `phone_info`: personal data, never logged, cached or counted by appId. */
@@ -147,9 +163,9 @@ export function createWechatClient (opts: WechatClientOptions) {
   }
 
   /** Makes a call with bounded, jittered retries (errcode -1, HTTP 5xx, network failures) until the deadline. */
-  async function send<T> (call: Call<T>, { deadline, beforeAttempt }: Pick<FetchOptions, 'deadline' | 'beforeAttempt'>): Promise<T> {
+  async function send<T> (call: Call<T>, { deadline, beforeAttempt, notSent, maxRetries = opts.maxRetries }: Omit<FetchOptions, 'forceRefresh'>): Promise<T> {
     let lastError: AppError = new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
-    for (let tries = 0; tries <= opts.maxRetries; tries++) {
+    for (let tries = 0; tries <= maxRetries; tries++) {
       if (tries > 0) {
         const wait = backoff(opts.retryBaseMs, tries)
         if (now() + wait >= deadline) break
@@ -171,6 +187,7 @@ export function createWechatClient (opts: WechatClientOptions) {
         opts.metrics?.upstreamCalls.labels(call.endpoint, outcomeOf(err)).inc()
         if (!(err instanceof AppError)) throw err
         lastError = err
+        if (err instanceof RetryableUpstreamError && !err.sent) await notSent?.()
         const retryable = (err instanceof RetryableUpstreamError && (call.idempotent || !err.sent)) ||
           (err instanceof WechatApiError && err.retryable)
         if (!retryable) throw err
@@ -182,14 +199,14 @@ export function createWechatClient (opts: WechatClientOptions) {
     throw lastError
   }
 
-  async function fetchToken (appId: string, secret: string, { deadline, forceRefresh = false, beforeAttempt }: FetchOptions): Promise<FetchedToken> {
+  async function fetchToken (appId: string, secret: string, { forceRefresh = false, ...options }: FetchOptions): Promise<FetchedToken> {
     return await send({
       endpoint: opts.mode === 'classic' ? 'token' : 'stable_token',
       api: 'token',
       request: tokenRequest(appId, secret, forceRefresh),
-      parse: (record, sentAt) => expiring(record, 'access_token', sentAt),
+      parse: (record, sentAt) => expiring(record, 'access_token', sentAt, now()),
       idempotent: true
-    }, beforeAttempt ? { deadline, beforeAttempt } : { deadline })
+    }, options)
   }
 
   /** A JS-SDK (`jsapi`) or card (`wx_card`) ticket, fetched with the app's access token. */
@@ -199,7 +216,7 @@ export function createWechatClient (opts: WechatClientOptions) {
       endpoint: 'getticket',
       api: 'ticket',
       request: { method: 'GET', path: `${prefix}/cgi-bin/ticket/getticket?${query.toString()}` },
-      parse: (record, sentAt) => expiring(record, 'ticket', sentAt),
+      parse: (record, sentAt) => expiring(record, 'ticket', sentAt, now()),
       idempotent: true
     }, options)
   }
@@ -233,13 +250,13 @@ export function createWechatClient (opts: WechatClientOptions) {
 export type WechatClient = ReturnType<typeof createWechatClient>
 
 /** A credential with its lifetime (`access_token` or `ticket`, with expires_in), capped to the longest WeChat gives. */
-function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket', sentAt: number): FetchedToken {
+function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket', sentAt: number, receivedAt: number): FetchedToken {
   const value = record[field]
   const expiresIn = record.expires_in
   if (typeof value !== 'string' || value.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
     throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered without ${field} and expires_in`)
   }
-  return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS) }
+  return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS), receivedAt }
 }
 
 function parsePhoneInfo (record: Record<string, unknown>): PhoneInfo {

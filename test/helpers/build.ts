@@ -31,7 +31,45 @@ tap.after(() => {
     process.exitCode = 1
     throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret, a token, a ticket, a phone code or a number`)
   }
+  // Strict log pipelines refuse a JSON object that names a key twice (a binding of the logger repeated in a line).
+  const repeated = captures.flatMap((capture) => capture.lines).filter((line) => repeatedKeys(line).length > 0)
+  if (repeated.length > 0) {
+    process.exitCode = 1
+    throw new Error(`${repeated.length} log lines name a key twice, the first: ${repeatedKeys(repeated[0]!).join(', ')}`)
+  }
 })
+
+/** The keys a JSON text names twice in one object, at any depth. */
+export function repeatedKeys (json: string): string[] {
+  const repeated: string[] = []
+  const objects: Array<Set<string> | null> = []
+  let expectKey = false
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i]
+    if (c === '"') {
+      let end = i + 1
+      while (json[end] !== '"') end += json[end] === '\\' ? 2 : 1
+      const keys = objects.at(-1)
+      if (expectKey && keys) {
+        const key = json.slice(i + 1, end)
+        if (keys.has(key)) repeated.push(key)
+        keys.add(key)
+      }
+      expectKey = false
+      i = end
+    } else if (c === '{') {
+      objects.push(new Set())
+      expectKey = true
+    } else if (c === '[') {
+      objects.push(null)
+    } else if (c === '}' || c === ']') {
+      objects.pop()
+    } else if (c === ',') {
+      expectKey = objects.at(-1) != null
+    }
+  }
+  return repeated
+}
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
