@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
 import { beijingDay } from '../src/token-service.js'
 import { BACKOFF_MAX_MS } from '../src/tokens/guards.js'
-import { APP_ID, APP_SECRET, TestClock, post, startMock } from './helpers/build.js'
+import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 
 const TOKEN = '/api/v3/get-wechat-access-token-info'
@@ -172,4 +172,18 @@ t.test('one instance\'s failure backs off every instance; the delay doubles, a f
   const client = redis.client()
   t.teardown(() => client.disconnect())
   t.equal(await client.exists(`${env.REDIS_KEY_PREFIX}:{${APP_ID}}:backoff`), 0, 'and the run of failures is forgotten')
+})
+
+t.test('an undocumented errcode backs the app off only after a fetch with a verified secret: nobody who proves nothing holds the owner back', async (t) => {
+  const { mock, apps, advance } = await setUp(t, { apps: { [APP_ID]: APP_SECRET } })
+  t.equal((await post(apps[0]!, TOKEN, body)).body.statusCode, 200, 'the owner\'s secret is verified')
+  advance(2 * HOUR)
+  mock.inject({ fault: { kind: 'errcode', errcode: 99999 }, times: 1 })
+  const stranger = await post(apps[0]!, TOKEN, { appId: APP_ID, appSecret: OTHER_SECRET })
+  t.equal(stranger.body.apiCode, ApiCodes.WECHAT_ERROR.apiCode, 'a stranger\'s check got an errcode nobody documents')
+  t.equal((await post(apps[1]!, TOKEN, body)).body.statusCode, 200, 'the owner is fetched at once: no backoff')
+  advance(2 * HOUR)
+  mock.inject({ fault: { kind: 'errcode', errcode: 99999 }, times: 1 })
+  t.equal((await post(apps[0]!, TOKEN, body)).body.apiCode, ApiCodes.WECHAT_ERROR.apiCode)
+  t.equal((await post(apps[1]!, TOKEN, body)).body.apiCode, ApiCodes.UPSTREAM_BACKOFF.apiCode, 'the owner\'s own fetch getting it backs the app off')
 })

@@ -66,7 +66,13 @@ const VERIFIED_TTL_MS = 30 * DAY_MS
 const APP_WIDE_REMEMBERED = new Set(['WECHAT_INVALID_APPID', 'WECHAT_IP_NOT_ALLOWED', 'WECHAT_DAILY_QUOTA'])
 const SECRET_REMEMBERED = new Set(['WECHAT_INVALID_SECRET', 'WECHAT_SECRET_FROZEN'])
 /** The failures that say nothing of the app or the secret, only that WeChat did not answer: they are backed off. */
-const TRANSIENT = new Set<ApiCodeName>(['WECHAT_UNAVAILABLE', 'WECHAT_BAD_RESPONSE', 'WECHAT_BUSY', 'WECHAT_RATE_LIMITED', 'WECHAT_ERROR'])
+const TRANSIENT = new Set<ApiCodeName>(['WECHAT_UNAVAILABLE', 'WECHAT_BAD_RESPONSE', 'WECHAT_BUSY', 'WECHAT_RATE_LIMITED'])
+/**
+ * An errcode WeChat does not document for the call: backed off after a fetch with a verified secret only, so that
+ * nobody who proves nothing can hold the owner's fetches back (a check with another secret stays bounded by the
+ * caller's limits).
+ */
+const UNKNOWN = 'WECHAT_ERROR'
 export const BACKOFF_FIRST_MS = 1000
 export const BACKOFF_MAX_MS = 60_000
 /** How long a run of failures is remembered after its backoff ends: a failure after a quiet spell starts from a second. */
@@ -335,7 +341,9 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more, and
       // a backoff not written leaves the next fetch to the budget, which still bounds it.
       await remember(spend, err).catch(() => {})
-      if (err instanceof AppError && TRANSIENT.has(err.kind)) await backOff(spend, failing, err).catch(() => {})
+      if (err instanceof AppError && (TRANSIENT.has(err.kind) || (err.kind === UNKNOWN && spend.verified))) {
+        await backOff(spend, failing, err).catch(() => {})
+      }
       throw err
     }
     // Likewise: a secret not marked verified is checked once more later, from the unverified allowance; a run of
