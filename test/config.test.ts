@@ -1,5 +1,5 @@
 import t from 'tap'
-import { loadConfig } from '../src/config.js'
+import { ConfigSchema, loadConfig } from '../src/config.js'
 
 t.test('defaults need nothing from the environment', async (t) => {
   const config = loadConfig({})
@@ -49,4 +49,22 @@ t.test('FINGERPRINT_KEY keys the secret fingerprints', async (t) => {
   t.not(fingerprint(id, secret, 'a-key-of-the-operators-choosing'), fingerprint(id, secret), 'another key, another fingerprint')
   t.equal(fingerprint(id, secret, 'k'.repeat(32)), fingerprint(id, secret, 'k'.repeat(32)))
   t.throws(() => loadConfig({ FINGERPRINT_KEY: 'short' }), /FINGERPRINT_KEY/, 'at least 16 characters')
+})
+
+t.test('a time setting above what a timer holds is refused, naming the variable', async (t) => {
+  // setTimeout and setInterval take at most 2^31 - 1 ms: a longer delay fires after 1 ms, so every fetch would time out
+  // at once and SIGTERM would cut in-flight requests. *_SECONDS settings become timers of 1000 times as many ms, the
+  // scheduler's with up to 20 % of jitter on top.
+  const timerLimit = 2 ** 31 - 1
+  const timed = Object.entries(ConfigSchema.properties).filter(([name]) => /_(MS|SECONDS)$/.test(name))
+  t.ok(timed.length >= 18, `${timed.length} time settings`)
+  for (const [name, schema] of timed) {
+    const factor = name.endsWith('_SECONDS') ? 1000 : 1
+    const { maximum } = schema as { maximum?: number }
+    t.ok(maximum !== undefined && maximum * factor * 1.2 <= timerLimit, `${name} has a maximum (${maximum}) that a timer holds`)
+    t.throws(() => loadConfig({ [name]: String(Math.ceil((timerLimit + 1) / factor)) }), new RegExp(`^env/${name} must be <= ${maximum}$`),
+      `${name} past a timer's limit`)
+  }
+  t.doesNotThrow(() => loadConfig({ REQUEST_DEADLINE_MS: '300000', LOCK_LEASE_MS: '600000', SHUTDOWN_GRACE_MS: '600000', SCHEDULER_INTERVAL_SECONDS: '3600' }),
+    'the maximums themselves are taken')
 })

@@ -71,3 +71,17 @@ t.test('the README is short and links every docs page; every relative link in th
     }
   }
 })
+
+t.test('the maximum of every time setting is in its row of docs/configuration.md and its comment in .env.example', async (t) => {
+  const lines = example.split('\n')
+  for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
+    if (!/_(MS|SECONDS)$/.test(name)) continue
+    const { maximum } = schema as { maximum?: number }
+    const row = configuration.split('\n').find((line) => line.startsWith(`| \`${name}\` |`)) ?? ''
+    t.ok(maximum !== undefined && row.includes(`\`${maximum}\``), `docs/configuration.md gives ${name} its maximum, ${maximum}`)
+    const at = lines.findIndex((line) => new RegExp(`^#? ?${name}=`).test(line))
+    let comment = ''
+    for (let i = at - 1; i >= 0 && lines[i]!.startsWith('# ') && !/^# [A-Z_]+=/.test(lines[i]!); i--) comment = lines[i] + '\n' + comment
+    t.ok(comment.includes(`at most ${maximum}`), `.env.example gives ${name} its maximum, ${maximum}`)
+  }
+})

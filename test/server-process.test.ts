@@ -90,15 +90,25 @@ t.test('SIGTERM under load: every request accepted before it gets its answer', a
 })
 
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('..', import.meta.url),
-    env: { PATH: process.env.PATH ?? '', PORT: String(port), WECHAT_TOKEN_MODE: 'turbo' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const [code] = await once(child, 'exit')
-  t.equal(code, 1)
-  t.match(stderr, /Invalid configuration: .*WECHAT_TOKEN_MODE/)
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ WECHAT_TOKEN_MODE: 'turbo' }, /WECHAT_TOKEN_MODE/],
+    [{ SHUTDOWN_GRACE_MS: '2147483648' }, /SHUTDOWN_GRACE_MS must be <= 600000/]
+  ]
+  for (const [env, message] of bad) {
+    const port = await freePort()
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    // A configuration taken would start the service: stopped after a bound, it fails the test instead of hanging it.
+    const bound = setTimeout(() => child.kill('SIGKILL'), 20_000)
+    const [code] = await once(child, 'exit')
+    clearTimeout(bound)
+    t.equal(code, 1, JSON.stringify(env))
+    t.match(stderr, new RegExp(`^Invalid configuration: .*${message.source}`), `${JSON.stringify(env)}: the configuration message`)
+    t.notMatch(stderr, /\n\s+at /, 'and no stack')
+  }
 })
