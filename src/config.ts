@@ -177,6 +177,9 @@ const OBSOLETE: Record<string, string> = {
     'UNVERIFIED_CHECKS_PER_CALLER and UNVERIFIED_CHECK_WINDOW_SECONDS, and per app by UNVERIFIED_DAILY_BUDGET'
 }
 
+/** The integer variables: their values must be plain decimal digits, where Ajv's coercion would also take 1e3 or 0x10. */
+const INTEGERS = new Set(Object.entries(ConfigSchema.properties).filter(([, schema]) => schema.type === 'integer').map(([key]) => key))
+
 /** Validates `env` (process.env by default) against ConfigSchema; throws an error naming the bad variable. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   const data: Record<string, string> = {}
@@ -184,7 +187,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     const value = env[key]
     if (value !== undefined && value !== '') data[key] = value
   }
+  for (const [key, value] of Object.entries(data)) {
+    if (INTEGERS.has(key) && !/^-?[0-9]+$/.test(value)) throw new Error(`env/${key} must be an integer in plain decimal digits`)
+  }
   const config = envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  if (config.WECHAT_API_BASE !== 'mock' && !URL.canParse(config.WECHAT_API_BASE)) {
+    throw new Error('env/WECHAT_API_BASE must be "mock" or an http:// or https:// URL, and does not parse as a URL')
+  }
   const topologies = [config.REDIS_URL, config.REDIS_CLUSTER_NODES, config.REDIS_SENTINELS].filter((v) => v !== undefined)
   if (topologies.length > 1) throw new Error('env/REDIS_URL, env/REDIS_CLUSTER_NODES and env/REDIS_SENTINELS: set one at most')
   if ((config.REDIS_SENTINELS === undefined) !== (config.REDIS_SENTINEL_NAME === undefined)) {
@@ -273,6 +282,7 @@ export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE
   for (const [appId, secret] of Object.entries(parsed)) {
     if (!APP_ID.test(appId)) throw new Error(`env/${name}: "${appId.slice(0, 20)}" is not a WeChat appId`)
     if (typeof secret !== 'string' || !APP_SECRET.test(secret)) throw new Error(`env/${name}: the secret of ${appId} is not a WeChat appSecret`)
+    if (apps.has(appId.toLowerCase())) throw new Error(`env/${name} lists appId ${appId.toLowerCase()} twice, in two letter cases`)
     apps.set(appId.toLowerCase(), secret)
   }
   if (apps.size === 0) throw new Error(`env/${name} lists no app`)

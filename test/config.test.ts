@@ -68,3 +68,33 @@ t.test('a time setting above what a timer holds is refused, naming the variable'
   t.doesNotThrow(() => loadConfig({ REQUEST_DEADLINE_MS: '300000', LOCK_LEASE_MS: '600000', SHUTDOWN_GRACE_MS: '600000', SCHEDULER_INTERVAL_SECONDS: '3600' }),
     'the maximums themselves are taken')
 })
+
+t.test('integers are plain decimal digits; Ajv alone would coerce 1e3, 0x10, 80.0 or " 80"', async (t) => {
+  for (const [name, value] of [['PORT', '1e3'], ['HOT_CACHE_MS', '0x10'], ['PORT', '80.0'], ['PORT', ' 80'], ['MAX_CONNECTIONS', '1_000'], ['SCHEDULER_INTERVAL_SECONDS', '0b11']]) {
+    t.throws(() => loadConfig({ [name!]: value }), new RegExp(`^env/${name} must be an integer in plain decimal digits$`), `${name}=${value}`)
+  }
+  t.equal(loadConfig({ PORT: '08080' }).PORT, 8080, 'leading zeros are still decimal')
+  t.throws(() => loadConfig({ PORT: '-1' }), /^env\/PORT must be >= 0$/, 'a negative number gets the schema\'s message')
+})
+
+t.test('WECHAT_API_BASE must parse as a URL', async (t) => {
+  for (const value of ['http://[::1', 'http://example.com:99999', 'https://:80', 'http://%zz']) {
+    t.throws(() => loadConfig({ WECHAT_API_BASE: value }), /^env\/WECHAT_API_BASE must be "mock" or an http:\/\/ or https:\/\/ URL/, value)
+  }
+  t.equal(loadConfig({ WECHAT_API_BASE: 'http://[::1]:8080/proxy/' }).WECHAT_API_BASE, 'http://[::1]:8080/proxy/')
+})
+
+t.test('one appId listed in two letter cases is refused, naming it', async (t) => {
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const apps = JSON.stringify({ wx0123456789ABCDEF: '0123456789abcdef0123456789abcdef', wx0123456789abcdef: 'fedcba9876543210fedcba9876543210' })
+  t.throws(() => loadConfig({ WECHAT_APPS: apps }), /^env\/WECHAT_APPS lists appId wx0123456789abcdef twice, in two letter cases$/)
+  const dir = await mkdtemp(join(tmpdir(), 'wxtoken-config-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await writeFile(join(dir, 'apps.json'), apps)
+  t.throws(() => loadConfig({ WECHAT_APPS_FILE: join(dir, 'apps.json') }), /^env\/WECHAT_APPS_FILE lists appId wx0123456789abcdef twice/)
+  const identifiers = JSON.stringify({ 'my-wxapp': 'wx0123456789ABCDEF', 'my-wxapp-too': 'wx0123456789abcdef' })
+  t.doesNotThrow(() => loadConfig({ WECHAT_APPS: JSON.stringify({ wx0123456789abcdef: '0123456789abcdef0123456789abcdef' }), WECHAT_IDENTIFIERS: identifiers }),
+    'two identifiers may name one app, in any letter case: each is one Mini Program of WECHAT_APPS')
+})

@@ -92,7 +92,9 @@ t.test('SIGTERM under load: every request accepted before it gets its answer', a
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
   const bad: Array<[Record<string, string>, RegExp]> = [
     [{ WECHAT_TOKEN_MODE: 'turbo' }, /WECHAT_TOKEN_MODE/],
-    [{ SHUTDOWN_GRACE_MS: '2147483648' }, /SHUTDOWN_GRACE_MS must be <= 600000/]
+    [{ SHUTDOWN_GRACE_MS: '2147483648' }, /SHUTDOWN_GRACE_MS must be <= 600000/],
+    [{ WECHAT_API_BASE: 'http://[::1' }, /WECHAT_API_BASE must be "mock" or an http:\/\/ or https:\/\/ URL/],
+    [{ PORT: '1e3' }, /PORT must be an integer in plain decimal digits/]
   ]
   for (const [env, message] of bad) {
     const port = await freePort()
