@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { request } from 'undici'
 import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
 import { freePort } from './helpers/redis-server.js'
+import { until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 
@@ -57,7 +58,7 @@ t.test('SIGTERM lets in-flight requests finish, then exits', async (t) => {
   const { child, base, output } = await startServer({ WECHAT_API_BASE: url })
   t.teardown(() => { child.kill('SIGKILL') })
   const inflight = token(base)
-  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.ok(await until(() => mock.calls('stable_token') === 1), 'the request is in flight: WeChat has it')
   child.kill('SIGTERM')
   const envelope = await inflight
   t.equal(envelope.statusCode, 200, 'the request accepted before SIGTERM got its token')
