@@ -85,15 +85,10 @@ t.test('WECHAT_API_BASE must parse as a URL', async (t) => {
 })
 
 t.test('one appId listed in two letter cases is refused, naming it', async (t) => {
-  const { mkdtemp, rm, writeFile } = await import('node:fs/promises')
-  const { tmpdir } = await import('node:os')
-  const { join } = await import('node:path')
   const apps = JSON.stringify({ wx0123456789ABCDEF: '0123456789abcdef0123456789abcdef', wx0123456789abcdef: 'fedcba9876543210fedcba9876543210' })
   t.throws(() => loadConfig({ WECHAT_APPS: apps }), /^env\/WECHAT_APPS lists appId wx0123456789abcdef twice, in two letter cases$/)
-  const dir = await mkdtemp(join(tmpdir(), 'wxtoken-config-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  await writeFile(join(dir, 'apps.json'), apps)
-  t.throws(() => loadConfig({ WECHAT_APPS_FILE: join(dir, 'apps.json') }), /^env\/WECHAT_APPS_FILE lists appId wx0123456789abcdef twice/)
+  const dir = t.testdir({ 'apps.json': apps })
+  t.throws(() => loadConfig({ WECHAT_APPS_FILE: `${dir}/apps.json` }), /^env\/WECHAT_APPS_FILE lists appId wx0123456789abcdef twice/)
   const identifiers = JSON.stringify({ 'my-wxapp': 'wx0123456789ABCDEF', 'my-wxapp-too': 'wx0123456789abcdef' })
   t.doesNotThrow(() => loadConfig({ WECHAT_APPS: JSON.stringify({ wx0123456789abcdef: '0123456789abcdef0123456789abcdef' }), WECHAT_IDENTIFIERS: identifiers }),
     'two identifiers may name one app, in any letter case: each is one Mini Program of WECHAT_APPS')
