@@ -190,7 +190,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   for (const [key, value] of Object.entries(data)) {
     if (INTEGERS.has(key) && !/^-?[0-9]+$/.test(value)) throw new Error(`env/${key} must be an integer in plain decimal digits`)
   }
-  const config = envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  const config = envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
   if (config.WECHAT_API_BASE !== 'mock' && !URL.canParse(config.WECHAT_API_BASE)) {
     throw new Error('env/WECHAT_API_BASE must be "mock" or an http:// or https:// URL, and does not parse as a URL')
   }

@@ -93,3 +93,14 @@ t.test('one appId listed in two letter cases is refused, naming it', async (t) =
   t.doesNotThrow(() => loadConfig({ WECHAT_APPS: JSON.stringify({ wx0123456789abcdef: '0123456789abcdef0123456789abcdef' }), WECHAT_IDENTIFIERS: identifiers }),
     'two identifiers may name one app, in any letter case: each is one Mini Program of WECHAT_APPS')
 })
+
+t.test('only the environment given is read: an empty variable of the process is unset too', async (t) => {
+  const saved = { ...process.env }
+  t.teardown(() => { process.env = saved })
+  Object.assign(process.env, { WECHAT_APPS: '', AUTH_TOKENS: '', PORT: '', HOT_CACHE_MS: '5' })
+  const config = loadConfig()
+  t.equal(config.WECHAT_APPS, undefined, 'WECHAT_APPS= is unset, as docs/configuration.md says, not a JSON error')
+  t.equal(config.AUTH_TOKENS, undefined, 'AUTH_TOKENS= is unset, not "lists no key"')
+  t.equal(config.PORT, 8080, 'PORT= is the default, not 0 (a random port)')
+  t.equal(loadConfig({}).HOT_CACHE_MS, 2000, 'an explicit environment is the only one read')
+})
