@@ -1,6 +1,6 @@
-# syntax=docker/dockerfile:1
+# Node 26, the Active LTS line (supported until April 2029), on Debian 13 (trixie), Debian's stable release.
 # Build stage: compile TypeScript with the dev dependencies.
-FROM node:20-bookworm-slim AS build
+FROM node:26-trixie-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -9,7 +9,7 @@ COPY src ./src
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled code only, as the non-root node user.
-FROM node:20-bookworm-slim
+FROM node:26-trixie-slim
 # The heap limit npm start uses too (docs/operations.md: Memory); override NODE_OPTIONS to change it.
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 NODE_OPTIONS=--max-old-space-size=512
 WORKDIR /app

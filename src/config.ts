@@ -32,8 +32,8 @@ export const ConfigSchema = Type.Object({
   REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1, description: 'The Sentinel master group name.' })),
   REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1, description: 'Redis ACL user for Cluster and Sentinel (with REDIS_URL, put it in the URL).' })),
   REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1, description: 'Redis password for Cluster and Sentinel (with REDIS_URL, put it in the URL).' })),
-  REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 2000, description: 'Redis connect timeout.' }),
-  REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 1000, description: 'A Redis command that takes longer fails (the store counts as unavailable).' }),
+  REDIS_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 60000, default: 2000, description: 'Redis connect timeout.' }),
+  REDIS_COMMAND_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 60000, default: 1000, description: 'A Redis command that takes longer fails (the store counts as unavailable).' }),
   REDIS_KEY_PREFIX: Type.String({
     pattern: '^[A-Za-z0-9:_-]{1,64}$',
     default: 'wxtoken',
@@ -48,13 +48,13 @@ export const ConfigSchema = Type.Object({
     default: 'stable',
     description: 'stable: POST /cgi-bin/stable_token (idempotent). classic: GET /cgi-bin/token (each fetch invalidates the previous token).'
   }),
-  WECHAT_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 3000, description: 'Upstream TCP/TLS connect timeout.' }),
-  WECHAT_HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000, description: 'Upstream time to response headers.' }),
-  WECHAT_BODY_TIMEOUT_MS: Type.Integer({ minimum: 1, default: 5000, description: 'Upstream idle time while reading the body.' }),
+  WECHAT_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 300000, default: 3000, description: 'Upstream TCP/TLS connect timeout.' }),
+  WECHAT_HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 300000, default: 5000, description: 'Upstream time to response headers.' }),
+  WECHAT_BODY_TIMEOUT_MS: Type.Integer({ minimum: 1, maximum: 300000, default: 5000, description: 'Upstream idle time while reading the body.' }),
   WECHAT_POOL_CONNECTIONS: Type.Integer({ minimum: 1, default: 16, description: 'Upstream connection pool size.' }),
   WECHAT_MAX_RETRIES: Type.Integer({ minimum: 0, maximum: 5, default: 2, description: 'Retries of errcode -1, HTTP 5xx and network failures (never of other errcodes).' }),
-  WECHAT_RETRY_BASE_MS: Type.Integer({ minimum: 1, default: 200, description: 'Base of the jittered exponential backoff between retries.' }),
-  REQUEST_DEADLINE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'Longest a caller waits for a token fetch, retries included.' }),
+  WECHAT_RETRY_BASE_MS: Type.Integer({ minimum: 1, maximum: 60000, default: 200, description: 'Base of the jittered exponential backoff between retries.' }),
+  REQUEST_DEADLINE_MS: Type.Integer({ minimum: 100, maximum: 300000, default: 10000, description: 'Longest a caller waits for a token fetch, retries included.' }),
   REFRESH_AHEAD_SECONDS: Type.Integer({
     minimum: 0,
     maximum: 7000,
@@ -63,6 +63,7 @@ export const ConfigSchema = Type.Object({
   }),
   LOCK_LEASE_MS: Type.Integer({
     minimum: 200,
+    maximum: 600000,
     default: 15000,
     description: 'Lease of the per-app refresh lock; must exceed REQUEST_DEADLINE_MS.'
   }),
@@ -75,11 +76,13 @@ export const ConfigSchema = Type.Object({
   })),
   SCHEDULER_INTERVAL_SECONDS: Type.Integer({
     minimum: 0,
+    maximum: 3600,
     default: 30,
     description: 'How often one instance (lock-elected) checks the configured apps and refreshes those due; 0 turns it off.'
   }),
   UNVERIFIED_CHECK_WINDOW_SECONDS: Type.Integer({
     minimum: 1,
+    maximum: 86400,
     default: 600,
     description: 'Window of the two per-caller limits on checking appSecrets not yet known to be right.'
   }),
@@ -104,6 +107,7 @@ export const ConfigSchema = Type.Object({
   })),
   NEGATIVE_CACHE_SECONDS: Type.Integer({
     minimum: 0,
+    maximum: 86400,
     default: 300,
     description: 'How long a non-retryable WeChat refusal (40013, 40125, 40164, 40243, 45009, 8950x) is answered without asking again.'
   }),
@@ -118,7 +122,7 @@ export const ConfigSchema = Type.Object({
     description: 'Upstream getticket calls allowed per app per ticket type per day (00:00 Beijing time); WeChat publishes no number and calls them "very limited".'
   }),
   FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
-  FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s); in classic mode, between replacements of a reported token.' }),
+  FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, maximum: 86400, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s); in classic mode, between replacements of a reported token.' }),
   HOT_CACHE_MS: Type.Integer({
     minimum: 0,
     maximum: 60000,
@@ -136,14 +140,14 @@ export const ConfigSchema = Type.Object({
     description: 'Caller keys, comma-separated, each "name=key" or "key" (16+ characters). When set (or AUTH_TOKENS_FILE), /api routes require one in authorization.'
   })),
   AUTH_TOKENS_FILE: Type.Optional(Type.String({ description: 'Path of a file of caller keys, one "name=key" or "key" a line (# comments).' })),
-  RATE_LIMIT_WINDOW_SECONDS: Type.Integer({ minimum: 1, default: 60, description: 'Window of the rate limits.' }),
+  RATE_LIMIT_WINDOW_SECONDS: Type.Integer({ minimum: 1, maximum: 86400, default: 60, description: 'Window of the rate limits.' }),
   RATE_LIMIT_PER_CALLER: Type.Integer({
     minimum: 0,
     default: 0,
     description: 'Requests per window per caller (caller key name, else client IP); 0 (the default) turns it off. Shared through Redis.'
   }),
   RATE_LIMIT_PER_APP: Type.Integer({ minimum: 0, default: 0, description: 'Requests per window per appId; 0 (the default) turns it off. Shared through Redis.' }),
-  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, default: 10000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.' }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'On SIGTERM/SIGINT, how long in-flight requests may take before the process exits anyway.' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 256, maximum: 1048576, default: 8192, description: 'Largest request body accepted.' }),
   REQUEST_TIMEOUT_MS: Type.Integer({
     minimum: 100,
@@ -173,6 +177,9 @@ const OBSOLETE: Record<string, string> = {
     'UNVERIFIED_CHECKS_PER_CALLER and UNVERIFIED_CHECK_WINDOW_SECONDS, and per app by UNVERIFIED_DAILY_BUDGET'
 }
 
+/** The integer variables: their values must be plain decimal digits, where Ajv's coercion would also take 1e3 or 0x10. */
+const INTEGERS = new Set(Object.entries(ConfigSchema.properties).filter(([, schema]) => schema.type === 'integer').map(([key]) => key))
+
 /** Validates `env` (process.env by default) against ConfigSchema; throws an error naming the bad variable. */
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   const data: Record<string, string> = {}
@@ -180,7 +187,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     const value = env[key]
     if (value !== undefined && value !== '') data[key] = value
   }
-  const config = envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  for (const [key, value] of Object.entries(data)) {
+    if (INTEGERS.has(key) && !/^-?[0-9]+$/.test(value)) throw new Error(`env/${key} must be an integer in plain decimal digits`)
+  }
+  const config = envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
+  if (config.WECHAT_API_BASE !== 'mock' && !URL.canParse(config.WECHAT_API_BASE)) {
+    throw new Error('env/WECHAT_API_BASE must be "mock" or an http:// or https:// URL, and does not parse as a URL')
+  }
   const topologies = [config.REDIS_URL, config.REDIS_CLUSTER_NODES, config.REDIS_SENTINELS].filter((v) => v !== undefined)
   if (topologies.length > 1) throw new Error('env/REDIS_URL, env/REDIS_CLUSTER_NODES and env/REDIS_SENTINELS: set one at most')
   if ((config.REDIS_SENTINELS === undefined) !== (config.REDIS_SENTINEL_NAME === undefined)) {
@@ -269,6 +282,7 @@ export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE
   for (const [appId, secret] of Object.entries(parsed)) {
     if (!APP_ID.test(appId)) throw new Error(`env/${name}: "${appId.slice(0, 20)}" is not a WeChat appId`)
     if (typeof secret !== 'string' || !APP_SECRET.test(secret)) throw new Error(`env/${name}: the secret of ${appId} is not a WeChat appSecret`)
+    if (apps.has(appId.toLowerCase())) throw new Error(`env/${name} lists appId ${appId.toLowerCase()} twice, in two letter cases`)
     apps.set(appId.toLowerCase(), secret)
   }
   if (apps.size === 0) throw new Error(`env/${name} lists no app`)

@@ -68,9 +68,8 @@ t.test('caller keys are validated at start', async (t) => {
   t.throws(() => loadConfig({ AUTH_TOKENS: ' , ' }), /AUTH_TOKENS lists no key/)
   t.throws(() => loadConfig({ AUTH_TOKENS: `bad name=${KEY_A}` }), /the name of key 1/)
   t.throws(() => loadConfig({ AUTH_TOKENS: KEY_A, AUTH_TOKENS_FILE: '/x' }), /cannot both be set/)
-  const { writeFile, mkdtemp } = await import('node:fs/promises')
-  const dir = await mkdtemp('/tmp/callers-')
-  await writeFile(`${dir}/keys`, `# callers\ncrm=${KEY_A}\n\n${KEY_B}\n`)
+  // A fixture directory of tap's, removed when the test ends: the file holds caller keys.
+  const dir = t.testdir({ keys: `# callers\ncrm=${KEY_A}\n\n${KEY_B}\n` })
   const { loadCallerKeys } = await import('../src/config.js')
   t.same(loadCallerKeys({ AUTH_TOKENS_FILE: `${dir}/keys` }), [{ name: 'crm', key: KEY_A }, { name: 'key2', key: KEY_B }])
 })

@@ -71,3 +71,31 @@ t.test('the README is short and links every docs page; every relative link in th
     }
   }
 })
+
+t.test('the maximum of every time setting is in its row of docs/configuration.md and its comment in .env.example', async (t) => {
+  const lines = example.split('\n')
+  for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
+    if (!/_(MS|SECONDS)$/.test(name)) continue
+    const { maximum } = schema as { maximum?: number }
+    const row = configuration.split('\n').find((line) => line.startsWith(`| \`${name}\` |`)) ?? ''
+    t.ok(maximum !== undefined && row.includes(`\`${maximum}\``), `docs/configuration.md gives ${name} its maximum, ${maximum}`)
+    const at = lines.findIndex((line) => new RegExp(`^#? ?${name}=`).test(line))
+    let comment = ''
+    for (let i = at - 1; i >= 0 && lines[i]!.startsWith('# ') && !/^# [A-Z_]+=/.test(lines[i]!); i--) comment = lines[i] + '\n' + comment
+    t.ok(comment.includes(`at most ${maximum}`), `.env.example gives ${name} its maximum, ${maximum}`)
+  }
+})
+
+t.test('the README\'s production snippet installs no dev dependency and, binding every interface, points at the threat model', async (t) => {
+  const start = readme.indexOf('In production')
+  const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(start))
+  t.ok(start >= 0 && block, 'the README shows how to run it in production')
+  const commands = block![1]!
+  t.match(commands, /npm start/)
+  t.ok(/npm prune --omit=dev|npm ci --omit=dev/.test(commands), 'only production dependencies are left installed')
+  if (/HOST=0\.0\.0\.0/.test(commands)) {
+    const after = readme.slice(start + block!.index + block![0].length).split('\n\n')[1] ?? ''
+    t.match(after, /\]\(docs\/security\.md/, 'the paragraph after it links the threat model')
+    for (const name of ['AUTH_TOKENS', 'FINGERPRINT_KEY']) t.match(after, name, `and names ${name}`)
+  }
+})

@@ -205,9 +205,8 @@ t.test('WECHAT_APPS and WECHAT_APPS_FILE are validated at start', async (t) => {
   t.throws(() => loadConfig({ WECHAT_APPS: `{"${APP_ID}":"short"}` }), /secret of wx0123456789abcdef is not/)
   t.throws(() => loadConfig({ WECHAT_APPS_FILE: '/nonexistent/apps.json' }), /WECHAT_APPS_FILE cannot be read/)
   t.throws(() => loadConfig({ LOCK_LEASE_MS: '5000', REQUEST_DEADLINE_MS: '6000' }), /LOCK_LEASE_MS must exceed/)
-  const { writeFile, mkdtemp } = await import('node:fs/promises')
-  const dir = await mkdtemp('/tmp/wxapps-')
-  await writeFile(`${dir}/apps.json`, JSON.stringify({ [APP_ID]: APP_SECRET }))
+  // A fixture directory of tap's, removed when the test ends: the file holds a secret.
+  const dir = t.testdir({ 'apps.json': JSON.stringify({ [APP_ID]: APP_SECRET }) })
   t.equal(loadConfig({ WECHAT_APPS_FILE: `${dir}/apps.json` }).WECHAT_APPS_FILE, `${dir}/apps.json`)
 })
 

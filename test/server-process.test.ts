@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { request } from 'undici'
 import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
 import { freePort } from './helpers/redis-server.js'
+import { until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 
@@ -57,7 +58,7 @@ t.test('SIGTERM lets in-flight requests finish, then exits', async (t) => {
   const { child, base, output } = await startServer({ WECHAT_API_BASE: url })
   t.teardown(() => { child.kill('SIGKILL') })
   const inflight = token(base)
-  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.ok(await until(() => mock.calls('stable_token') === 1), 'the request is in flight: WeChat has it')
   child.kill('SIGTERM')
   const envelope = await inflight
   t.equal(envelope.statusCode, 200, 'the request accepted before SIGTERM got its token')
@@ -90,15 +91,27 @@ t.test('SIGTERM under load: every request accepted before it gets its answer', a
 })
 
 t.test('a bad configuration stops the start with a message naming the variable', async (t) => {
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('..', import.meta.url),
-    env: { PATH: process.env.PATH ?? '', PORT: String(port), WECHAT_TOKEN_MODE: 'turbo' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stderr = ''
-  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const [code] = await once(child, 'exit')
-  t.equal(code, 1)
-  t.match(stderr, /Invalid configuration: .*WECHAT_TOKEN_MODE/)
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ WECHAT_TOKEN_MODE: 'turbo' }, /WECHAT_TOKEN_MODE/],
+    [{ SHUTDOWN_GRACE_MS: '2147483648' }, /SHUTDOWN_GRACE_MS must be <= 600000/],
+    [{ WECHAT_API_BASE: 'http://[::1' }, /WECHAT_API_BASE must be "mock" or an http:\/\/ or https:\/\/ URL/],
+    [{ PORT: '1e3' }, /PORT must be an integer in plain decimal digits/]
+  ]
+  for (const [env, message] of bad) {
+    const port = await freePort()
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: new URL('..', import.meta.url),
+      env: { PATH: process.env.PATH ?? '', PORT: String(port), ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    let stderr = ''
+    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+    // A configuration taken would start the service: stopped after a bound, it fails the test instead of hanging it.
+    const bound = setTimeout(() => child.kill('SIGKILL'), 20_000)
+    const [code] = await once(child, 'exit')
+    clearTimeout(bound)
+    t.equal(code, 1, JSON.stringify(env))
+    t.match(stderr, new RegExp(`^Invalid configuration: .*${message.source}`), `${JSON.stringify(env)}: the configuration message`)
+    t.notMatch(stderr, /\n\s+at /, 'and no stack')
+  }
 })
