@@ -50,8 +50,9 @@ export class RawConnection {
     }))
   }
 
-  static async open (port: number): Promise<RawConnection> {
-    const socket = connect(port, '127.0.0.1')
+  /** With `allowHalfOpen`, it goes on sending after the server half-closes, as a client that writes the whole body first does. */
+  static async open (port: number, options: { allowHalfOpen?: boolean } = {}): Promise<RawConnection> {
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false })
     await once(socket, 'connect')
     return new RawConnection(socket)
   }
