@@ -33,12 +33,12 @@ export interface ConnectionLimit {
  * of those that have not sent a whole request within the grace (silent, slowloris headers, a body still trickling in);
  * else the longest idle of those kept alive between requests for more than the grace; else the oldest still sending
  * its request; else the longest idle (one idle for less than the grace is likely to carry its caller's next request
- * at once); and only when every other connection is being answered, the new one. A
- * connection whose request has all arrived is never closed until it is answered, and the newest is the last closed, so
- * connections opened again and again cannot keep out a caller that sends its request at once. Node's own
- * `maxConnections` is left unset: it would close the new connection, the caller's, whatever the others do. The list
- * of waiting connections is kept in the order they began to wait, and the idle ones in the order they began to idle,
- * so a choice looks at the first few of each. The first shedding of a minute is logged at warn.
+ * at once); and only when every other connection is being answered, the new one. A connection whose request has all
+ * arrived is never closed until it is answered, and the newest is the last closed, so connections opened again and
+ * again cannot keep out a caller that sends its request at once. Node's own `maxConnections` is left unset: it would
+ * close the new connection, the caller's, whatever the others do. Waiting connections are kept in the order they
+ * began to wait, and idle ones in the order they began to idle, so a choice looks at the first few of each. The first
+ * shedding of a minute is logged at warn.
  */
 export function limitConnections (server: Server, { max, graceMs, log, metrics }: ConnectionLimit): void {
   const open = new Map<Socket, Connection>()
@@ -108,23 +108,30 @@ export function limitConnections (server: Server, { max, graceMs, log, metrics }
     if (open.size > max) makeRoom(socket)
   })
 
+  /** A response ended (or its connection closed): with no other request pending, the connection is idle. */
+  function settled (this: ServerResponse): void {
+    const socket = this.req.socket
+    const connection = open.get(socket)
+    if (connection === undefined || --connection.active > 0) return
+    waiting.delete(socket)
+    connection.since = performance.now()
+    connection.bytesRead = socket.bytesRead
+    idle.set(socket, connection)
+  }
+
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     const socket = request.socket
     const connection = open.get(socket)
-    if (!connection) return
+    if (connection === undefined) return
     connection.active++
     connection.request = request
-    if (!waiting.has(socket)) {
-      idle.delete(socket)
+    if (idle.delete(socket)) {
+      connection.since = performance.now()
+      waiting.set(socket, connection)
+    } else if (!waiting.has(socket)) {
       connection.since = performance.now()
       waiting.set(socket, connection)
     }
-    response.once('close', () => {
-      if (--connection.active > 0 || !open.has(socket)) return
-      waiting.delete(socket)
-      connection.since = performance.now()
-      connection.bytesRead = socket.bytesRead
-      idle.set(socket, connection)
-    })
+    response.on('close', settled)
   })
 }
