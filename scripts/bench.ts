@@ -5,7 +5,9 @@
  * cache hits on both token routes, the ticket route and the signature route, with the hot cache on and off, against a
  * bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, and one of 1,000 ticket requests;
  * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
- * calls, Redis keys and memory it costs).
+ * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
+ * connections that never complete a request (silent, then slowloris), each opened again as soon as it is closed, holds
+ * a service with MAX_CONNECTIONS=1000.
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
@@ -15,6 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import { request as httpRequest } from 'node:http'
 import { cpus } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type autocannon from 'autocannon'
@@ -281,6 +284,74 @@ flood of ${fmt(requests)} random appIds from ${label}, in ${took.toFixed(1)} s: 
       `(${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle)`)
   }
   await strict.close()
+}
+
+if (only.has('crowd')) {
+  const crowdSize = 1100
+  const attempts = 200
+  const paceMs = 50
+  /** Waits until `ms` after `from`, so that the attempts are spread over the run at a steady pace. */
+  const pace = async (from: number, ms: number): Promise<void> => { await sleep(Math.max(0, from + ms - performance.now())) }
+  /** One request on a connection of its own: the envelope's statusCode, or how it failed (reset, timeout). */
+  const freshRequest = async (base: string): Promise<string> => await new Promise((resolve) => {
+    const req = httpRequest(`${base}${INFO}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', connection: 'close' }, timeout: 10_000 }, (res) => {
+      let text = ''
+      res.on('data', (chunk: Buffer) => { text += chunk.toString() })
+      res.on('end', () => { resolve(String((JSON.parse(text) as { statusCode: number }).statusCode)) })
+      res.on('error', () => { resolve('reset') })
+    })
+    req.on('timeout', () => { req.destroy(new Error('timeout')) })
+    req.on('error', (err) => { resolve(err.message === 'timeout' ? 'timeout' : 'reset') })
+    req.end(body)
+  })
+  for (const mode of ['silent', 'slowloris']) {
+    const server = await startServer({ ...serviceEnv('2000'), MAX_CONNECTIONS: '1000' })
+    const quiet: number[] = []
+    for (let i = 0; i < 50; i++) {
+      const begun = performance.now()
+      await freshRequest(server.base)
+      quiet.push(performance.now() - begun)
+    }
+    const port = new URL(server.base).port
+    const crowd = spawn(process.execPath, ['scripts/bench-crowd.js', port, String(crowdSize), mode], { stdio: ['ignore', 'pipe', 'ignore'] })
+    await once(crowd.stdout!, 'data')
+    await sleep(2000)
+    const outcomes = new Map<string, number>()
+    const latencies: number[] = []
+    const started = performance.now()
+    for (let i = 0; i < attempts; i++) {
+      await pace(started, i * paceMs)
+      const begun = performance.now()
+      const outcome = await freshRequest(server.base)
+      if (outcome === '200') latencies.push(performance.now() - begun)
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
+    }
+    const took = (performance.now() - started) / 1000
+    // The same caller on one kept-alive connection (reopened by the pool when it is closed).
+    const kept = new Pool(server.base, { connections: 1 })
+    const keptOutcomes = new Map<string, number>()
+    const keptStarted = performance.now()
+    for (let i = 0; i < attempts; i++) {
+      await pace(keptStarted, i * paceMs)
+      const outcome = await kept.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body, headersTimeout: 10_000 })
+        .then(async (res) => String((await res.body.json() as { statusCode: number }).statusCode), (err: Error & { code?: string }) => err.code ?? err.name)
+      keptOutcomes.set(outcome, (keptOutcomes.get(outcome) ?? 0) + 1)
+    }
+    await kept.close()
+    const opened = once(crowd.stdout!, 'data') as Promise<[Buffer]>
+    crowd.kill('SIGTERM')
+    const [count] = await opened
+    await stopServer(server)
+    const answered = outcomes.get('200') ?? 0
+    const sorted = latencies.sort((a, b) => a - b)
+    const percentile = (p: number): string => sorted.length === 0 ? '-' : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1)
+    console.log(`\ncrowd of ${fmt(crowdSize)} ${mode} connections, each opened again as soon as it is closed, against MAX_CONNECTIONS=1000: ` +
+      `a caller's ${attempts} requests, one every ${paceMs} ms (or after the previous answer), each on a new connection: ${answered} answered (${(100 * answered / attempts).toFixed(1)} %), ` +
+      `${[...outcomes].filter(([k]) => k !== '200').map(([k, n]) => `${n} ${k}`).join(', ') || 'no failure'}, in ${took.toFixed(1)} s; ` +
+      `answer latency p50 ${percentile(0.5)} ms, p99 ${percentile(0.99)} ms (${median(quiet).toFixed(1)} ms p50 without the crowd); then ${attempts} on one kept-alive connection: ` +
+      `${keptOutcomes.get('200') ?? 0} answered${[...keptOutcomes].filter(([k]) => k !== '200').map(([k, n]) => `, ${n} ${k}`).join('')}; ` +
+      `the crowd opened ${fmt(Number(count.toString().trim()))} connections in all`)
+  }
 }
 
 await mock.close()

@@ -1,10 +1,10 @@
 /** The app factory: builds the service from a config object. Tests build it here; server.ts runs it. */
 import { randomUUID } from 'node:crypto'
-import type { Server } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
 import { loadApps, loadCallerKeys, loadIdentifiers, type Config } from './config.js'
+import { limitConnections } from './connection-limit.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import auth from './plugins/auth.js'
@@ -43,27 +43,6 @@ function timeoutCheckInterval (timeoutMs: number): number {
   return Math.min(1000, Math.max(10, Math.floor(timeoutMs / 10)))
 }
 
-/**
- * Past `max` open connections Node closes each new one as soon as it is accepted; the first of a minute is logged.
- * Each such drop also closes the idle connections (kept alive between requests, or that never sent a byte), at most
- * once a second, so that connections that do nothing cannot hold the slots: a client that retries gets one.
- */
-function limitConnections (server: Server, max: number, log: FastifyBaseLogger): void {
-  server.maxConnections = max
-  let warnedAt = 0
-  let closedIdleAt = 0
-  server.on('drop', () => {
-    const now = Date.now()
-    if (now - closedIdleAt >= 1000) {
-      closedIdleAt = now
-      server.closeIdleConnections()
-    }
-    if (now - warnedAt < 60_000) return
-    warnedAt = now
-    log.warn({ maxConnections: max }, 'MAX_CONNECTIONS reached: new connections are closed, and idle ones too, until open ones end')
-  })
-}
-
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
@@ -99,7 +78,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
-  limitConnections(app.server, config.MAX_CONNECTIONS, logger)
+  limitConnections(app.server, { max: config.MAX_CONNECTIONS, graceMs: config.CONNECTION_GRACE_MS, log: logger, metrics })
   answerOutsideRoutes(app.server, metrics)
   // Bodies are JSON only, any other type being apiCode 1004; Fastify parses text/plain too unless told not to.
   app.removeContentTypeParser('text/plain')

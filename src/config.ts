@@ -162,7 +162,14 @@ export const ConfigSchema = Type.Object({
   MAX_CONNECTIONS: Type.Integer({
     minimum: 1,
     default: 1000,
-    description: 'Most client connections open at once; past it, a new connection is closed as soon as it is accepted.'
+    description: 'Most client connections open at once; past it, each new connection closes one that is stalled or idle, else the oldest ' +
+      'still sending its request; a connection whose request has all arrived is never closed before it is answered.'
+  }),
+  CONNECTION_GRACE_MS: Type.Integer({
+    minimum: 10,
+    maximum: 60000,
+    default: 1000,
+    description: 'Past MAX_CONNECTIONS, connections that have not sent a whole request within this time, then those idle longer, are closed first.'
   })
 })
 

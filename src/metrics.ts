@@ -1,6 +1,7 @@
 /** Prometheus metrics (prom-client), one registry per app instance. Labels carry appIds and codes, never a secret or token. */
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { SHED_REASONS } from './connection-limit.js'
 import type { CredentialName } from './tokens/credential.js'
 
 /** A count since the last collection. */
@@ -149,8 +150,18 @@ export function createMetrics () {
     }
   })
 
+  const connectionsShed = new Counter({
+    name: 'wxtoken_connections_shed_total',
+    help: 'Connections closed to make room for a new one past MAX_CONNECTIONS, by reason: stalled (no whole request within ' +
+      'CONNECTION_GRACE_MS), idle (kept alive between requests), receiving (still sending its request), new (the new one: all others were being answered).',
+    labelNames: ['reason'] as const,
+    registers
+  })
+  for (const reason of SHED_REASONS) connectionsShed.labels(reason).inc(0)
+
   const metrics = {
     registry,
+    connectionsShed,
     countRequest (route: string, status: number): void {
       answered(route, String(status)).inc()
     },

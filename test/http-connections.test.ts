@@ -116,36 +116,6 @@ t.test('a request that trickles in is cut off near REQUEST_TIMEOUT_MS with the 4
   t.notMatch(logs.text, APP_SECRET)
 })
 
-t.test('past MAX_CONNECTIONS a new connection is closed at once, and idle ones with it; one mid-request still works', async (t) => {
-  const { url } = await startMock(t)
-  const { app, logs } = await build(t, { upstream: url, env: { MAX_CONNECTIONS: '3' } })
-  const port = await listen(app)
-  const open = await Promise.all([0, 1, 2].map(async () => await RawConnection.open(port)))
-  t.teardown(() => { for (const connection of open) connection.destroy() })
-  for (const connection of open) {
-    connection.write(rawPost(ROUTE, body))
-    t.equal((await connection.response())?.status, 200, 'within the limit: served, kept alive')
-  }
-  const request = rawPost(ROUTE, body)
-  const split = request.indexOf('\r\n') + 2
-  open[0]!.write(request.slice(0, split))
-  await sleep(50)
-
-  const refused = await RawConnection.open(port)
-  open.push(refused)
-  refused.write(rawPost(ROUTE, body))
-  t.equal(await refused.response(2000), undefined, 'the fourth connection is closed without an answer')
-  t.equal(refused.unread, '', 'not a byte was written to it')
-  t.ok(logs.records.some((r) => r.level === 40 && r.maxConnections === 3), 'the operator is told the limit was reached')
-  await Promise.all([open[1]!.done, open[2]!.done])
-  t.pass('the idle kept-alive connections were closed to make room')
-
-  open[0]!.write(request.slice(split))
-  t.equal(envelopeOf(await open[0]!.response()).statusCode, 200, 'the connection in the middle of a request is still served')
-  const later = await exchange(port, rawPost(ROUTE, body, { connection: 'close' }))
-  t.equal(later?.status, 200, 'and a new connection is served')
-})
-
 t.test('a request that arrives on a kept-alive connection while the service closes is answered normally, then the connection closes', async (t) => {
   const { url } = await startMock(t)
   const { app } = await build(t, { upstream: url })

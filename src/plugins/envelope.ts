@@ -1,7 +1,7 @@
 /** Every answer is the GenAuth envelope: request ids, the central error handler and the not-found handler. */
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
+import { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { ConnectionError, FastifyBaseLogger, FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
@@ -64,6 +64,13 @@ function clientErrorOf (code: string | undefined): AppError {
   return new AppError('MALFORMED_REQUEST', 'The request is not valid HTTP/1.1')
 }
 
+/** After the answer to an oversized body, how much more of it is read and discarded before the connection is closed. */
+export const DRAIN_BYTES = 8 * 1024 * 1024
+export const DRAIN_MS = 2000
+
+/** Connections answered early whose request is still being read and discarded: Node's own errors on them end them. */
+const draining = new WeakSet<Socket>()
+
 /**
  * Fastify's clientErrorHandler: a request Node's HTTP parser refused (bad framing, headers too large) or that did not
  * arrive within the request timeout is answered with the envelope and its real HTTP status, when the socket can still
@@ -74,7 +81,7 @@ export function clientErrorHandler (log: FastifyBaseLogger, metrics: Metrics) {
   const answered = new WeakSet<Socket>()
   return (err: ConnectionError, socket: Socket): void => {
     if (socket.destroyed || answered.has(socket)) return
-    if (err.code === 'ECONNRESET') {
+    if (err.code === 'ECONNRESET' || draining.has(socket)) {
       socket.destroy()
       return
     }
@@ -115,6 +122,43 @@ function closeWith (socket: Socket, error: AppError, requestId: string): void {
   () => socket.destroy())
   // A client that never takes the answer does not keep the socket.
   socket.setTimeout(1000, () => socket.destroy())
+}
+
+/**
+ * Answers a request whose body is larger than allowed while the client is still sending it, as nginx's lingering
+ * close does: the envelope is written on the connection, which is then half-closed, and the rest of the body is read
+ * and discarded until it ends, or for DRAIN_BYTES or DRAIN_MS at most, before the connection is closed. Closed at
+ * once, with the body unread, the connection would be reset, and a client that sends the whole body before reading
+ * (Python's urllib, Node's fetch on a slow link) would see a broken pipe instead of the answer. Written on the socket
+ * because Node's HTTP server would close it as soon as an answer with Connection: close is written.
+ */
+function answerThenDrain (request: FastifyRequest, reply: FastifyReply, error: AppError): void {
+  const socket = request.raw.socket
+  reply.hijack()
+  draining.add(socket)
+  const body = JSON.stringify(errorEnvelope(request, error))
+  const headers = {
+    ...reply.getHeaders(),
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    date: new Date().toUTCString(),
+    connection: 'close'
+  }
+  const status = httpStatus(error)
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('')
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines}\r\n${body}`)
+  let drained = 0
+  const stop = (): void => {
+    clearTimeout(timer)
+    socket.destroy()
+  }
+  const timer = setTimeout(stop, DRAIN_MS)
+  request.raw.on('data', (chunk: Buffer) => {
+    drained += chunk.length
+    if (drained > DRAIN_BYTES) stop()
+  })
+  request.raw.once('end', stop)
+  socket.once('close', () => { clearTimeout(timer) })
 }
 
 /**
@@ -189,6 +233,11 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
   async function send (request: FastifyRequest, reply: FastifyReply, error: AppError) {
     app.finish(request, reply, error.statusCode)
     if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
+    const socket = request.raw.socket as Socket & { _httpMessage?: ServerResponse | null }
+    if (error.kind === 'BODY_TOO_LARGE' && !request.raw.complete && socket instanceof Socket && socket._httpMessage === reply.raw) {
+      answerThenDrain(request, reply, error)
+      return reply
+    }
     return await reply.code(httpStatus(error)).send(errorEnvelope(request, error))
   }
 

@@ -50,8 +50,9 @@ export class RawConnection {
     }))
   }
 
-  static async open (port: number): Promise<RawConnection> {
-    const socket = connect(port, '127.0.0.1')
+  /** With `allowHalfOpen`, it goes on sending after the server half-closes, as a client that writes the whole body first does. */
+  static async open (port: number, options: { allowHalfOpen?: boolean } = {}): Promise<RawConnection> {
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: options.allowHalfOpen ?? false })
     await once(socket, 'connect')
     return new RawConnection(socket)
   }
@@ -109,5 +110,57 @@ export async function exchange (port: number, data: string | Buffer): Promise<Ra
     return await connection.response()
   } finally {
     connection.destroy()
+  }
+}
+
+/** Resolves once `condition` holds, checked every few milliseconds; throws with `what` after `timeoutMs`. */
+export async function until (condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!await condition()) {
+    if (Date.now() >= deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/**
+ * Connections that never complete a request: `size` of them, each sending `send` (nothing by default, or part of
+ * the headers) and, with `reconnect`, opened again as soon as it is closed, as an attacker does.
+ */
+export class Crowd {
+  opened = 0
+  closed = 0
+  private stopped = false
+  private readonly sockets = new Set<Socket>()
+
+  constructor (private readonly port: number, private readonly options: { size: number, reconnect: boolean, send?: string }) {
+    for (let i = 0; i < options.size; i++) this.open()
+  }
+
+  /** Resolves once `n` connections were opened in all, reopened ones included. */
+  async opens (n: number): Promise<void> {
+    await until(() => this.opened >= n, `${n} crowd connections opened (${this.opened} so far)`)
+  }
+
+  /** Closes every connection of the crowd and opens no more. */
+  async stop (): Promise<void> {
+    this.stopped = true
+    const closing = [...this.sockets].map(async (socket) => { if (!socket.destroyed) await once(socket, 'close') })
+    for (const socket of this.sockets) socket.destroy()
+    await Promise.all(closing)
+  }
+
+  private open (): void {
+    const socket = connect(this.port, '127.0.0.1')
+    this.sockets.add(socket)
+    socket.on('connect', () => {
+      this.opened++
+      if (this.options.send) socket.write(this.options.send)
+    })
+    socket.on('error', () => { /* a shed connection may be reset: it is opened again */ })
+    socket.on('close', () => {
+      this.closed++
+      this.sockets.delete(socket)
+      if (this.options.reconnect && !this.stopped) setImmediate(() => { if (!this.stopped) this.open() })
+    })
   }
 }
