@@ -42,7 +42,7 @@ export const ApiCodes = {
   RATE_LIMITED: code(4004, 429, 'Too many requests from this caller or for this appId (a real HTTP 429, as GenAuth throttles).'),
   UNVERIFIED_CHECKS_LIMITED: code(4005, 429, 'Too many upstream checks of appSecrets not yet known to be right (per caller, or the app\'s daily allowance); a secret WeChat already accepted is not limited.'),
   TICKET_BUDGET_EXHAUSTED: code(4006, 429, 'This app used its daily budget of upstream calls for this ticket type (TICKET_DAILY_BUDGET) and no valid ticket is cached.'),
-  UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket (unreachable, HTTP 5xx, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
+  UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

@@ -223,7 +223,7 @@ export function createMetrics () {
     }),
     upstreamBackoffs: new Counter({
       name: 'wxtoken_upstream_backoffs_total',
-      help: 'Failed fetches (unreachable, HTTP 5xx, errcode -1 or 45011, a body that is not an answer) that started or lengthened ' +
+      help: 'Failed fetches (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer) that started or lengthened ' +
         'an app\'s backoff, by credential: nobody fetches that credential of the app again for 1 s, doubling to 60 s.',
       labelNames: ['credential'] as const,
       registers

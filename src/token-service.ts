@@ -154,12 +154,18 @@ export function createTokenService (opts: TokenServiceOptions) {
         fetched = await outageGuards.call({ credential, appId, fp, verified, origin: ctx.origin, forced: false }, async (control) =>
           await wechat.fetchToken(appId, secret, { ...control, deadline }))
       } catch (err) {
-        await admission?.settle(false)
+        await admission?.settle(err)
         throw err
       }
-      await admission?.settle(true)
+      await admission?.settle(null)
       return tokenEntry({
-        accessToken: fetched.accessToken, expiresAt: fetched.expiresAt, mode: wechat.mode, secretFingerprint: fp, fetchedAt: fetched.receivedAt, generation: 0
+        accessToken: fetched.accessToken,
+        expiresAt: fetched.expiresAt,
+        mode: wechat.mode,
+        secretFingerprint: fp,
+        sentAt: fetched.sentAt,
+        fetchedAt: fetched.receivedAt,
+        generation: 0
       })
     })
     caches.keepUnstored(appId, entry)
@@ -211,7 +217,8 @@ export function createTokenService (opts: TokenServiceOptions) {
       caches.keep(appId, appSecret, entry, mark, false)
       return { token: served(entry, now()) }
     } catch (err) {
-      if (err instanceof AppError && err.kind === 'FORCE_REFRESH_LIMITED') {
+      // Not refreshed now (spaced, or the app's fetches backed off): the current token, and why.
+      if (err instanceof AppError && (err.kind === 'FORCE_REFRESH_LIMITED' || err.kind === 'UPSTREAM_BACKOFF')) {
         const current = await store.get(appId)
         return { token: usable(current, fp, 0, now()) ? served(current, now()) : null, notice: err }
       }

@@ -110,13 +110,14 @@ t.test('a stored entry with absurd values is treated as corrupt; an upstream lif
   const absurd: Array<Partial<TokenEntry>> = [
     { expiresAt: 1e300 },
     { expiresAt: now + 365 * 24 * 3600_000 },
-    { fetchedAt: now + 3600_000, expiresAt: now + 3600_000 + 7200_000 },
+    { sentAt: now + 3600_000, fetchedAt: now + 3600_000, expiresAt: now + 3600_000 + 7200_000 },
+    { sentAt: now + 1000 },
     { generation: -1 },
     { accessToken: 'x'.repeat(10_000) }
   ]
   for (const fields of absurd) {
     const entry: TokenEntry = {
-      accessToken: 'forged-token', expiresAt: now + 3600_000, mode: 'classic', secretFingerprint: fingerprint(APP_ID, APP_SECRET), fetchedAt: now, generation: 5, ...fields
+      accessToken: 'forged-token', expiresAt: now + 3600_000, mode: 'classic', secretFingerprint: fingerprint(APP_ID, APP_SECRET), sentAt: now, fetchedAt: now, generation: 5, ...fields
     }
     await c.set(`${env.REDIS_KEY_PREFIX}:{${APP_ID}}:token`, JSON.stringify(entry), 'PX', 60_000)
     const answer = await post(apps[0]!, ROUTE, body)

@@ -220,10 +220,12 @@ t.test('WeChat errcodes become envelopes naming the errcode; non-retryable ones 
 })
 
 t.test('errcode -1, HTTP 5xx and dropped connections are retried at most twice', async (t) => {
-  // An app per case: a failed fetch backs its app off, and the next fetch of a failing app makes one attempt.
-  const { mock, url } = await startMock(t, { autoRegister: true })
-  const { app } = await build(t, { upstream: url })
+  // An app per case, each configured (its secret known to be right): a failed fetch backs its app off, and the next
+  // fetch of a failing app makes one attempt; a failed check of a secret not yet known backs its caller off.
   const appFor = (i: number) => ({ ...body, appId: `wx${(0xf000 + i).toString(16).padStart(16, '0')}` })
+  const configured = Object.fromEntries([1, 2, 3].map((i) => [appFor(i).appId, APP_SECRET]))
+  const { mock, url } = await startMock(t, { apps: configured })
+  const { app } = await build(t, { upstream: url, env: { WECHAT_APPS: JSON.stringify(configured), SCHEDULER_INTERVAL_SECONDS: '0' } })
   mock.inject({ fault: { kind: 'errcode', errcode: -1 } })
   const busy = await post(app, CURRENT, appFor(1))
   t.equal(busy.body.apiCode, ApiCodes.WECHAT_BUSY.apiCode)

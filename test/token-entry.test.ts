@@ -10,7 +10,7 @@ t.test('every token entry, stored or fetched, shares one hidden class', async (t
     const entries = []
     for (let i = 0; i < 50; i++) {
       const fetched = { accessToken: 'token-' + i, expiresAt: Date.now() + 7_000_000 + i }
-      const entry = tokenEntry({ ...fetched, mode: 'stable', secretFingerprint: 'fp' + i, fetchedAt: Date.now(), generation: 1 })
+      const entry = tokenEntry({ ...fetched, mode: 'stable', secretFingerprint: 'fp' + i, sentAt: Date.now(), fetchedAt: Date.now(), generation: 1 })
       await store.compareAndSet('wx' + i, entry, 0)
       entries.push(entry, parseEntry(JSON.stringify(entry)))
       const stored = await store.get('wx' + i)

@@ -187,3 +187,34 @@ t.test('an undocumented errcode backs the app off only after a fetch with a veri
   t.equal((await post(apps[0]!, TOKEN, body)).body.apiCode, ApiCodes.WECHAT_ERROR.apiCode)
   t.equal((await post(apps[1]!, TOKEN, body)).body.apiCode, ApiCodes.UPSTREAM_BACKOFF.apiCode, 'the owner\'s own fetch getting it backs the app off')
 })
+
+t.test('during an outage, a caller sending random appIds is bounded by its own backoff, and served again once WeChat is back', async (t) => {
+  const { mock, apps, clock } = await setUp(t, { autoRegister: true })
+  mock.inject({ fault: { kind: 'http', status: 502 } })
+  const randomAppId = (i: number): string => `wx${(0x5000 + i).toString(16).padStart(16, '0')}`
+  const answers = []
+  for (let i = 0; i < 200; i++) answers.push((await post(apps[i % 2]!, TOKEN, { appId: randomAppId(i), appSecret: APP_SECRET })).body)
+  t.ok(mock.calls('stable_token') <= 3, `200 appIds nobody verified, WeChat failing: ${mock.calls('stable_token')} attempts (one fetch), then the caller waits`)
+  t.ok(answers.slice(1).every((a) => a.apiCode === ApiCodes.UPSTREAM_BACKOFF.apiCode), 'the rest: 4007, with no upstream call')
+  t.match(answers[1]!.message, /This caller's last 1 check/)
+  mock.clearFaults()
+  clock.advance(2000)
+  t.equal((await post(apps[0]!, TOKEN, { appId: randomAppId(1000), appSecret: APP_SECRET })).body.statusCode, 200, 'WeChat back: the caller\'s next check is made and served')
+  t.equal((await post(apps[1]!, TOKEN, { appId: randomAppId(1001), appSecret: APP_SECRET })).body.statusCode, 200, 'and its success ended the caller\'s backoff')
+})
+
+t.test('the passive refresh route while the app is backed off: 4007 with retry-after and the current token, WeChat not asked', async (t) => {
+  const { mock, apps } = await setUp(t)
+  const token = (await post(apps[0]!, TOKEN, body)).body.data!.accessToken
+  mock.revokeTokens(APP_ID)
+  mock.inject({ fault: { kind: 'http', status: 503 } })
+  t.equal((await post(apps[0]!, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: token })).body.apiCode,
+    ApiCodes.WECHAT_BAD_RESPONSE.apiCode, 'the forced refresh met WeChat failing')
+  const calls = mock.calls('stable_token')
+  const again = await post(apps[1]!, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: token })
+  t.equal(again.body.apiCode, ApiCodes.UPSTREAM_BACKOFF.apiCode)
+  t.equal(again.body.data?.accessToken, token, 'with the current token')
+  t.match(again.res.headers['retry-after'], /^\d+$/)
+  t.equal(mock.calls('stable_token'), calls, 'WeChat not asked')
+  t.equal(mock.forcedCalls(APP_ID), 1, 'the failed forced refresh was tried once (WeChat allows one in 30 s), not retried')
+})

@@ -34,6 +34,7 @@ export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => 
     connections: config.WECHAT_POOL_CONNECTIONS,
     maxRetries: config.WECHAT_MAX_RETRIES,
     retryBaseMs: config.WECHAT_RETRY_BASE_MS,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
     metrics,
     ...(now ? { now } : {})
   })

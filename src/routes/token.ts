@@ -79,7 +79,9 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['tokens'],
       security: CallerKeySecurity,
       description: 'Refreshes only while the reported token is still the current one; otherwise answers the newer token. ' +
-        'In stable mode this is a forced refresh, limited to 20 a day and 30 s apart (apiCode 4001 past them, with the current token).',
+        'In stable mode this is a forced refresh, limited to 20 a day and 30 s apart; in classic mode a normal fetch, 30 s apart ' +
+        '(apiCode 4001 past them, with the current token). While the app\'s fetches are backed off after WeChat failed, apiCode 4007 ' +
+        'with the current token and retry-after.',
       body: RefreshRequestSchema,
       headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
@@ -92,7 +94,8 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const data = outcome.token ? { data: tokenData(outcome.token) } : {}
     app.finish(request, reply, outcome.notice?.statusCode ?? 200, REFRESH_ROUTE)
     if (outcome.notice) {
-      const { statusCode, apiCode, message } = outcome.notice
+      const { statusCode, apiCode, message, retryAfterSeconds } = outcome.notice
+      if (retryAfterSeconds !== undefined) reply.header('retry-after', String(retryAfterSeconds))
       return { statusCode, message, apiCode, requestId: request.id, ...data }
     }
     return { statusCode: 200, message: 'Operation successful', requestId: request.id, ...data }

@@ -47,7 +47,7 @@ const ApiCodeSchema = Type.Integer({
   description: 'On errors only: what went wrong (see the apiCode table)'
 })
 
-/** The GenAuth envelope around a route's data (absent from an error envelope, but for apiCode 4001's current token). */
+/** The GenAuth envelope around a route's data (absent from an error envelope, but for the current token of the refresh route's 4001 and 4007). */
 export function envelopeOf<T extends TSchema> (data: T) {
   return Type.Object({
     statusCode: Type.Integer({ description: '200 on success; on errors the apiCode\'s statusCode (the HTTP status stays 200 but for 4004 and 404)' }),

@@ -77,11 +77,12 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
       values.delete(key)
       return true
     },
-    async increment (appId, name, ttlMs, by = 1) {
+    async increment (appId, name, ttlMs, by = 1, extend = false) {
       const key = valueKey(appId, name)
       const current = live(key)
-      const next = (current ? Number(current.value) : 0) + by
-      put(key, { value: String(next), expiresAt: current?.expiresAt ?? now() + ttlMs })
+      const next = Math.max(0, (current ? Number(current.value) : 0) + by)
+      const expiresAt = current === undefined ? now() + ttlMs : extend ? Math.max(current.expiresAt, now() + ttlMs) : current.expiresAt
+      put(key, { value: String(next), expiresAt })
       return next
     },
     async getValue (appId, name) {

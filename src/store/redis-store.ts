@@ -26,8 +26,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0`
 
 /**
- * KEYS: counter. ARGV: TTL ms for a new counter, the amount (negative to give back). A value that cannot be counted
- * (another type, not a number) starts again; a counter without a TTL gets one, so none lives forever.
+ * KEYS: counter. ARGV: TTL ms, the amount (negative to give back), 1 to extend the TTL to at least the one given. A
+ * value that cannot be counted (another type, not a number) starts again; a give-back never takes a counter below 0;
+ * a counter without a TTL gets one, so none lives forever.
  */
 const INCREMENT = `
 local n = redis.pcall('INCRBY', KEYS[1], ARGV[2])
@@ -35,7 +36,12 @@ if type(n) ~= 'number' then
   redis.call('DEL', KEYS[1])
   n = redis.call('INCRBY', KEYS[1], ARGV[2])
 end
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n < 0 then
+  redis.call('SET', KEYS[1], 0, 'KEEPTTL')
+  n = 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 or (ARGV[3] == '1' and ttl < tonumber(ARGV[1])) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n`
 
 export function appKey (prefix: string, appId: string, name: string): string {
@@ -99,8 +105,8 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
     async release (appId, name, owner) {
       return await command(() => redis.eval(RELEASE, 1, key(appId, name), owner)) === 1
     },
-    async increment (appId, name, ttlMs, by = 1) {
-      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs, by)))
+    async increment (appId, name, ttlMs, by = 1, extend = false) {
+      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs, by, extend ? 1 : 0)))
     },
     async getValue (appId, name) {
       return await readString(redis, key(appId, name))

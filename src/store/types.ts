@@ -10,7 +10,9 @@ export interface TokenEntry {
   mode: TokenMode
   /** Keyed hash of appId and appSecret; the secret itself is never stored. */
   secretFingerprint: string
-  /** Epoch milliseconds. */
+  /** Epoch milliseconds when the request that got it was sent (WeChat issued it after). */
+  sentAt: number
+  /** Epoch milliseconds when WeChat's answer arrived (WeChat issued it before). */
   fetchedAt: number
   /** Bumped by every write; a write is refused unless the writer saw the current generation. */
   generation: number
@@ -26,6 +28,7 @@ export function tokenEntry (from: TokenEntry): TokenEntry {
     expiresAt: from.expiresAt,
     mode: from.mode,
     secretFingerprint: from.secretFingerprint,
+    sentAt: from.sentAt,
     fetchedAt: from.fetchedAt,
     generation: from.generation
   }
@@ -72,8 +75,11 @@ export interface TokenStore {
   acquire (appId: string, name: string, owner: string, ttlMs: number): Promise<boolean>
   /** Deletes `name` only while `owner` holds it. */
   release (appId: string, name: string, owner: string): Promise<boolean>
-  /** Adds `by` (1 by default; negative to give back) to a counter, giving it `ttlMs` to live when it is new. */
-  increment (appId: string, name: string, ttlMs: number, by?: number): Promise<number>
+  /**
+   * Adds `by` (1 by default; negative to give back, never below 0) to a counter, giving it `ttlMs` to live when it is
+   * new, or (`extend`) whenever it has less left.
+   */
+  increment (appId: string, name: string, ttlMs: number, by?: number, extend?: boolean): Promise<number>
   getValue (appId: string, name: string): Promise<string | null>
   setValue (appId: string, name: string, value: string, ttlMs: number): Promise<void>
   /** Deletes a value. */
@@ -129,15 +135,17 @@ export function parseEntry (raw: string | null, now: number = Date.now()): Token
   if (typeof value !== 'object' || value === null) return null
   const entry = value as Record<string, unknown>
   const { accessToken, expiresAt, fetchedAt, generation, secretFingerprint } = entry
+  // Written by an older version: when the request was sent is not known, so it counts as when the answer arrived.
+  const sentAt = entry.sentAt ?? fetchedAt
   if (typeof accessToken !== 'string' || accessToken.length === 0 || accessToken.length > MAX_TOKEN_LENGTH ||
       (entry.mode !== 'stable' && entry.mode !== 'classic') ||
       typeof secretFingerprint !== 'string' || secretFingerprint.length > 128 ||
-      !Number.isSafeInteger(expiresAt) || !Number.isSafeInteger(fetchedAt) || !Number.isSafeInteger(generation)) {
+      !Number.isSafeInteger(expiresAt) || !Number.isSafeInteger(fetchedAt) || !Number.isSafeInteger(sentAt) || !Number.isSafeInteger(generation)) {
     return null
   }
-  const [expires, fetched] = [expiresAt as number, fetchedAt as number]
-  if ((generation as number) < 0 || expires <= fetched || expires - fetched > MAX_TOKEN_LIFE_MS || fetched > now + CLOCK_SKEW_MS) return null
-  return tokenEntry(entry as unknown as TokenEntry) // every field checked above
+  const [expires, fetched, sent] = [expiresAt as number, fetchedAt as number, sentAt as number]
+  if ((generation as number) < 0 || expires <= fetched || expires - fetched > MAX_TOKEN_LIFE_MS || fetched > now + CLOCK_SKEW_MS || sent > fetched) return null
+  return tokenEntry({ ...entry, sentAt: sent } as unknown as TokenEntry) // every field checked above
 }
 
 /** A stored counter, or 0 when it is missing or not a plain non-negative count (a corrupted counter is repaired by the next write). */

@@ -11,9 +11,11 @@
  * caller nothing against its limits.
  *
  * A failing upstream is backed off per app and credential, across instances: after each failed fetch (unreachable,
- * HTTP 5xx, errcode -1 or 45011, an answer that is not one) nobody fetches again for a delay that doubles from a
- * second to a minute, and a fetch during a run of failures makes one attempt, no retries. An attempt whose request
- * was never sent is given back to the budget it was charged to.
+ * an HTTP error, errcode -1 or 45011, an answer that is not one; an undocumented errcode to a fetch with a verified
+ * secret) nobody fetches again for a delay that doubles from a second to a minute, and a fetch during a run of
+ * failures makes one attempt, no retries. An attempt whose request was never sent is given back to the budget it was
+ * charged to; a fetch the caller's deadline cut short says nothing of WeChat. Values read back from the store that a
+ * running instance cannot have written (a wait beyond the longest backoff, a time in the future) are ignored.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiCodes, type ApiCodeName } from '../api-codes.js'
@@ -21,7 +23,7 @@ import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { parseCount, type TokenStore } from '../store/types.js'
-import type { AttemptControl } from '../wechat/client.js'
+import { UpstreamError, type AttemptControl } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { Credential } from './credential.js'
 import { beijingDay, msToBeijingMidnight } from './rules.js'
@@ -56,8 +58,13 @@ export interface Spend {
 
 /** An admitted check of an unverified secret, settled once its outcome is known. */
 export interface Admission {
-  /** Accepted (the secret proved right, by this check or another's): what it reserved is given back. */
-  settle: (accepted: boolean) => Promise<void>
+  /**
+   * Settles the check with its outcome: `null` when the secret proved right (by this check or another's), else what
+   * was thrown. Only a refusal WeChat gave keeps the check's place in the caller's counts; a check that failed without
+   * an answer gives it back and backs the caller's checks off instead (a second, doubling to a minute, ended by a
+   * success), and one that never reached WeChat gives it back.
+   */
+  settle: (outcome: unknown) => Promise<void>
 }
 
 const DAY_MS = 24 * 3600 * 1000
@@ -79,22 +86,41 @@ export const BACKOFF_MAX_MS = 60_000
 const BACKOFF_MEMORY_MS = 10 * 60_000
 /** How often a check of an unverified secret waiting for the caller's checks in flight looks again. */
 const ADMISSION_POLL_MS = 100
+/** How far another instance's clock may run ahead of this one's. */
+const CLOCK_SKEW_MS = 60_000
 
 interface Remembered { kind: string, message: string }
 
 /** A run of failed fetches: how many, until when (epoch ms) nobody fetches, and the apiCode of the last. */
 interface Backoff { failures: number, until: number, last: number }
 
-function parseBackoff (raw: string | null): Backoff | undefined {
+/**
+ * A stored run of failures, or undefined when absent or not plausible: a value that is not one, or one whose wait ends
+ * further ahead than the longest backoff (written by hand, or by an instance whose clock runs far ahead), which would
+ * hold the app back for as long as the key lives.
+ */
+function parseBackoff (raw: string | null, now: number): Backoff | undefined {
   if (raw === null) return undefined
   try {
     const value = JSON.parse(raw) as Partial<Backoff> | null
-    return Number.isSafeInteger(value?.failures) && Number.isSafeInteger(value?.until) && Number.isSafeInteger(value?.last) && value!.failures! > 0
+    return Number.isSafeInteger(value?.failures) && Number.isSafeInteger(value?.until) && Number.isSafeInteger(value?.last) &&
+      value!.failures! > 0 && value!.until! - now <= BACKOFF_MAX_MS
       ? value as Backoff
       : undefined
   } catch {
     return undefined
   }
+}
+
+/**
+ * Whether a failure of a fetch says WeChat did not answer this credential's own call (unreachable, HTTP error, errcode
+ * -1 or 45011, a body that is not an answer; an undocumented errcode when `unknownToo`): not a failure of a call made
+ * on the way (a ticket's token), nor one the caller's deadline cut short before WeChat had its time.
+ */
+function failedUpstream (err: unknown, api: string, unknownToo: boolean): err is AppError {
+  if (!(err instanceof AppError) || (err as { api?: unknown }).api !== api) return false
+  if (err instanceof UpstreamError && err.cutShort) return false
+  return TRANSIENT.has(err.kind) || (unknownToo && err.kind === UNKNOWN)
 }
 
 /** The delay after the nth failure in a row: doubling from a second, at most a minute, less up to a fifth at random. */
@@ -144,7 +170,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       tokenCall ? state.getValue(appId, rejectedName(fp)) : null,
       state.getValue(appId, `${credential.prefix}backoff`)
     ])
-    const run = parseBackoff(backoff)
+    const run = parseBackoff(backoff, now())
     const record = parseRemembered(appWide) ?? parseRemembered(forForced) ?? parseRemembered(forSecret)
     if (record) {
       return { refusal: refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`), run }
@@ -165,12 +191,11 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   }
 
   /** A fetch failed for a reason that says nothing of the app or the secret: nobody fetches again for a while. */
-  async function backOff ({ credential, appId }: Spend, run: Backoff | undefined, err: AppError): Promise<void> {
+  async function backOff (space: string, name: string, run: Backoff | undefined, err: AppError): Promise<void> {
     const failures = (run?.failures ?? 0) + 1
     const delay = backoffDelay(failures)
     const record = JSON.stringify({ failures, until: now() + delay, last: err.apiCode } satisfies Backoff)
-    metrics?.upstreamBackoffs.labels(credential.name).inc()
-    await state.setValue(appId, `${credential.prefix}backoff`, record, delay + BACKOFF_MEMORY_MS)
+    await state.setValue(space, name, record, delay + BACKOFF_MEMORY_MS)
   }
 
   /** Remembers a refusal of the credential's own upstream call (not one of a call it made on the way, for a token). */
@@ -215,13 +240,22 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   /**
    * Admits one check of an unverified secret by this caller: per caller over all apps, then per caller for this app,
    * in the current window. Called once per check, before the app's lock is taken, so that refused checks cost no lock.
-   * A check reserves its place in both counts until it is settled: accepted, it gives them back (a right secret costs
-   * the caller nothing); refused or failed, it keeps them. A caller whose count is full of checks still in flight
-   * waits for them (until the deadline) rather than being refused, so a backend that sends the right secrets of many
-   * apps to a cold store is served; a count full of refusals is refused at once.
+   * A check holds its place in both counts until it is settled (see Admission): only a refusal WeChat gave keeps it,
+   * so a right secret costs the caller nothing and an outage of WeChat does not use the caller up. Checks of the
+   * caller that failed without an answer back its checks off meanwhile (`unverified-backoff`), which bounds what it
+   * can send during an outage (random appIds, say). A caller whose count is full of checks still in flight
+   * (`unverified-pending`, which lapses a deadline after the last check began, should an instance die with one) waits
+   * for them, up to its deadline, rather than being refused, so a backend that sends the right secrets of many apps
+   * to a cold store is served; a count full of refusals is refused at once.
    */
   async function admitUnverified (credential: Credential, appId: string, origin: string, deadline: number = now()): Promise<Admission> {
     const space = callerSpace(origin)
+    const failing = parseBackoff(await state.getValue(space, 'unverified-backoff'), now())
+    if (failing !== undefined && failing.until > now()) {
+      const seconds = Math.ceil((failing.until - now()) / 1000)
+      throw refuse('backoff', credential, 'UPSTREAM_BACKOFF', `This caller's last ${failing.failures} check${failing.failures > 1 ? 's' : ''} of appSecrets not yet ` +
+        `known to be right failed without an answer from WeChat (the last with apiCode ${failing.last}); its next is made in ${seconds} s`, { retryAfterSeconds: seconds })
+    }
     for (;;) {
       const overall = await state.increment(space, 'unverified', windowMs)
       if (overall <= opts.unverifiedPerCaller) break
@@ -233,17 +267,12 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       }
       await sleep(ADMISSION_POLL_MS)
     }
-    await state.increment(space, 'unverified-pending', windowMs)
-    let settled = false
-    const admission: Admission = {
-      async settle (accepted) {
-        if (settled) return
-        settled = true
-        await state.increment(space, 'unverified-pending', windowMs, -1)
-        if (!accepted) return
-        await state.increment(space, 'unverified', windowMs, -1)
-        await state.increment(appId, `unverified-by:${origin}`, windowMs, -1)
-      }
+    const inFlightMs = Math.max(0, deadline - now()) + ADMISSION_POLL_MS * 10
+    await state.increment(space, 'unverified-pending', inFlightMs, 1, true)
+    /** Gives the check's places back, in the caller's count over all apps and (`forApp`) for this app. */
+    const giveBack = async (forApp: boolean): Promise<void> => {
+      await state.increment(space, 'unverified', windowMs, -1)
+      if (forApp) await state.increment(appId, `unverified-by:${origin}`, windowMs, -1)
     }
     try {
       const forApp = await state.increment(appId, `unverified-by:${origin}`, windowMs)
@@ -258,12 +287,28 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       }
     } catch (err) {
       // Refused here, before any check: the caller's place over all apps is given back too.
-      settled = true
-      await state.increment(space, 'unverified-pending', windowMs, -1).catch(() => {})
-      await state.increment(space, 'unverified', windowMs, -1).catch(() => {})
+      await state.increment(space, 'unverified-pending', inFlightMs, -1).catch(() => {})
+      await giveBack(false).catch(() => {})
       throw err
     }
-    return admission
+    let settled = false
+    return {
+      async settle (outcome) {
+        if (settled) return
+        settled = true
+        await state.increment(space, 'unverified-pending', inFlightMs, -1)
+        if (outcome === null) {
+          await giveBack(true)
+          await state.forget(space, 'unverified-backoff')
+        } else if (failedUpstream(outcome, credential.api, false)) {
+          await giveBack(true)
+          // WeChat down, not this app's own limit (45011): the caller's other checks would meet the same.
+          if (outcome.kind !== 'WECHAT_RATE_LIMITED') await backOff(space, 'unverified-backoff', failing, outcome)
+        } else if (!(outcome instanceof WechatApiError)) {
+          await giveBack(true) // never answered by WeChat: a lock wait that ran out, a backoff, the store
+        }
+      }
+    }
   }
 
   function unverifiedDayUsed (credential: Credential, appId: string): AppError {
@@ -298,24 +343,30 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   /**
    * WeChat allows 20 forced refreshes a day, 30 s apart: refuse locally past either. In classic mode a reported token
    * is replaced by a normal fetch, which retires the token every other caller holds: spaced the same way, with no
-   * daily count (the token budget bounds it). Runs under the app's lock.
+   * daily count (the token budget bounds it). Runs under the app's lock, before the fetch; the fetch, once it
+   * succeeded, is recorded by recordReplacement (one that failed or was never sent spends neither).
    */
   async function allowReplacement (credential: Credential, appId: string, forced: boolean): Promise<void> {
     const spacing = opts.forceRefreshMinIntervalSeconds * 1000
-    const last = Number(await state.getValue(appId, 'forced-at') ?? -Infinity)
+    const recorded = Number(await state.getValue(appId, 'forced-at') ?? Number.NaN)
+    // A time in the future (written by hand, or by an instance whose clock runs far ahead) would hold replacements back for good.
+    const last = Number.isSafeInteger(recorded) && recorded <= now() + CLOCK_SKEW_MS ? recorded : -Infinity
     if (now() - last < spacing) {
       const what = forced ? 'A forced refresh' : 'A replacement of a reported token'
       throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `${what} of appId ${appId} ran less than ${opts.forceRefreshMinIntervalSeconds} s ago`)
     }
-    if (!forced) {
-      await state.setValue(appId, 'forced-at', String(now()), 2 * spacing)
-      return
-    }
+    if (!forced) return
     const day = beijingDay(now())
-    if (await state.increment(appId, `forced:${day}`, 2 * DAY_MS) > opts.forceRefreshDailyLimit) {
+    if (parseCount(await state.getValue(appId, `forced:${day}`)) >= opts.forceRefreshDailyLimit) {
       throw refuse('forced_refresh', credential, 'FORCE_REFRESH_LIMITED', `appId ${appId} used its ${opts.forceRefreshDailyLimit} forced refreshes for ${day} (Beijing time)`)
     }
+  }
+
+  /** A replacement was made: spaced from now on, and, forced, counted for the day. */
+  async function recordReplacement (appId: string, forced: boolean): Promise<void> {
+    const spacing = opts.forceRefreshMinIntervalSeconds * 1000
     await state.setValue(appId, 'forced-at', String(now()), 2 * spacing)
+    if (forced) await state.increment(appId, `forced:${beijingDay(now())}`, 2 * DAY_MS)
   }
 
   /**
@@ -328,24 +379,30 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     const { credential, appId, fp } = spend
     const { refusal, run: failing } = await standing(credential, appId, fp, spend.forced)
     if (refusal) throw refusal
-    if (spend.forced || (spend.reported === true && credential.mode === 'classic')) await allowReplacement(credential, appId, spend.forced)
+    const replacing = spend.forced || (spend.reported === true && credential.mode === 'classic')
+    if (replacing) await allowReplacement(credential, appId, spend.forced)
     let giveBack: (() => Promise<void>) | undefined
     let result: T
     try {
       result = await run({
         beforeAttempt: async () => { giveBack = await spendAttempt(spend) },
         notSent: async () => { await giveBack?.() },
-        ...(failing ? { maxRetries: 0 } : {})
+        // The backoff is the retry of a failing app; and WeChat allows a forced refresh once in 30 s, so a retry of one
+        // could only be refused or spend another.
+        ...(failing !== undefined || spend.forced ? { maxRetries: 0 } : {})
       })
     } catch (err) {
       // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more, and
       // a backoff not written leaves the next fetch to the budget, which still bounds it.
       await remember(spend, err).catch(() => {})
-      if (err instanceof AppError && (TRANSIENT.has(err.kind) || (err.kind === UNKNOWN && spend.verified))) {
-        await backOff(spend, failing, err).catch(() => {})
+      if (failedUpstream(err, credential.api, spend.verified)) {
+        metrics?.upstreamBackoffs.labels(credential.name).inc()
+        await backOff(appId, `${credential.prefix}backoff`, failing, err).catch(() => {})
       }
       throw err
     }
+    // A replacement not recorded can be made again sooner, which WeChat's own limits then answer.
+    if (replacing) await recordReplacement(appId, spend.forced).catch(() => {})
     // Likewise: a secret not marked verified is checked once more later, from the unverified allowance; a run of
     // failures not forgotten makes the next failure wait longer, no more.
     if (credential.api === 'token') await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})

@@ -80,6 +80,7 @@ export function createLifecycle (opts: LifecycleOptions) {
       deadline,
       forced,
       fetch: source.fetch(deadline, forced),
+      confirm: source.fetch(deadline, false),
       satisfied: (entry): entry is TokenEntry => usable(entry, fp, marginMs, now())
     }
   }

@@ -44,6 +44,11 @@ export interface Need {
   forced: boolean
   /** The upstream fetch, each attempt followed by the guards (charged, given back when never sent, retries bounded). */
   fetch: (control: AttemptControl) => Promise<FetchedToken>
+  /**
+   * A normal fetch (never forced), made when another entry was written while this one was fetched and which of the two
+   * WeChat issued last cannot be told: made after both answers arrived, it is WeChat's latest word.
+   */
+  confirm: (control: AttemptControl) => Promise<FetchedToken>
 }
 
 export interface RefresherOptions {
@@ -82,19 +87,24 @@ export function createRefresher (opts: RefresherOptions) {
   /**
    * Stores a fetched entry by compare-and-set over the generation seen before fetching. When another entry was stored
    * meanwhile (a holder whose lease lapsed, a fetch that overlapped this one after the store lost the lock, a copy put
-   * back after a flush), the one WeChat issued last wins: the one whose answer arrived last. An entry answered before
-   * this one is written over (in classic mode WeChat retires it five minutes after this fetch; in stable mode this one
-   * is WeChat's later word); one answered after this one is kept and served instead.
+   * back after a flush), the one WeChat issued last wins, as far as the times tell: WeChat issued each between its
+   * request and its answer. An entry answered before this one's request was sent is older (in classic mode WeChat
+   * retires it five minutes after this fetch) and is written over; one requested after this one was answered is newer
+   * and is kept. When the two overlap, one more normal fetch (its request sent after both answers arrived) settles it;
+   * should that fail, the answer that arrived last wins.
    */
-  async function write (need: Need, fetched: FetchedToken, seen: number, ctx: CallContext): Promise<TokenEntry> {
+  async function write (need: Need, first: FetchedToken, seen: number, ctx: CallContext): Promise<TokenEntry> {
     const { appId } = need
+    let fetched = first
+    let confirmed = false
     let expected = seen
-    for (let tries = 0; tries < 3; tries++) {
+    for (let tries = 0; tries < 4; tries++) {
       const entry = tokenEntry({
         accessToken: fetched.accessToken,
         expiresAt: fetched.expiresAt,
         mode: credential.mode,
         secretFingerprint: need.fp,
+        sentAt: fetched.sentAt,
         fetchedAt: fetched.receivedAt,
         generation: expected + 1
       })
@@ -102,20 +112,45 @@ export function createRefresher (opts: RefresherOptions) {
         ctx.log.debug({ credential: credential.name, generation: entry.generation }, 'stored')
         return entry
       }
-      const [generation, newer] = await Promise.all([store.generation(appId, slot), store.get(appId, slot)])
-      if (newer !== null && !sameString(newer.secretFingerprint, need.fp)) {
+      const [generation, stored] = await Promise.all([store.generation(appId, slot), store.get(appId, slot)])
+      expected = generation
+      if (stored === null) continue
+      if (!sameString(stored.secretFingerprint, need.fp)) {
         throw new AppError('SECRET_MISMATCH', `A ${credential.name} for another appSecret was stored while this one was fetched`)
       }
-      if (newer !== null && (newer.fetchedAt >= fetched.receivedAt || newer.accessToken === fetched.accessToken)) {
+      if (stored.accessToken === fetched.accessToken) return stored
+      let newer: boolean
+      if (stored.fetchedAt < fetched.sentAt) newer = true
+      else if (fetched.receivedAt < stored.sentAt) newer = false
+      else if (!confirmed) {
+        confirmed = true
+        const settled = await confirm(need, ctx)
+        if (settled !== undefined) {
+          fetched = settled
+          continue
+        }
+        newer = fetched.receivedAt > stored.fetchedAt
+      } else {
+        newer = fetched.receivedAt > stored.fetchedAt
+      }
+      if (!newer) {
         ctx.log.warn({ credential: credential.name, generation: seen }, `a ${credential.name} issued later was stored while this one was fetched; the later one is kept`)
-        return newer
+        return stored
       }
-      if (newer !== null) {
-        ctx.log.warn({ credential: credential.name, generation }, `a ${credential.name} issued earlier was stored while this one was fetched; it is replaced by this one`)
-      }
-      expected = generation
+      ctx.log.warn({ credential: credential.name, generation }, `a ${credential.name} issued earlier was stored while this one was fetched; it is replaced by this one`)
     }
-    throw new StoreError(new Error(`the compare-and-set of a new ${credential.name} was refused three times`))
+    throw new StoreError(new Error(`the compare-and-set of a new ${credential.name} was refused four times`))
+  }
+
+  /** One more normal fetch, under the guards, to tell which of two overlapping fetches is WeChat's latest; undefined when it fails. */
+  async function confirm (need: Need, ctx: CallContext): Promise<FetchedToken | undefined> {
+    ctx.log.info({ credential: credential.name }, `another ${credential.name} was fetched at the same time; fetching once more to keep WeChat's latest`)
+    try {
+      return await guards.call({ credential, appId: need.appId, fp: need.fp, verified: true, origin: ctx.origin, forced: false }, need.confirm)
+    } catch (err) {
+      ctx.log.warn({ err: safeError(err), apiCode: (err as AppError).apiCode, credential: credential.name }, 'the fetch to tell which is latest failed; the answer that arrived last is kept')
+      return undefined
+    }
   }
 
   /** Under the lock: fetch from WeChat (through the guards) and store the entry. */
@@ -151,7 +186,10 @@ export function createRefresher (opts: RefresherOptions) {
    * announced: with the stored entry's stamp, or, when nothing was written, as no change (which only wakes waiters).
    */
   async function tryRefresh (need: Need, ctx: CallContext, owner: string): Promise<TokenEntry | undefined> {
-    if (!await store.acquire(need.appId, lock, owner, opts.lockLeaseMs)) return undefined
+    // A check of a secret not yet verified takes a lock of its own, per secret: it shares one check among the callers
+    // with that secret on every instance, and never holds up the owner's fetch, whatever WeChat takes to refuse it.
+    const held = need.verified ? lock : `${credential.prefix}check-lock:${need.fp.slice(0, 22)}`
+    if (!await store.acquire(need.appId, held, owner, opts.lockLeaseMs)) return undefined
     let stamp = NO_CHANGE
     try {
       const entry = await refreshHoldingLock(need, ctx)
@@ -159,7 +197,7 @@ export function createRefresher (opts: RefresherOptions) {
       return entry
     } finally {
       // A lock not released lapses with its lease; a change not announced is found by the waiters' polling.
-      await store.release(need.appId, lock, owner).catch(() => {})
+      await store.release(need.appId, held, owner).catch(() => {})
       await store.notify(credential.subject(need.appId), stamp).catch(() => {})
     }
   }
@@ -177,7 +215,7 @@ export function createRefresher (opts: RefresherOptions) {
         const entry = await store.get(need.appId, slot)
         const differs = entry !== null && !sameString(entry.secretFingerprint, need.fp)
         if (need.satisfied(entry)) {
-          await admission?.settle(true).catch(() => {}) // not given back: the caller's window holds one more, no more
+          await admission?.settle(null).catch(() => {}) // a give-back that failed leaves the caller's window one place fuller, no more
           return entry
         }
         const remembered = await guards.remembered(credential, need.appId, need.fp, need.forced)
@@ -188,23 +226,27 @@ export function createRefresher (opts: RefresherOptions) {
             ? 'appSecret differs from the stored one\'s; checking it with WeChat'
             : 'appSecret not yet known to be right; checking it with WeChat')
         }
+        // A wait that ran out: another holder's fetch did not finish in time; this caller has no time for its own.
+        if (waited && need.deadline - now() <= 0) throw lockTimeout(need)
         const refreshed = await tryRefresh(need, ctx, owner)
         if (refreshed) {
-          await admission?.settle(true).catch(() => {}) // likewise
+          await admission?.settle(null).catch(() => {}) // likewise
           return refreshed
         }
         if (!waited) lockWaits?.inc()
         const remaining = need.deadline - now()
-        if (remaining <= 0) {
-          lockTimeouts?.inc()
-          throw new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the ${credential.name} of appId ${need.appId}; it did not finish in time`)
-        }
+        if (remaining <= 0) throw lockTimeout(need)
         await store.waitForChange(credential.subject(need.appId), Math.min(remaining, POLL_MS))
       }
     } catch (err) {
-      await admission?.settle(false).catch(() => {}) // the check counts as failed either way
+      await admission?.settle(err).catch(() => {}) // likewise
       throw err
     }
+  }
+
+  function lockTimeout (need: Need): AppError {
+    lockTimeouts?.inc()
+    return new AppError('REFRESH_IN_PROGRESS', `Another instance is fetching the ${credential.name} of appId ${need.appId}; it did not finish in time`)
   }
 
   /** Runs `run` holding the app's lock for this credential, if it is free (one try); undefined when another holds it. */

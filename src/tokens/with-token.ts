@@ -35,11 +35,14 @@ export function createTokenCaller (tokens: TokenService, now: () => number = Dat
       ctx.log.warn({ errcode: err.errcode, rid: err.rid }, 'WeChat refused the access token on a call made with it; replacing the token once')
       const outcome = await tokens.refreshReported(appId, secret, token.accessToken, ctx, { force: false })
       const replaced = outcome.token !== null && outcome.token.accessToken !== token.accessToken ? outcome.token : undefined
+      // Not replaced yet (the app's replacements are spaced, or its fetches backed off): nothing was tried again, so
+      // nothing is remembered; the next request past the spacing or the backoff replaces it.
+      if (!replaced && outcome.notice) {
+        throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; the token was not replaced yet: ${outcome.notice.message}`,
+          outcome.notice.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: outcome.notice.retryAfterSeconds })
+      }
       try {
-        if (!replaced) {
-          const why = outcome.notice ? `the token was not replaced: ${outcome.notice.message}` : 'WeChat gave the same token again'
-          throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; ${why}`)
-        }
+        if (!replaced) throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; WeChat gave the same token again`)
         return await call(replaced.accessToken)
       } catch (again) {
         if (again instanceof AppError && again.kind === 'WECHAT_TOKEN_REFUSED') {

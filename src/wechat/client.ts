@@ -20,6 +20,11 @@ export interface WechatClientOptions {
   connections: number
   maxRetries: number
   retryBaseMs: number
+  /**
+   * REQUEST_DEADLINE_MS: with the headers timeout, the time WeChat is given to answer. An attempt cut by the caller's
+   * deadline with much less left (after a long wait for another instance's fetch, say) says nothing of WeChat.
+   */
+  requestDeadlineMs?: number
   now?: () => number
   metrics?: Metrics
 }
@@ -28,10 +33,8 @@ export interface FetchedToken {
   accessToken: string
   /** Epoch milliseconds, counted from when the request was sent. */
   expiresAt: number
-  /**
-   * Epoch milliseconds when WeChat's answer arrived: of two overlapping fetches, the one answered last holds what
-   * WeChat issued last.
-   */
+  /** Epoch milliseconds when the request that got it was sent, and when WeChat's answer arrived: WeChat issued it in between. */
+  sentAt: number
   receivedAt: number
 }
 
@@ -84,10 +87,21 @@ export const MAX_TOKEN_LIFE_MS = 7200 * 1000
 /** Failures that happen before a request is sent: retrying them cannot repeat it. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN'])
 
-class RetryableUpstreamError extends AppError {
-  constructor (kind: ApiCodeName, message: string, readonly sent = true) {
+/**
+ * A call to WeChat that failed without an errcode (unreachable, timed out, an HTTP error, a body that is not an
+ * answer): the API it was made to, whether it may be retried, whether its request may have reached WeChat, and
+ * whether the caller's deadline cut it short before WeChat had its time (then it says nothing of WeChat).
+ */
+export class UpstreamError extends AppError {
+  constructor (kind: ApiCodeName, message: string, readonly api: WechatApi,
+    readonly retryable: boolean, readonly sent = true, readonly atDeadline = false, readonly cutShort = false) {
     super(kind, message)
   }
+}
+
+/** The request's deadline passed: before any attempt (cut short), or during one. */
+function deadlineError (api: WechatApi, cutShort: boolean): UpstreamError {
+  return new UpstreamError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline', api, true, true, true, cutShort)
 }
 
 /** A failure's label for the upstream-calls metric. */
@@ -103,6 +117,8 @@ function outcomeOf (err: unknown): string {
 }
 
 export function createWechatClient (opts: WechatClientOptions) {
+  /** An attempt given at least this long (less a tenth, for the work before it) had WeChat's own time to answer. */
+  const fairMs = 0.9 * Math.min(opts.headersTimeoutMs, opts.requestDeadlineMs ?? Infinity)
   const base = new URL(opts.baseUrl)
   const prefix = base.pathname.replace(/\/+$/, '')
   const now = opts.now ?? Date.now
@@ -128,43 +144,47 @@ export function createWechatClient (opts: WechatClientOptions) {
 
   async function attempt<T> (call: Call<T>, signal: AbortSignal): Promise<T> {
     const sentAt = now()
+    const bad = (message: string, retryable = false): UpstreamError => new UpstreamError('WECHAT_BAD_RESPONSE', message, call.api, retryable)
     let res
     try {
       res = await pool.request({ ...call.request, signal })
     } catch (err) {
-      throw networkError(err, signal)
+      throw networkError(err, signal, call.api)
     }
     let text: string
     try {
       text = await readCapped(res.body)
     } catch (err) {
-      throw err instanceof AppError ? err : networkError(err, signal)
+      throw err === OVERSIZED ? bad('WeChat answered with an oversized body') : networkError(err, signal, call.api)
     }
-    if (res.statusCode >= 500) {
-      throw new RetryableUpstreamError('WECHAT_BAD_RESPONSE', `WeChat answered HTTP ${res.statusCode}`)
-    }
-    if (res.statusCode !== 200) {
-      throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered HTTP ${res.statusCode}`)
-    }
+    if (res.statusCode >= 500) throw bad(`WeChat answered HTTP ${res.statusCode}`, true)
+    if (res.statusCode !== 200) throw bad(`WeChat answered HTTP ${res.statusCode}`)
     let body: unknown
     try {
       body = JSON.parse(text)
     } catch {
-      throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with a body that is not JSON')
+      throw bad('WeChat answered with a body that is not JSON')
     }
-    if (typeof body !== 'object' || body === null) {
-      throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with a body that is not a JSON object')
-    }
+    if (typeof body !== 'object' || body === null) throw bad('WeChat answered with a body that is not a JSON object')
     const record = body as Record<string, unknown>
     if (typeof record.errcode === 'number' && record.errcode !== 0) {
       throw new WechatApiError(record.errcode, record.errmsg, call.api)
     }
-    return call.parse(record, sentAt)
+    try {
+      return call.parse(record, sentAt)
+    } catch (err) {
+      throw err instanceof AppError ? bad(err.message) : err
+    }
   }
 
-  /** Makes a call with bounded, jittered retries (errcode -1, HTTP 5xx, network failures) until the deadline. */
+  /**
+   * Makes a call with bounded, jittered retries (errcode -1, HTTP 5xx, network failures) until the deadline. A call
+   * that ends at the deadline with no attempt given WeChat's own time (the headers timeout, or the request deadline
+   * when shorter) and none failing on its own is cut short: it says nothing of WeChat.
+   */
   async function send<T> (call: Call<T>, { deadline, beforeAttempt, notSent, maxRetries = opts.maxRetries }: Omit<FetchOptions, 'forceRefresh'>): Promise<T> {
-    let lastError: AppError = new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
+    let lastError: AppError = deadlineError(call.api, true)
+    let wechatFailed = false
     for (let tries = 0; tries <= maxRetries; tries++) {
       if (tries > 0) {
         const wait = backoff(opts.retryBaseMs, tries)
@@ -174,7 +194,10 @@ export function createWechatClient (opts: WechatClientOptions) {
       if (deadline - now() <= 0) break
       await beforeAttempt?.()
       const remaining = deadline - now()
-      if (remaining <= 0) break
+      if (remaining <= 0) {
+        await notSent?.()
+        break
+      }
       const started = performance.now()
       // A timer cleared as soon as the attempt ends (AbortSignal.timeout would live, and hold memory, until it fired).
       const abort = new AbortController()
@@ -187,8 +210,9 @@ export function createWechatClient (opts: WechatClientOptions) {
         opts.metrics?.upstreamCalls.labels(call.endpoint, outcomeOf(err)).inc()
         if (!(err instanceof AppError)) throw err
         lastError = err
-        if (err instanceof RetryableUpstreamError && !err.sent) await notSent?.()
-        const retryable = (err instanceof RetryableUpstreamError && (call.idempotent || !err.sent)) ||
+        if (!(err instanceof UpstreamError && err.atDeadline && remaining < fairMs)) wechatFailed = true
+        if (err instanceof UpstreamError && !err.sent) await notSent?.()
+        const retryable = (err instanceof UpstreamError && err.retryable && (call.idempotent || !err.sent)) ||
           (err instanceof WechatApiError && err.retryable)
         if (!retryable) throw err
       } finally {
@@ -196,7 +220,7 @@ export function createWechatClient (opts: WechatClientOptions) {
         opts.metrics?.upstreamSeconds.labels(call.endpoint).observe((performance.now() - started) / 1000)
       }
     }
-    throw lastError
+    throw lastError instanceof UpstreamError && lastError.atDeadline ? deadlineError(call.api, !wechatFailed) : lastError
   }
 
   async function fetchToken (appId: string, secret: string, { forceRefresh = false, ...options }: FetchOptions): Promise<FetchedToken> {
@@ -256,7 +280,7 @@ function expiring (record: Record<string, unknown>, field: 'access_token' | 'tic
   if (typeof value !== 'string' || value.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
     throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered without ${field} and expires_in`)
   }
-  return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS), receivedAt }
+  return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS), sentAt, receivedAt }
 }
 
 function parsePhoneInfo (record: Record<string, unknown>): PhoneInfo {
@@ -274,14 +298,15 @@ function parsePhoneInfo (record: Record<string, unknown>): PhoneInfo {
   }
 }
 
-function networkError (err: unknown, signal: AbortSignal): AppError {
-  if (signal.aborted) {
-    return new AppError('WECHAT_UNAVAILABLE', 'WeChat did not answer within the request deadline')
-  }
+function networkError (err: unknown, signal: AbortSignal, api: WechatApi): UpstreamError {
+  if (signal.aborted) return deadlineError(api, false)
   const code = err instanceof undiciErrors.UndiciError || err instanceof Error ? (err as { code?: unknown }).code : undefined
   const named = typeof code === 'string' ? code : undefined
-  return new RetryableUpstreamError('WECHAT_UNAVAILABLE', `WeChat could not be reached (${named ?? 'network error'})`, !NOT_SENT.has(named ?? ''))
+  return new UpstreamError('WECHAT_UNAVAILABLE', `WeChat could not be reached (${named ?? 'network error'})`, api, true, !NOT_SENT.has(named ?? ''))
 }
+
+/** Thrown by readCapped past MAX_BODY_BYTES. */
+const OVERSIZED = new Error('oversized')
 
 async function readCapped (body: AsyncIterable<Buffer> & { destroy: () => void }): Promise<string> {
   const chunks: Buffer[] = []
@@ -290,7 +315,7 @@ async function readCapped (body: AsyncIterable<Buffer> & { destroy: () => void }
     size += chunk.length
     if (size > MAX_BODY_BYTES) {
       body.destroy()
-      throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered with an oversized body')
+      throw OVERSIZED
     }
     chunks.push(chunk)
   }

@@ -10,6 +10,7 @@ export function entry (clock: TestClock, lifeMs: number, generation: number, tok
     expiresAt: clock.now() + lifeMs,
     mode: 'stable',
     secretFingerprint: fingerprint(APP_ID, APP_SECRET),
+    sentAt: clock.now(),
     fetchedAt: clock.now(),
     generation
   }
@@ -106,9 +107,24 @@ export function storeContract (t: Test, name: string, make: (t: Teardown, clock:
       t.equal(await store.increment(APP_ID, 'calls', 60_000, 3), 3)
       t.equal(await store.increment(APP_ID, 'calls', 60_000, -1), 2)
       t.equal(await store.getValue(APP_ID, 'calls'), '2')
-      t.equal(await store.increment(APP_ID, 'refunds', 200, -1), -1, 'a missing counter starts from 0')
+      t.equal(await store.increment(APP_ID, 'calls', 60_000, -5), 0, 'never below 0')
+      t.equal(await store.increment(APP_ID, 'refunds', 200, -1), 0, 'a missing counter starts from 0')
       await new Promise((resolve) => setTimeout(resolve, 300))
       t.equal(await store.getValue(APP_ID, 'refunds'), null, 'and has a TTL')
+    })
+
+    t.test('a counter\'s TTL is extended only when asked, and only upwards', async (t) => {
+      const store = await make(t, new TestClock())
+      await store.increment(APP_ID, 'pending', 200)
+      await store.increment(APP_ID, 'pending', 60_000)
+      await store.increment(APP_ID, 'kept', 60_000)
+      await store.increment(APP_ID, 'kept', 200, 1, true)
+      await store.increment(APP_ID, 'extended', 200)
+      await store.increment(APP_ID, 'extended', 60_000, 1, true)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      t.equal(await store.getValue(APP_ID, 'pending'), null, 'not extended by a plain increment')
+      t.equal(await store.getValue(APP_ID, 'kept'), '2', 'not shortened by an extending one')
+      t.equal(await store.getValue(APP_ID, 'extended'), '2', 'extended when asked')
     })
 
     t.test('values are kept for their TTL', async (t) => {
