@@ -12,7 +12,8 @@
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
  * spell of the shared machine moves both sides of a ratio.
- * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood).
+ * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood,scrape),
+ * BENCH_SCRAPE_RATE (token requests per second in the scrape section, 2000).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -28,7 +29,7 @@ import { RedisServer } from '../test/helpers/redis-server.js'
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
-const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory,flood').split(','))
+const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory,flood,scrape').split(','))
 const SECRET = '0123456789abcdef0123456789abcdef'
 const APP = 'wx0123456789abcdef'
 const INFO = '/api/v3/get-wechat-access-token-info'
@@ -47,7 +48,7 @@ const bodies: Record<string, string> = {
 const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
 const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
 
-interface Server { child: ChildProcess, base: string }
+interface Server { child: ChildProcess, base: string, metricsBase?: string }
 
 async function startServer (env: Record<string, string>): Promise<Server> {
   const child = spawn(process.execPath, [...nodeFlags, '--expose-gc', 'scripts/bench-server.js'], {
@@ -55,7 +56,8 @@ async function startServer (env: Record<string, string>): Promise<Server> {
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
-  return { child, base: `http://127.0.0.1:${chunk.toString().trim()}` }
+  const [port, metricsPort] = chunk.toString().trim().split(' ')
+  return { child, base: `http://127.0.0.1:${port}`, ...(metricsPort ? { metricsBase: `http://127.0.0.1:${metricsPort}` } : {}) }
 }
 
 async function stopServer (server: Server): Promise<void> {
@@ -352,6 +354,83 @@ if (only.has('crowd')) {
       `${keptOutcomes.get('200') ?? 0} answered${[...keptOutcomes].filter(([k]) => k !== '200').map(([k, n]) => `, ${n} ${k}`).join('')}; ` +
       `the crowd opened ${fmt(Number(count.toString().trim()))} connections in all`)
   }
+}
+
+if (only.has('scrape')) {
+  const apps = 3000
+  const rate = Number(process.env.BENCH_SCRAPE_RATE ?? 2000)
+  const scrapers = 20
+  /** autocannon's CLI in its own process, for `duration` seconds: a steady rate of token requests, or looping scrapes. */
+  async function drive (args: string[], duration: number): Promise<autocannon.Result> {
+    const child = spawn(process.execPath, ['node_modules/autocannon/autocannon.js', '--json', '-p', '1', '-d', String(duration), ...args],
+      { stdio: ['ignore', 'pipe', 'ignore'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    const [code] = await once(child, 'exit') as [number]
+    if (code !== 0) throw new Error(`autocannon exited with ${code}`)
+    return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
+  }
+  const tokenArgs = (server: Server) => ['-c', '10', '-R', String(rate), '-m', 'POST', '-H', 'content-type=application/json', '-b', body, server.base + INFO]
+  const rows: string[] = []
+  const variants: Array<{ name: string, env: Record<string, string> }> = [
+    { name: 'on the main port', env: {} },
+    { name: 'on its own port (METRICS_PORT)', env: { METRICS_PORT: '0' } }
+  ]
+  for (const variant of variants) {
+    const server = await startServer({ ...serviceEnv('2000'), UNVERIFIED_CHECKS_PER_CALLER: '100000', ...variant.env })
+    if ('METRICS_PORT' in variant.env && server.metricsBase === undefined) {
+      await stopServer(server)
+      rows.push(`| /metrics ${variant.name} | (this build has no METRICS_PORT) | | | | | | |`)
+      continue
+    }
+    const fill = new Pool(server.base, { connections: 100 })
+    for (let i = 0; i < apps; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, async (_, j) => {
+        const payload = JSON.stringify({ appId: `wx${(i + j).toString(16).padStart(16, '5')}`, appSecret: SECRET })
+        for (const path of [INFO, TICKET]) {
+          const res = await fill.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: payload })
+          await res.body.dump()
+        }
+      }))
+    }
+    await fill.close()
+    await fetch(server.base + INFO, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    const scrapeUrl = (server.metricsBase ?? server.base) + '/metrics'
+    await sleep(1100) // past the second a rendering is reused for: the next scrape renders
+    const started = performance.now()
+    const exposition = await (await fetch(scrapeUrl)).text()
+    const freshMs = performance.now() - started
+    const samples = exposition.split('\n').filter((line) => line !== '' && !line.startsWith('#'))
+    const perApp = samples.filter((line) => line.includes('app_id="')).length
+    const alone: autocannon.Result[] = []
+    const flooded: Array<{ tokens: autocannon.Result, scrapes: autocannon.Result }> = []
+    await drive(tokenArgs(server), 2)
+    for (let round = 0; round < rounds; round++) {
+      alone.push(await drive(tokenArgs(server), seconds))
+      const scraping = drive(['-c', String(scrapers), scrapeUrl], seconds + 2)
+      await sleep(1000)
+      const tokens = await drive(tokenArgs(server), seconds)
+      flooded.push({ tokens, scrapes: await scraping })
+    }
+    await stopServer(server)
+    const med = (runs: autocannon.Result[], pick: (r: autocannon.Result) => number) => median(runs.map(pick))
+    const scrapes = flooded.map((f) => f.scrapes)
+    const errors = (runs: autocannon.Result[]) => runs.reduce((sum, r) => sum + r.errors + r.non2xx, 0)
+    rows.push(`| /metrics ${variant.name}, no scraper | ${fmt(med(alone, (r) => r.requests.average))} | ${med(alone, (r) => r.latency.p50)} | ` +
+      `${med(alone, (r) => r.latency.p99)} | ${med(alone, (r) => r.latency.max)} | ${errors(alone)} | | |`)
+    rows.push(`| /metrics ${variant.name}, ${scrapers} looping scrapers | ${fmt(med(flooded.map((f) => f.tokens), (r) => r.requests.average))} | ` +
+      `${med(flooded.map((f) => f.tokens), (r) => r.latency.p50)} | ${med(flooded.map((f) => f.tokens), (r) => r.latency.p99)} | ` +
+      `${med(flooded.map((f) => f.tokens), (r) => r.latency.max)} | ${errors(flooded.map((f) => f.tokens))} | ` +
+      `${fmt(med(scrapes, (r) => r.requests.average))} (${fmt(med(scrapes, (r) => r['2xx'] / r.duration))} with 200, others 429) | ` +
+      `${(med(scrapes, (r) => r.throughput.average) / 1048576).toFixed(2)} |`)
+    rows.push(`| | one fresh rendering: ${freshMs.toFixed(1)} ms for ${fmt(exposition.length)} bytes, ${fmt(samples.length)} series (${fmt(perApp)} per app) | | | | | | |`)
+  }
+  console.log(`\ntoken route at a steady ${fmt(rate)} requests/s (autocannon -R, 10 connections, own process) with ${fmt(apps)} apps cached ` +
+    `(token and JS-SDK ticket each), alone and while ${scrapers} connections scrape /metrics in a loop (another autocannon); ` +
+    `${rounds} rounds of ${seconds} s, medians\n`)
+  console.log('| case | token requests/s | p50 ms | p99 ms | max ms | token errors | scrapes/s | MB/s written to scrapers |')
+  console.log('|---|---|---|---|---|---|---|---|')
+  for (const row of rows) console.log(row)
 }
 
 await mock.close()
