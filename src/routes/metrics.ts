@@ -1,7 +1,8 @@
 /**
  * GET /metrics: the Prometheus exposition of this instance, on the main listener or on its own (METRICS_PORT). One
  * rendering, kept as a Buffer, serves every scrape of the same second; scrapes past METRICS_SCRAPES_PER_SECOND get a
- * short 429, and with METRICS_KEY a scrape without the key a 401, neither rendered nor logged one by one.
+ * short 429, and with METRICS_KEY a scrape without the key a 401, neither rendered nor logged one by one. A refusal is
+ * answered when the second ends: a client that loops on /metrics makes one request a second per connection.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
@@ -28,8 +29,19 @@ const metricsRoute: FastifyPluginAsync<MetricsRouteOptions> = async (app, { metr
   let second = 0
   let scrapes = 0
   let warnedAt = 0
+  let secondEnds: Promise<void> | undefined
+
+  /** Resolves when the current second ends, one timer for every refusal of the second. */
+  async function endOfSecond (): Promise<void> {
+    secondEnds ??= new Promise((resolve) => setTimeout(() => {
+      secondEnds = undefined
+      resolve()
+    }, 1000 - (Date.now() % 1000)))
+    await secondEnds
+  }
 
   async function refuse (request: FastifyRequest, reply: FastifyReply, error: AppError, status: number, headers: Record<string, string>) {
+    await endOfSecond()
     app.finish(request, reply, error.statusCode)
     return await reply.code(status).headers(headers).send(errorEnvelope(request, error))
   }
