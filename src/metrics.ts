@@ -85,7 +85,8 @@ export interface MetricsOptions {
 
 /** The first `max` items by `before` (sorted only when there are more, so the usual few apps cost no sort). */
 function firstOf<T> (items: T[], max: number, before: (a: T, b: T) => number): T[] {
-  return items.length <= max ? items : items.sort(before).slice(0, max)
+  if (items.length <= max) return items
+  return max === 0 ? [] : items.sort(before).slice(0, max)
 }
 
 /** The per-app figures of one credential in one rendering. */

@@ -160,15 +160,18 @@ t.test('with 3,000 apps known, per-app series are METRICS_MAX_APPS a metric and 
   t.ok(text.split('\n').filter((line) => line.includes('app_id="')).length <= 2 * 3 * 100, 'at most METRICS_MAX_APPS per metric and credential in all')
 })
 
-t.test('METRICS_MAX_APPS bounds the per-app series', async (t) => {
+t.test('METRICS_MAX_APPS bounds the per-app series, 0 leaving the aggregates only', async (t) => {
   const { url } = await startMock(t, { autoRegister: true })
-  const { app } = await build(t, { upstream: url, env: { METRICS_MAX_APPS: '2' } })
-  for (const id of ['wx00000000000000a1', 'wx00000000000000a2', 'wx00000000000000a3']) {
-    t.equal((await post(app, ROUTE, { appId: id, appSecret: APP_SECRET })).body.statusCode, 200)
+  for (const max of [2, 0]) {
+    const { app } = await build(t, { upstream: url, env: { METRICS_MAX_APPS: String(max) } })
+    for (const id of ['wx00000000000000a1', 'wx00000000000000a2', 'wx00000000000000a3']) {
+      t.equal((await post(app, ROUTE, { appId: id, appSecret: APP_SECRET })).body.statusCode, 200)
+    }
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+    t.equal(perApp(text, 'wxtoken_token_seconds_left', 'access_token').size, max, `METRICS_MAX_APPS=${max}`)
+    t.equal(value(text, 'wxtoken_known_apps{credential="access_token"}'), 3, 'every app counted')
+    t.ok(value(text, 'wxtoken_token_seconds_left_min{credential="access_token"}') > 7000, 'the least seconds left, over every app')
   }
-  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
-  t.equal(perApp(text, 'wxtoken_token_seconds_left', 'access_token').size, 2)
-  t.equal(value(text, 'wxtoken_known_apps{credential="access_token"}'), 3)
 })
 
 t.test('the exposition does not tell the Node.js version', async (t) => {
