@@ -176,6 +176,7 @@ export function createMetrics (options: MetricsOptions = {}) {
       const mostUsed = firstOf(used, maxApps, (a, b) => b[1] - a[1])
       figures.set(credential, { ...(figures.get(credential) ?? { known: 0, minLeft: Infinity, urgent: [] }), maxUsed, mostUsed })
     }
+    await nextTurn()
     return figures
   }
   let taking: Promise<Map<string, CredentialApps>> | undefined
