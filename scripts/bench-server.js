@@ -1,7 +1,8 @@
 /**
  * One server for the benchmark, in its own process, running the compiled service as production does (npm run build
  * first): BENCH_VARIANT=service (the app, configured by the environment) or bare (a bare Fastify route with the same
- * framework set-up and body schema, answering a constant envelope of the same size). Prints its port once listening.
+ * framework set-up and body schema, answering a constant envelope of the same size). Prints its port once listening,
+ * followed by the metrics listener's when METRICS_PORT gives /metrics one of its own.
  */
 import { randomUUID } from 'node:crypto'
 import Fastify, { LogController } from 'fastify'
@@ -41,4 +42,5 @@ process.on('SIGUSR2', () => {
 const app = process.env.BENCH_VARIANT === 'bare' ? await bare() : await buildApp(loadConfig(), { logger: createLogger(level) })
 process.on('SIGTERM', () => { app.close().then(() => process.exit(0), () => process.exit(1)) })
 await app.listen({ port: 0, host: '127.0.0.1' })
-console.log(String(app.server.address().port))
+const metricsAddress = app.metricsServer?.server.address()
+console.log(metricsAddress ? `${app.server.address().port} ${metricsAddress.port}` : String(app.server.address().port))

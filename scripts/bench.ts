@@ -47,7 +47,7 @@ const bodies: Record<string, string> = {
 const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
 const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
 
-interface Server { child: ChildProcess, base: string }
+interface Server { child: ChildProcess, base: string, metricsBase?: string }
 
 async function startServer (env: Record<string, string>): Promise<Server> {
   const child = spawn(process.execPath, [...nodeFlags, '--expose-gc', 'scripts/bench-server.js'], {
@@ -55,7 +55,8 @@ async function startServer (env: Record<string, string>): Promise<Server> {
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const [chunk] = await once(child.stdout!, 'data') as [Buffer]
-  return { child, base: `http://127.0.0.1:${chunk.toString().trim()}` }
+  const [port, metricsPort] = chunk.toString().trim().split(' ')
+  return { child, base: `http://127.0.0.1:${port}`, ...(metricsPort ? { metricsBase: `http://127.0.0.1:${metricsPort}` } : {}) }
 }
 
 async function stopServer (server: Server): Promise<void> {
@@ -352,6 +353,107 @@ if (only.has('crowd')) {
       `${keptOutcomes.get('200') ?? 0} answered${[...keptOutcomes].filter(([k]) => k !== '200').map(([k, n]) => `, ${n} ${k}`).join('')}; ` +
       `the crowd opened ${fmt(Number(count.toString().trim()))} connections in all`)
   }
+}
+
+/**
+ * BENCH_ONLY=scrape (not run by default; about three minutes): the token route at a steady BENCH_SCRAPE_RATE (2000)
+ * requests a second with 3,000 apps cached, alone and while 20 connections loop on GET /metrics, with /metrics on the
+ * main port and on its own (METRICS_PORT); the service's CPU, and what the loop got.
+ */
+if (only.has('scrape')) {
+  const apps = 3000
+  const rate = Number(process.env.BENCH_SCRAPE_RATE ?? 2000)
+  const scrapers = 20
+  /** autocannon's CLI in its own process, for `duration` seconds: a steady rate of token requests, or looping scrapes. */
+  async function drive (args: string[], duration: number): Promise<autocannon.Result> {
+    const child = spawn(process.execPath, ['node_modules/autocannon/autocannon.js', '--json', '-p', '1', '-d', String(duration), ...args],
+      { stdio: ['ignore', 'pipe', 'ignore'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+    const [code] = await once(child, 'exit') as [number]
+    if (code !== 0) throw new Error(`autocannon exited with ${code}`)
+    return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
+  }
+  const tokenArgs = (server: Server) => ['-c', '10', '-R', String(rate), '-m', 'POST', '-H', 'content-type=application/json', '-b', body, server.base + INFO]
+  const rows: string[] = []
+  const variants: Array<{ name: string, env: Record<string, string> }> = [
+    { name: 'on the main port', env: {} },
+    { name: 'on its own port (METRICS_PORT)', env: { METRICS_PORT: '0' } }
+  ]
+  for (const [index, variant] of variants.entries()) {
+    // A key prefix of its own: each variant fetches its apps' tokens and tickets, and spends their quota.
+    const server = await startServer({ ...serviceEnv('2000'), UNVERIFIED_CHECKS_PER_CALLER: '100000', REDIS_KEY_PREFIX: `scrape${index}`, ...variant.env })
+    if ('METRICS_PORT' in variant.env && server.metricsBase === undefined) {
+      await stopServer(server)
+      rows.push(`| /metrics ${variant.name} | (this build has no METRICS_PORT) | | | | | | | |`)
+      continue
+    }
+    const fill = new Pool(server.base, { connections: 100 })
+    for (let i = 0; i < apps; i += 100) {
+      await Promise.all(Array.from({ length: 100 }, async (_, j) => {
+        const payload = JSON.stringify({ appId: `wx${(i + j).toString(16).padStart(16, '5')}`, appSecret: SECRET })
+        for (const path of [INFO, TICKET]) {
+          const res = await fill.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: payload })
+          await res.body.dump()
+        }
+      }))
+    }
+    await fill.close()
+    await fetch(server.base + INFO, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    const scrapeUrl = (server.metricsBase ?? server.base) + '/metrics'
+    // A first scrape warms the code up; then three renderings, each past the second a rendering is reused for.
+    let exposition = await (await fetch(scrapeUrl)).text()
+    const renderings: number[] = []
+    for (let i = 0; i < 3; i++) {
+      await sleep(1100)
+      const started = performance.now()
+      exposition = await (await fetch(scrapeUrl)).text()
+      renderings.push(performance.now() - started)
+    }
+    const samples = exposition.split('\n').filter((line) => line !== '' && !line.startsWith('#'))
+    const perApp = samples.filter((line) => line.includes('app_id="')).length
+    // Looping clients of /metrics, and, on the main port, of /health/live: what any cheap route costs under the same loop.
+    const floods = [{ name: `${scrapers} looping scrapers`, url: scrapeUrl }]
+    if (server.metricsBase === undefined) floods.push({ name: `(for comparison) ${scrapers} looping clients of GET /health/live`, url: server.base + '/health/live' })
+    const runs = new Map<string, Array<{ tokens: autocannon.Result, cpu: number, loop?: autocannon.Result }>>([['alone', []], ...floods.map((f): [string, []] => [f.name, []])])
+    /** The token load for `seconds`, with the service's CPU over it (% of one core). */
+    const measure = async () => {
+      const cpuBefore = cpuMicros(server.child.pid!)
+      const startedAt = performance.now()
+      const tokens = await drive(tokenArgs(server), seconds)
+      return { tokens, cpu: (cpuMicros(server.child.pid!) - cpuBefore) / ((performance.now() - startedAt) * 10) }
+    }
+    await drive(tokenArgs(server), 2)
+    for (let round = 0; round < rounds; round++) {
+      runs.get('alone')!.push(await measure())
+      for (const flood of floods) {
+        const looping = drive(['-c', String(scrapers), flood.url], seconds + 2)
+        await sleep(1000)
+        const measured = await measure()
+        runs.get(flood.name)!.push({ ...measured, loop: await looping })
+      }
+    }
+    await stopServer(server)
+    const med = (list: Array<{ tokens: autocannon.Result }>, pick: (r: autocannon.Result) => number) => median(list.map((run) => pick(run.tokens)))
+    for (const [name, list] of runs) {
+      const loops = list.flatMap((run) => run.loop ? [run.loop] : [])
+      const looping = loops.length === 0
+        ? ' | '
+        : `${fmt(median(loops.map((r) => r.requests.average)))} (${fmt(median(loops.map((r) => r['2xx'] / r.duration)))} with 200) | ` +
+          `${(median(loops.map((r) => r.throughput.average)) / 1048576).toFixed(2)}`
+      rows.push(`| /metrics ${variant.name}, ${name} | ${fmt(med(list, (r) => r.requests.average))} | ${med(list, (r) => r.latency.p50)} | ` +
+        `${med(list, (r) => r.latency.p99)} | ${med(list, (r) => r.latency.max)} | ${list.reduce((sum, run) => sum + run.tokens.errors + run.tokens.non2xx, 0)} | ` +
+        `${median(list.map((run) => run.cpu)).toFixed(0)} | ${looping} |`)
+    }
+    rows.push(`| | a rendering (scrape, warm): ${renderings.map((ms) => ms.toFixed(1)).join(', ')} ms for ${fmt(exposition.length)} bytes, ` +
+      `${fmt(samples.length)} series (${fmt(perApp)} per app) | | | | | | | |`)
+  }
+  console.log(`\ntoken route at a steady ${fmt(rate)} requests/s (autocannon -R, 10 connections, own process) with ${fmt(apps)} apps cached ` +
+    `(token and JS-SDK ticket each), alone and while ${scrapers} connections loop on GET /metrics (another autocannon); ` +
+    `${rounds} interleaved rounds of ${seconds} s, medians\n`)
+  console.log('| case | token requests/s | p50 ms | p99 ms | max ms | token errors | service CPU % | looping requests/s | MB/s answered to the loop |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
+  for (const row of rows) console.log(row)
 }
 
 await mock.close()

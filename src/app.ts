@@ -7,6 +7,7 @@ import { loadApps, loadCallerKeys, loadIdentifiers, type Config } from './config
 import { limitConnections } from './connection-limit.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
+import { buildMetricsServer } from './metrics-server.js'
 import auth from './plugins/auth.js'
 import docs from './plugins/docs.js'
 import envelope, { answerOutsideRoutes, clientErrorHandler, frameworkErrorHandler, requestIdFrom } from './plugins/envelope.js'
@@ -26,6 +27,8 @@ import { VERSION } from './version.js'
 declare module 'fastify' {
   interface FastifyInstance {
     metrics: Metrics
+    /** The listener of GET /metrics when METRICS_PORT gives it one of its own (listening once the app is ready), else null. */
+    metricsServer: FastifyInstance | null
   }
 }
 
@@ -46,7 +49,7 @@ function timeoutCheckInterval (timeoutMs: number): number {
 export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
   const now = options.now
   const logger: FastifyBaseLogger = options.logger ?? createLogger(config.LOG_LEVEL)
-  const metrics = createMetrics()
+  const metrics = createMetrics({ maxApps: config.METRICS_MAX_APPS })
   metrics.describe({
     version: VERSION,
     serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
@@ -138,6 +141,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     })
     : undefined)
   metrics.observeStore(app.store)
+  metrics.observeApps(function * () {
+    for (const [appId, expiresAt] of app.tokens.known()) yield [appId, 'access_token', expiresAt] as const
+  }, () => app.tickets.known())
   // onClose hooks run last-registered first: background refreshes end before the store closes.
   app.addHook('onClose', async () => {
     await app.tickets.close()
@@ -157,7 +163,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }
   await app.register(docs, { enabled: config.DOCS_ENABLED })
   await app.register(healthRoutes)
-  await app.register(metricsRoute)
+  if (config.METRICS_PORT === undefined) {
+    await app.register(metricsRoute, { metrics, key: config.METRICS_KEY, scrapesPerSecond: config.METRICS_SCRAPES_PER_SECOND })
+    app.decorate('metricsServer', null)
+  } else {
+    const metricsServer = await buildMetricsServer(config, logger, metrics)
+    const port = config.METRICS_PORT
+    app.decorate('metricsServer', metricsServer)
+    app.addHook('onReady', async () => { await metricsServer.listen({ port, host: config.METRICS_HOST ?? config.HOST }) })
+    app.addHook('onClose', async () => { await metricsServer.close() })
+  }
   // The /api routes in a scope of their own, whose hooks run for these routes only, on whatever spelling of a path
   // the router matched to them: first the caller key check, then (as route hooks) the rate limits, which key by its caller.
   await app.register(async (api) => {

@@ -170,6 +170,26 @@ export const ConfigSchema = Type.Object({
     maximum: 60000,
     default: 1000,
     description: 'Past MAX_CONNECTIONS, connections that have not sent a whole request within this time, then those idle longer, are closed first.'
+  }),
+  METRICS_PORT: Type.Optional(Type.Integer({
+    minimum: 0,
+    maximum: 65535,
+    description: 'Serve GET /metrics on a listener of its own on this port, and not on PORT (where it answers apiCode 1005). Unset: /metrics is on PORT.'
+  })),
+  METRICS_HOST: Type.Optional(Type.String({ minLength: 1, description: 'Address the metrics listener binds (default: HOST).' })),
+  METRICS_KEY: Type.Optional(Type.String({
+    pattern: '^[A-Za-z0-9._~+/-]{16,256}$',
+    description: 'When set, GET /metrics needs this key in authorization ("Bearer <key>", as Prometheus sends it), else HTTP 401 (apiCode 2003).'
+  })),
+  METRICS_MAX_APPS: Type.Integer({
+    minimum: 0,
+    default: 100,
+    description: 'Per-app series exported per metric and credential: the apps with the fewest seconds left, the most quota used today.'
+  }),
+  METRICS_SCRAPES_PER_SECOND: Type.Integer({
+    minimum: 1,
+    default: 5,
+    description: 'Scrapes of GET /metrics answered per second; more get HTTP 429 (apiCode 4004) with retry-after.'
   })
 })
 
@@ -205,6 +225,9 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   if (topologies.length > 1) throw new Error('env/REDIS_URL, env/REDIS_CLUSTER_NODES and env/REDIS_SENTINELS: set one at most')
   if ((config.REDIS_SENTINELS === undefined) !== (config.REDIS_SENTINEL_NAME === undefined)) {
     throw new Error('env/REDIS_SENTINELS and env/REDIS_SENTINEL_NAME go together')
+  }
+  if (config.METRICS_PORT !== undefined && config.METRICS_PORT !== 0 && config.METRICS_PORT === config.PORT) {
+    throw new Error('env/METRICS_PORT must differ from PORT')
   }
   if (config.LOCK_LEASE_MS <= config.REQUEST_DEADLINE_MS) {
     throw new Error('env/LOCK_LEASE_MS must exceed REQUEST_DEADLINE_MS, or a lock could lapse during a fetch')

@@ -3,6 +3,7 @@ import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { SHED_REASONS } from './connection-limit.js'
 import type { CredentialName } from './tokens/credential.js'
+import { beijingDay } from './tokens/rules.js'
 
 /** A count since the last collection. */
 class Tally {
@@ -74,6 +75,34 @@ export interface StoreProbe {
   readonly pubsubUp: boolean
 }
 
+/** Each app this instance served a credential for, with its expiry (epoch ms): what the per-app gauges read at each scrape. */
+export type KnownApps = () => Iterable<readonly [appId: string, credential: string, expiresAt: number]>
+
+export interface MetricsOptions {
+  /** METRICS_MAX_APPS: per-app series exported per metric and credential at most. */
+  maxApps?: number
+}
+
+/** The first `max` items by `before` (sorted only when there are more, so the usual few apps cost no sort). */
+function firstOf<T> (items: T[], max: number, before: (a: T, b: T) => number): T[] {
+  if (items.length <= max) return items
+  return max === 0 ? [] : items.sort(before).slice(0, max)
+}
+
+/** The per-app figures of one credential in one rendering. */
+interface CredentialApps {
+  known: number
+  /** The fewest seconds left over the apps whose credential has not expired (Infinity when none). */
+  minLeft: number
+  /** The apps exported, with their seconds left: the fewest first, expired ones last. */
+  urgent: Array<[string, number]>
+  /** Today's most quota used, and the apps exported with theirs: the most first. */
+  maxUsed: number
+  mostUsed: Array<[string, number]>
+}
+
+const nextTurn = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+
 /** What the configuration and the build set, exported once at start for alerts and dashboards to compare against. */
 export interface Settings {
   version: string
@@ -94,11 +123,68 @@ export interface Settings {
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
 const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket']
 
-export function createMetrics () {
+export function createMetrics (options: MetricsOptions = {}) {
+  const maxApps = options.maxApps ?? 100
   let store: StoreProbe | undefined
+  let sources: KnownApps[] = []
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'wxtoken_' })
+  // The runtime's version is nobody's business who can reach /metrics; the service's own is wxtoken_build_info.
+  registry.removeSingleMetric('wxtoken_nodejs_version_info')
   const registers = [registry]
+
+  /** Today's (Beijing time) upstream calls per credential and app, as this instance last counted them. */
+  const quota = new Map<string, Map<string, number>>()
+  let quotaDay = ''
+  function quotaToday (): Map<string, Map<string, number>> {
+    const day = beijingDay(Date.now())
+    if (day !== quotaDay) {
+      quota.clear()
+      quotaDay = day
+    }
+    return quota
+  }
+
+  /**
+   * The per-app figures, taken once for all the gauges of a rendering, a source (tokens, tickets) at a time with a turn
+   * of the event loop between steps: with thousands of apps each step takes a few milliseconds.
+   */
+  async function takeApps (): Promise<Map<string, CredentialApps>> {
+    const left = new Map<string, Array<[string, number]>>(CREDENTIALS.map((credential) => [credential, []]))
+    for (const source of sources) {
+      const now = Date.now()
+      for (const [appId, credential, expiresAt] of source()) {
+        let apps = left.get(credential)
+        if (!apps) left.set(credential, apps = [])
+        apps.push([appId, Math.max(0, Math.floor((expiresAt - now) / 1000))])
+      }
+      await nextTurn()
+    }
+    const urgency = (seconds: number): number => seconds > 0 ? seconds : Infinity
+    const figures = new Map<string, CredentialApps>()
+    for (const [credential, apps] of left) {
+      let minLeft = Infinity
+      for (const [, seconds] of apps) if (seconds > 0 && seconds < minLeft) minLeft = seconds
+      const urgent = firstOf(apps, maxApps, (a, b) => urgency(a[1]) - urgency(b[1]))
+      figures.set(credential, { known: apps.length, minLeft, urgent, maxUsed: 0, mostUsed: [] })
+    }
+    await nextTurn()
+    for (const [credential, apps] of quotaToday()) {
+      const used = [...apps]
+      let maxUsed = 0
+      for (const [, count] of used) if (count > maxUsed) maxUsed = count
+      const mostUsed = firstOf(used, maxApps, (a, b) => b[1] - a[1])
+      figures.set(credential, { ...(figures.get(credential) ?? { known: 0, minLeft: Infinity, urgent: [] }), maxUsed, mostUsed })
+    }
+    await nextTurn()
+    return figures
+  }
+  let taking: Promise<Map<string, CredentialApps>> | undefined
+  /** The figures of the rendering under way: its gauges are collected together, and the next rendering takes them anew. */
+  async function appFigures (): Promise<Map<string, CredentialApps>> {
+    taking ??= takeApps().finally(() => { taking = undefined })
+    return await taking
+  }
 
   const lookup = talliedCounter(registers, {
     name: 'wxtoken_cache_lookups_total',
@@ -203,18 +289,17 @@ export function createMetrics () {
       labelNames: ['outcome'] as const,
       registers
     }),
-    quotaUsed: new Gauge({
-      name: 'wxtoken_upstream_quota_used',
-      help: 'Upstream calls for a credential counted against the app\'s daily budget for it today (Beijing time), as last seen by this instance.',
-      labelNames: ['app_id', 'credential'] as const,
-      registers
-    }),
-    tokenSecondsLeft: new Gauge({
-      name: 'wxtoken_token_seconds_left',
-      help: 'Seconds left on the credential (access token, ticket) this instance last served for each app.',
-      labelNames: ['app_id', 'credential'] as const,
-      registers
-    }),
+    /** Records an app's count of upstream calls for a credential today (its series: see wxtoken_upstream_quota_used). */
+    quotaUsed: {
+      labels: (appId: string, credential: string) => ({
+        set (used: number): void {
+          const today = quotaToday()
+          let apps = today.get(credential)
+          if (!apps) today.set(credential, apps = new Map())
+          apps.set(appId, used)
+        }
+      })
+    },
     localRefusals: new Counter({
       name: 'wxtoken_local_refusals_total',
       help: 'Upstream calls refused here without asking WeChat, by reason (budget, unverified, forced_refresh, remembered, backoff) and credential.',
@@ -245,8 +330,65 @@ export function createMetrics () {
     /** Lets the store gauges read the store. */
     observeStore (probe: StoreProbe): void {
       store = probe
+    },
+    /** Lets the per-app gauges read the apps this instance served, from each source (tokens, tickets) in turn. */
+    observeApps (...known: KnownApps[]): void {
+      sources = known
     }
   }
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_upstream_quota_used',
+    help: 'Upstream calls for a credential counted against the app\'s daily budget for it today (Beijing time), as last seen by this instance; ' +
+      'for the METRICS_MAX_APPS apps of each credential that used the most.',
+    labelNames: ['app_id', 'credential'],
+    registers,
+    async collect () {
+      const figures = await appFigures()
+      this.reset()
+      for (const [credential, { mostUsed }] of figures) for (const [appId, used] of mostUsed) this.labels(appId, credential).set(used)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_upstream_quota_used_max',
+    help: 'The most upstream calls any app made today (Beijing time) for a credential, as last seen by this instance (0 when none).',
+    labelNames: ['credential'],
+    registers,
+    async collect () {
+      for (const [credential, { maxUsed }] of await appFigures()) this.labels(credential).set(maxUsed)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_token_seconds_left',
+    help: 'Seconds left on the credential (access token, ticket) this instance last served for each app; for the METRICS_MAX_APPS apps of ' +
+      'each credential with the fewest left, those at 0 (expired) last.',
+    labelNames: ['app_id', 'credential'],
+    registers,
+    async collect () {
+      const figures = await appFigures()
+      this.reset()
+      for (const [credential, { urgent }] of figures) for (const [appId, left] of urgent) this.labels(appId, credential).set(left)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_token_seconds_left_min',
+    help: 'The fewest seconds left on a credential this instance served, over every app whose credential has not expired.',
+    labelNames: ['credential'],
+    registers,
+    async collect () {
+      const figures = await appFigures()
+      this.reset()
+      for (const [credential, { minLeft }] of figures) if (minLeft !== Infinity) this.labels(credential).set(minLeft)
+    }
+  })
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_known_apps',
+    help: 'The apps this instance served a credential for and keeps a copy of, all of them (per-app series cover METRICS_MAX_APPS at most).',
+    labelNames: ['credential'],
+    registers,
+    async collect () {
+      for (const [credential, { known }] of await appFigures()) this.labels(credential).set(known)
+    }
+  })
   new Gauge({ // eslint-disable-line no-new -- registered in `registers`
     name: 'wxtoken_store_up',
     help: '1 while the token store answers (a PING at each scrape), else 0.',

@@ -14,6 +14,7 @@ import ts from 'typescript'
 import { parse, parseAllDocuments } from 'yaml'
 import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1'
 import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1'
+import { NetworkPolicy, type INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { Secret, Service, type IContainer, type ISecret, type IService } from 'kubernetes-models/v1'
 import { ConfigSchema, loadConfig } from '../src/config.js'
 import { build } from './helpers/build.js'
@@ -51,6 +52,7 @@ const deployment = only<IDeployment>('Deployment')
 const service = only<IService>('Service')
 const pdb = only<IPodDisruptionBudget>('PodDisruptionBudget')
 const secret = only<ISecret>('Secret')
+const networkPolicy = only<INetworkPolicy>('NetworkPolicy')
 const pod = deployment.spec!.template.spec!
 const container: IContainer = pod.containers[0]!
 
@@ -94,7 +96,8 @@ t.test('every manifest is a valid object of its Kubernetes API (kubernetes-model
     'apps/v1 Deployment': Deployment,
     'v1 Service': Service,
     'v1 Secret': Secret,
-    'policy/v1 PodDisruptionBudget': PodDisruptionBudget
+    'policy/v1 PodDisruptionBudget': PodDisruptionBudget,
+    'networking.k8s.io/v1 NetworkPolicy': NetworkPolicy
   } as const
   for (const { file, object } of manifests) {
     const Model = models[`${object.apiVersion} ${object.kind}` as keyof typeof models]
@@ -117,7 +120,8 @@ t.test('no manifest has a field its Kubernetes API does not know (checked with t
     Deployment: ['kubernetes-models/apps/v1', 'IDeployment'],
     Service: ['kubernetes-models/v1', 'IService'],
     Secret: ['kubernetes-models/v1', 'ISecret'],
-    PodDisruptionBudget: ['kubernetes-models/policy/v1', 'IPodDisruptionBudget']
+    PodDisruptionBudget: ['kubernetes-models/policy/v1', 'IPodDisruptionBudget'],
+    NetworkPolicy: ['kubernetes-models/networking.k8s.io/v1', 'INetworkPolicy']
   }
   const misspelt = structuredClone(deployment) as unknown as { spec: { template: { spec: { containers: Array<Record<string, unknown>> } } } }
   misspelt.spec.template.spec.containers[0]!.readinesProbe = {}
@@ -201,10 +205,30 @@ t.test('the Service and the probes use the service\'s port and health routes', a
   }
   // The readiness route pings the store: its answer comes within the Redis command timeout, inside the probe's.
   t.ok((container.readinessProbe?.timeoutSeconds ?? 1) * 1000 > Number(setting('REDIS_COMMAND_TIMEOUT_MS')), 'readiness timeout above REDIS_COMMAND_TIMEOUT_MS')
+})
+
+t.test('metrics are scraped on a port of their own, which neither the Service nor, with the example policy, other pods reach', async (t) => {
+  const metricsPort = Number(setting('METRICS_PORT'))
+  t.ok(metricsPort > 0 && metricsPort !== Number(setting('PORT')), `METRICS_PORT ${metricsPort} is set, apart from PORT`)
+  const named = container.ports!.find((p) => p.containerPort === metricsPort)
+  t.ok(named?.name, 'the metrics container port is named')
   const annotations = deployment.spec!.template.metadata!.annotations ?? {}
   t.equal(annotations['prometheus.io/scrape'], 'true', 'Prometheus scrapes the pods')
-  t.equal(Number(annotations['prometheus.io/port']), port, 'metrics are scraped on PORT')
+  t.equal(Number(annotations['prometheus.io/port']), metricsPort, 'on METRICS_PORT')
   t.equal(annotations['prometheus.io/path'], '/metrics', 'on /metrics')
+  t.notOk(service.spec!.ports!.some((p) => p.targetPort === named?.name || Number(p.targetPort) === metricsPort || p.port === metricsPort),
+    'the Service does not publish the metrics port')
+
+  const labels = deployment.spec!.template.metadata!.labels!
+  t.ok(Object.entries(networkPolicy.spec!.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v), 'the policy selects the pods')
+  t.ok(networkPolicy.spec!.policyTypes?.includes('Ingress'), 'and restricts what reaches them')
+  const rules = networkPolicy.spec!.ingress ?? []
+  const admits = (port: number, name: string | undefined) => rules.filter((rule) => rule.ports?.some((p) => p.port === port || p.port === name))
+  const toMetrics = admits(metricsPort, named?.name)
+  t.ok(toMetrics.length > 0 && toMetrics.every((rule) => (rule.from ?? []).length > 0), 'the metrics port only from the sources a rule names')
+  const http = container.ports!.find((p) => p.containerPort === Number(setting('PORT')))
+  t.ok(admits(Number(setting('PORT')), http?.name).some((rule) => rule.from === undefined), 'the service port (callers, probes) from anywhere, as without a policy')
+  t.ok(rules.every((rule) => rule.ports !== undefined && rule.ports.length > 0), 'no rule opens every port')
 })
 
 t.test('the pod is stopped after the endpoints drained and the service\'s own grace ran', async (t) => {

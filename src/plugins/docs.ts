@@ -17,6 +17,13 @@ function apiCodeTable (): string {
   return ['| apiCode | statusCode | meaning |', '|---|---|---|', ...rows].join('\n')
 }
 
+/** A refused scrape of /metrics: the envelope without data. */
+const REFUSED = {
+  type: 'object',
+  required: ['statusCode', 'message', 'apiCode', 'requestId'],
+  properties: { statusCode: { type: 'integer' }, message: { type: 'string' }, apiCode: { type: 'integer' }, requestId: { type: 'string' } }
+}
+
 const DESCRIPTION = `A self-hosted, GenAuth-compatible service that fetches, caches and hands out WeChat access tokens, JS-SDK
 tickets and wx.config signatures, and exchanges Mini Program phone codes.
 
@@ -58,7 +65,11 @@ export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
             ...schema,
             summary: 'Prometheus metrics of this instance',
             tags: ['operations'],
-            response: { 200: { description: 'The Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } }
+            response: {
+              200: { description: 'The Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+              401: { description: 'METRICS_KEY is set and authorization does not hold it: the envelope, apiCode 2003', content: { 'application/json': { schema: REFUSED } } },
+              429: { description: 'More than METRICS_SCRAPES_PER_SECOND scrapes this second: the envelope, apiCode 4004, with retry-after', content: { 'application/json': { schema: REFUSED } } }
+            }
           } as typeof schema,
           url
         }
