@@ -3,7 +3,7 @@
  * as if it had happened: in stable mode it spends none of the day's forced refreshes and starts no spacing; in classic
  * mode it starts no spacing, and the ticket route does not remember a refusal it never tried again.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
 import { APP_ID, APP_SECRET, TestClock, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
@@ -14,13 +14,19 @@ const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
 const { fleet } = await fleetRedis(t)
 
-t.test('stable mode: an egress outage of 20 minutes, the owner reporting its refused token each minute, spends none of the day\'s 20 forced refreshes', async (t) => {
+/** A configured app (stable mode) served once, then the egress refusing connections: the stand-in closed. */
+async function egressDown (t: Test) {
   const { mock, url } = await startMock(t)
   const port = Number(new URL(url).port)
   const clock = new TestClock()
   const { apps } = await fleet(t, 1, url, { WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }), SCHEDULER_INTERVAL_SECONDS: '0' }, clock)
   const token = (await post(apps[0]!, TOKEN, body)).body.data!.accessToken
   await mock.close()
+  return { mock, port, clock, apps, token }
+}
+
+t.test('stable mode: an egress outage of 20 minutes, the owner reporting its refused token each minute, spends none of the day\'s 20 forced refreshes', async (t) => {
+  const { mock, port, clock, apps, token } = await egressDown(t)
   let unreachable = 0
   for (let i = 0; i < 20; i++) {
     clock.advance(61_000)
@@ -36,12 +42,7 @@ t.test('stable mode: an egress outage of 20 minutes, the owner reporting its ref
 })
 
 t.test('stable mode: a forced refresh that was never sent starts no spacing: the owner\'s report once WeChat is reachable is acted on', async (t) => {
-  const { mock, url } = await startMock(t)
-  const port = Number(new URL(url).port)
-  const clock = new TestClock()
-  const { apps } = await fleet(t, 1, url, { WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }), SCHEDULER_INTERVAL_SECONDS: '0' }, clock)
-  const token = (await post(apps[0]!, TOKEN, body)).body.data!.accessToken
-  await mock.close()
+  const { mock, port, clock, apps, token } = await egressDown(t)
   t.equal((await post(apps[0]!, REFRESH, { ...body, accessToken: token })).body.apiCode, ApiCodes.WECHAT_UNAVAILABLE.apiCode, 'the egress refused the connection')
   await mock.start(port)
   clock.advance(2000)
