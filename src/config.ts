@@ -13,7 +13,7 @@ function StringEnum<const T extends readonly string[]> (values: T, options: Sche
 
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, description: 'TCP port to listen on.' }),
-  HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 in containers).' }),
+  HOST: Type.String({ pattern: '^\\S+$', default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 in containers).' }),
   LOG_LEVEL: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
     default: 'info', description: 'pino log level.'
   }),
@@ -103,6 +103,7 @@ export const ConfigSchema = Type.Object({
   }),
   FINGERPRINT_KEY: Type.Optional(Type.String({
     minLength: 16,
+    pattern: '^\\S+$',
     description: 'Key of the HMAC that stands in for appSecrets in the store. Set one (16+ characters) so that Redis write access cannot forge entries.'
   })),
   NEGATIVE_CACHE_SECONDS: Type.Integer({
@@ -176,7 +177,7 @@ export const ConfigSchema = Type.Object({
     maximum: 65535,
     description: 'Serve GET /metrics on a listener of its own on this port, and not on PORT (where it answers apiCode 1005). Unset: /metrics is on PORT.'
   })),
-  METRICS_HOST: Type.Optional(Type.String({ minLength: 1, description: 'Address the metrics listener binds (default: HOST).' })),
+  METRICS_HOST: Type.Optional(Type.String({ pattern: '^\\S+$', description: 'Address the metrics listener binds (default: HOST); only with METRICS_PORT.' })),
   METRICS_KEY: Type.Optional(Type.String({
     pattern: '^[A-Za-z0-9._~+/-]{16,256}$',
     description: 'When set, GET /metrics needs this key in authorization ("Bearer <key>", as Prometheus sends it), else HTTP 401 (apiCode 2003).'
@@ -218,8 +219,21 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (INTEGERS.has(key) && !/^-?[0-9]+$/.test(value)) throw new Error(`env/${key} must be an integer in plain decimal digits`)
   }
   const config = envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
-  if (config.WECHAT_API_BASE !== 'mock' && !URL.canParse(config.WECHAT_API_BASE)) {
-    throw new Error('env/WECHAT_API_BASE must be "mock" or an http:// or https:// URL, and does not parse as a URL')
+  if (config.WECHAT_API_BASE !== 'mock') {
+    if (!URL.canParse(config.WECHAT_API_BASE)) {
+      throw new Error('env/WECHAT_API_BASE must be "mock" or an http:// or https:// URL, and does not parse as a URL')
+    }
+    // The client keeps the origin and the path: anything else would be dropped with nothing said.
+    const base = new URL(config.WECHAT_API_BASE)
+    if (base.username !== '' || base.password !== '' || base.search !== '' || base.hash !== '') {
+      throw new Error('env/WECHAT_API_BASE may hold an origin and a path only: no user:password@, query or #fragment')
+    }
+  }
+  if (config.REDIS_URL !== undefined && !URL.canParse(config.REDIS_URL)) {
+    throw new Error('env/REDIS_URL does not parse as a URL (redis://[user:password@]host:port[/db])')
+  }
+  if (config.METRICS_HOST !== undefined && config.METRICS_PORT === undefined) {
+    throw new Error('env/METRICS_HOST needs METRICS_PORT: without it, /metrics is served on PORT')
   }
   const topologies = [config.REDIS_URL, config.REDIS_CLUSTER_NODES, config.REDIS_SENTINELS].filter((v) => v !== undefined)
   if (topologies.length > 1) throw new Error('env/REDIS_URL, env/REDIS_CLUSTER_NODES and env/REDIS_SENTINELS: set one at most')

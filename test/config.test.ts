@@ -104,3 +104,23 @@ t.test('only the environment given is read: an empty variable of the process is 
   t.equal(config.PORT, 8080, 'PORT= is the default, not 0 (a random port)')
   t.equal(loadConfig({}).HOT_CACHE_MS, 2000, 'an explicit environment is the only one read')
 })
+
+t.test('METRICS_HOST without METRICS_PORT is refused, not silently ignored', async (t) => {
+  // An operator who sets METRICS_HOST=127.0.0.1 to keep the metrics local, and forgets METRICS_PORT, gets /metrics
+  // on PORT, wherever that listens, with nothing said.
+  t.throws(() => loadConfig({ HOST: '0.0.0.0', METRICS_HOST: '127.0.0.1' }), /METRICS_HOST/)
+})
+
+t.test('parts of WECHAT_API_BASE the client would drop (user info, query) are refused, not silently ignored', async (t) => {
+  // The client keeps the URL's origin and path only: a proxy's credentials or a query vanish with nothing said.
+  t.throws(() => loadConfig({ WECHAT_API_BASE: 'https://egress-user:egress-pass@egress.example/wechat' }), /WECHAT_API_BASE/, 'user info')
+  t.throws(() => loadConfig({ WECHAT_API_BASE: 'https://egress.example/wechat?tenant=a' }), /WECHAT_API_BASE/, 'a query')
+})
+
+t.test('blank addresses and keys, and a REDIS_URL that does not parse, are refused at start', async (t) => {
+  t.throws(() => loadConfig({ HOST: '   ' }), /HOST/)
+  t.throws(() => loadConfig({ FINGERPRINT_KEY: ' '.repeat(16) }), /FINGERPRINT_KEY/)
+  t.throws(() => loadConfig({ METRICS_PORT: '9464', METRICS_HOST: ' ' }), /METRICS_HOST/)
+  t.throws(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:99999' }), /REDIS_URL/)
+  t.doesNotThrow(() => loadConfig({ REDIS_URL: 'redis://user:pw@127.0.0.1:6379/0', METRICS_PORT: '9464', METRICS_HOST: '127.0.0.1' }))
+})

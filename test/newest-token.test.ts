@@ -36,7 +36,9 @@ for (const fault of ['FLUSHALL', 'kill -9 and restart'] as const) {
     const codes = new Map<number, number>()
     for (const answer of answers) codes.set(answer.body.apiCode ?? 200, (codes.get(answer.body.apiCode ?? 200) ?? 0) + 1)
     t.comment(`answers by apiCode: ${JSON.stringify(Object.fromEntries(codes))}; ${mock.calls('token')} token calls`)
-    t.ok(mock.calls('token') > APPS, 'the store lost the locks: some apps were fetched twice')
+    // After a FLUSHALL the waiters find the locks gone at their next poll, so some apps are fetched twice. After a
+    // restart that depends on whether a waiter polled while Redis was down: the guarantee below holds either way.
+    if (fault === 'FLUSHALL') t.ok(mock.calls('token') > APPS, 'the store lost the locks: some apps were fetched twice')
     mock.clearFaults()
     for (const app of apps) {
       while ((await app.inject({ method: 'GET', url: '/health/ready' })).json<{ storeUp: boolean }>().storeUp !== true) {
