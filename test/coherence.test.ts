@@ -8,6 +8,7 @@ import type { TokenEntry } from '../src/store/types.js'
 import { APP_ID, APP_SECRET, TestClock, build, post, startMock, type Teardown } from './helpers/build.js'
 import { fleet as fleetOf, fleetRedis } from './helpers/fleet.js'
 import { RedisServer } from './helpers/redis-server.js'
+import { nextChange, until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const REFRESH = '/api/v3/refresh-wechat-access-token'
@@ -31,19 +32,24 @@ t.test('a read in flight when the token is replaced does not put the old token b
   const get = store.get.bind(store)
   let gate: Promise<void> | undefined
   let open = (): void => {}
+  let held = false
   store.get = async (appId) => {
     const entry = await get(appId)
-    if (gate) await gate
+    if (gate) {
+      held = true
+      await gate
+    }
     return entry
   }
   gate = new Promise((resolve) => { open = resolve })
   const inflight = post(a!, ROUTE, body)
-  await sleep(50)
+  t.ok(await until(() => held), 'A\'s read of T1 is held')
   gate = undefined
+  const heard = nextChange(a!.store, APP_ID, 2)
   const t2 = (await post(b!, REFRESH, { ...body, accessToken: t1 })).body.data!.accessToken
   t.not(t2, t1, 'B replaced the token (a forced refresh: T1 is dead at WeChat)')
   t.equal(mock.check(t1), 'invalid')
-  await sleep(100)
+  await heard
   open()
   t.equal((await inflight).body.data?.accessToken, t1, 'the delayed read answers what it read')
   const next = await post(a!, ROUTE, body)
@@ -179,7 +185,7 @@ t.test('closing waits for a background refresh and releases its lock', async (t)
   clock.advance(7200_000 - 300_000)
   mock.inject({ fault: { kind: 'latency', ms: 400 }, times: 1 })
   t.equal((await post(app, ROUTE, body)).body.data?.accessToken, t1, 'due: served at once, refreshed in the background')
-  await sleep(50)
+  t.ok(await until(() => mock.calls('token') === 2), 'the background refresh is with WeChat')
   await app.close()
   const c = client(t)
   t.equal(await c.exists(`${prefix}:{${APP_ID}}:lock`), 0, 'the lock was released, not left to its lease')

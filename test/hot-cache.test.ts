@@ -2,6 +2,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { APP_ID, APP_SECRET, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
 import { RedisServer } from './helpers/redis-server.js'
+import { until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
@@ -45,7 +46,7 @@ t.test('when one instance replaces a token, the others drop their hot copy at on
   const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: `hot${++prefixes}`, HOT_CACHE_MS: '60000' }
   const a = (await build(t, { upstream: url, env })).app
   const b = (await build(t, { upstream: url, env })).app
-  await sleep(100)
+  t.ok(await until(() => a.store.pubsubUp && b.store.pubsubUp), 'both instances subscribed')
   const old = (await post(a, ROUTE, body)).body.data!.accessToken
   t.equal((await post(a, ROUTE, body)).body.data?.accessToken, old, 'A serves it from its hot cache')
   const replaced = await post(b, '/api/v3/refresh-wechat-access-token', { ...body, accessToken: old })

@@ -6,6 +6,7 @@ import { beijingDay, createTokenService } from '../src/token-service.js'
 import { createWechatClient } from '../src/wechat/client.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
+import { nextChange } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const REFRESH = '/api/v3/refresh-wechat-access-token'
@@ -299,11 +300,12 @@ t.test('a rotated secret is adopted after one check; the old one is then refused
   const { apps } = await fleet(t, 2, url)
   const before = (await post(apps[0]!, ROUTE, body)).body.data!.accessToken
   mock.setApp(APP_ID, OTHER_SECRET)
+  const heard = nextChange(apps[0]!.store, APP_ID, 2)
   const rotated = await post(apps[1]!, ROUTE, { appId: APP_ID, appSecret: OTHER_SECRET })
   t.equal(rotated.body.statusCode, 200, 'WeChat accepted the new secret')
   t.equal(rotated.body.data?.accessToken, before, 'stable mode: the same token, now under the new secret')
   t.equal(mock.calls('stable_token'), 2)
-  await sleep(50) // the change message reaches the first instance, which drops its hot copy
+  await heard // the change message reached the first instance, which dropped its hot copy
 
   const oldChecked = await post(apps[0]!, ROUTE, body)
   t.equal(oldChecked.body.apiCode, ApiCodes.WECHAT_INVALID_SECRET.apiCode, 'the old secret is no longer the known one: checked, and WeChat refuses it')

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { jssdkSignature } from '../src/ticket-service.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
-import { until } from './helpers/until.js'
+import { nextChange, until } from './helpers/until.js'
 
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
@@ -341,8 +341,9 @@ t.test('after the secret is rotated, the old one gets no ticket and no signature
       const ticket = (await post<TicketData>(a!, TICKET, body)).body.data!.ticket
       t.equal((await post<TicketData>(a!, TICKET, body)).body.data?.ticket, ticket, 'served again (from the hot cache when on)')
       mock.setApp(APP_ID, OTHER_SECRET) // the owner resets the secret
+      const heard = nextChange(a!.store, APP_ID, 2)
       t.equal((await post(b!, TOKEN, rotated)).body.statusCode, 200, 'the new secret owns the token (fetched on the other instance)')
-      await sleep(50) // the change message reaches A
+      await heard // the change message reached A
       const old = await post(a!, TICKET, body)
       t.equal(old.body.apiCode, 3002, `the old secret is refused: ${old.body.message}`)
       t.equal(old.body.data, undefined)

@@ -13,3 +13,14 @@ export async function until (condition: () => boolean | Promise<boolean>, timeou
   }
   return true
 }
+
+/**
+ * Resolves when a change message for `subject` (an appId, for its token) announcing an entry of generation
+ * `generation` or later reaches this store.
+ */
+export async function nextChange (store: { onChange: (listener: (subject: string, stamp: string | undefined) => void) => void },
+  subject: string, generation: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    store.onChange((heard, stamp) => { if (heard === subject && Number(stamp?.split('.')[0]) >= generation) resolve() })
+  })
+}
