@@ -7,7 +7,8 @@
  * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
  * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
  * connections that never complete a request (silent, then slowloris), each opened again as soon as it is closed, holds
- * a service with MAX_CONNECTIONS=1000.
+ * a service with MAX_CONNECTIONS=1000: on new connections, on one kept-alive connection, with headers and body 100 ms
+ * apart, and on a kept-alive connection idle 2.5 s (past CONNECTION_GRACE_MS) between requests.
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
@@ -18,6 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
+import { connect } from 'node:net'
 import { cpus } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type autocannon from 'autocannon'
@@ -305,6 +307,29 @@ if (only.has('crowd')) {
     req.on('error', (err) => { resolve(err.message === 'timeout' ? 'timeout' : 'reset') })
     req.end(body)
   })
+  /** One request on a connection of its own, its headers and body written 100 ms apart: the envelope's statusCode, or how it failed. */
+  const splitRequest = async (port: number): Promise<string> => await new Promise((resolve) => {
+    const head = `POST ${INFO} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n`
+    const socket = connect(port, '127.0.0.1')
+    let text = ''
+    const timer = setTimeout(() => { socket.destroy(new Error('timeout')) }, 10_000)
+    let failure = 'reset'
+    socket.on('connect', () => {
+      socket.write(head)
+      setTimeout(() => { if (!socket.destroyed) socket.write(body) }, 100)
+    })
+    socket.on('data', (chunk: Buffer) => { text += chunk.toString() })
+    socket.on('error', (err) => { failure = err.message === 'timeout' ? 'timeout' : 'reset' })
+    socket.on('close', () => {
+      clearTimeout(timer)
+      resolve(/"statusCode":(\d+)/.exec(text)?.[1] ?? failure)
+    })
+  })
+  const splitAttempts = 50
+  const idleAttempts = 8
+  const idleMs = 2500
+  const tally = (outcomes: Map<string, number>) => `${outcomes.get('200') ?? 0} answered${[...outcomes].filter(([k]) => k !== '200').map(([k, n]) => `, ${n} ${k}`).join('')}`
   for (const mode of ['silent', 'slowloris']) {
     const server = await startServer({ ...serviceEnv('2000'), MAX_CONNECTIONS: '1000' })
     const quiet: number[] = []
@@ -339,6 +364,23 @@ if (only.has('crowd')) {
       keptOutcomes.set(outcome, (keptOutcomes.get(outcome) ?? 0) + 1)
     }
     await kept.close()
+    const splitOutcomes = new Map<string, number>()
+    for (let i = 0; i < splitAttempts; i++) {
+      const outcome = await splitRequest(Number(port))
+      splitOutcomes.set(outcome, (splitOutcomes.get(outcome) ?? 0) + 1)
+    }
+    // A kept-alive connection idle past CONNECTION_GRACE_MS between requests: the pool opens another if it was closed.
+    const idle = new Pool(server.base, { connections: 1, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 60_000 })
+    let idleConnections = 0
+    idle.on('connect', () => { idleConnections++ })
+    const idleOutcomes = new Map<string, number>()
+    for (let i = 0; i < idleAttempts; i++) {
+      if (i > 0) await sleep(idleMs)
+      const outcome = await idle.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body, headersTimeout: 10_000 })
+        .then(async (res) => String((await res.body.json() as { statusCode: number }).statusCode), (err: Error & { code?: string }) => err.code ?? err.name)
+      idleOutcomes.set(outcome, (idleOutcomes.get(outcome) ?? 0) + 1)
+    }
+    await idle.close()
     const opened = once(crowd.stdout!, 'data') as Promise<[Buffer]>
     crowd.kill('SIGTERM')
     const [count] = await opened
@@ -352,6 +394,8 @@ if (only.has('crowd')) {
       `answer latency p50 ${percentile(0.5)} ms, p99 ${percentile(0.99)} ms (${median(quiet).toFixed(1)} ms p50 without the crowd); then ${attempts} on one kept-alive connection: ` +
       `${keptOutcomes.get('200') ?? 0} answered${[...keptOutcomes].filter(([k]) => k !== '200').map(([k, n]) => `, ${n} ${k}`).join('')}; ` +
       `the crowd opened ${fmt(Number(count.toString().trim()))} connections in all`)
+    console.log(`the same crowd (${mode}): ${splitAttempts} requests on new connections with their headers and body 100 ms apart: ${tally(splitOutcomes)}; ` +
+      `${idleAttempts} on a kept-alive connection idle ${idleMs / 1000} s between requests: ${tally(idleOutcomes)}, on ${idleConnections} connection${idleConnections === 1 ? '' : 's'}`)
   }
 }
 

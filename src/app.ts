@@ -81,7 +81,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       connectionsCheckingInterval: timeoutCheckInterval(config.REQUEST_TIMEOUT_MS)
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
-  limitConnections(app.server, { max: config.MAX_CONNECTIONS, graceMs: config.CONNECTION_GRACE_MS, log: logger, metrics })
+  limitConnections(app.server, { max: config.MAX_CONNECTIONS, graceMs: config.CONNECTION_GRACE_MS, log: logger, metrics, listener: 'main' })
   answerOutsideRoutes(app.server, metrics)
   // Bodies are JSON only, any other type being apiCode 1004; Fastify parses text/plain too unless told not to.
   app.removeContentTypeParser('text/plain')

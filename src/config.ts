@@ -163,14 +163,14 @@ export const ConfigSchema = Type.Object({
   MAX_CONNECTIONS: Type.Integer({
     minimum: 1,
     default: 1000,
-    description: 'Most client connections open at once; past it, each new connection closes one that is stalled or idle, else the oldest ' +
-      'still sending its request; a connection whose request has all arrived is never closed before it is answered.'
+    description: 'Most client connections open at once; past it, each new connection closes one that is stalled, pipelines deep, leaves ' +
+      'its answers unread or sends nothing, else one idle or still sending its request; a caller\'s request that has all arrived is never closed before it is answered.'
   }),
   CONNECTION_GRACE_MS: Type.Integer({
     minimum: 10,
     maximum: 60000,
     default: 1000,
-    description: 'Past MAX_CONNECTIONS, connections that have not sent a whole request within this time, then those idle longer, are closed first.'
+    description: 'Past MAX_CONNECTIONS, connections that have not sent a whole request, or left their answers unread, for this long are closed first; then, after those sending nothing, those idle longer.'
   }),
   METRICS_PORT: Type.Optional(Type.Integer({
     minimum: 0,

@@ -1,137 +1,298 @@
-/** MAX_CONNECTIONS: past it, each new connection closes the open one that matters least, never one being answered. */
+/** MAX_CONNECTIONS: past it, each new connection closes the open one that matters least, never a caller's being answered. */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Metrics } from './metrics.js'
 
-/** Why a connection was closed to make room for a new one: the `reason` of wxtoken_connections_shed_total. */
-export const SHED_REASONS = ['stalled', 'idle', 'receiving', 'new'] as const
+/** Why a connection was closed to make room for a new one: the `reason` of wxtoken_connections_shed_total, in the order they are chosen. */
+export const SHED_REASONS = ['stalled', 'pipelined', 'unread', 'held', 'headers', 'silent', 'idle', 'receiving', 'new'] as const
 export type ShedReason = typeof SHED_REASONS[number]
 
+/** Requests a connection may have under way at once (pipelined) before it is among the first closed and none of its answers is held. */
+export const PIPELINE_MAX = 16
+
+/**
+ * What a connection is doing: `silent` (no byte yet), `headers` (the headers of its first request still arriving),
+ * `receiving` (a request whose headers arrived and whose body is still coming, or the next request of a connection
+ * kept alive), `busy` (a whole request being answered), `held` (only answers held back on purpose under way) and
+ * `idle` (kept alive between requests).
+ */
+type State = 'silent' | 'headers' | 'receiving' | 'busy' | 'held' | 'idle'
+
 interface Connection {
-  /** When it began waiting for the request it has not completed, or began to idle between requests. */
+  readonly socket: Socket
+  readonly limiter: Limiter
+  state: State
+  /**
+   * When it began waiting for the request it has not completed, or began to idle; while busy, when its answers last
+   * made progress (it began to be answered, an answer ended, the socket drained).
+   */
   since: number
   /** Requests received and not answered yet (more than one only when they are pipelined). */
   active: number
-  /** Its latest request: `complete` once the body has all arrived. */
+  /** Of those, the ones whose answer is held back on purpose (holdAnswer). */
+  held: number
+  /** Its latest request while one is under way: `complete` once the body has all arrived. */
   request: IncomingMessage | undefined
   /** socket.bytesRead when it began to idle: more means it has begun to send its next request. */
   bytesRead: number
+  /** Ends the holds of its answers at once (it pipelined past PIPELINE_MAX, or closed). */
+  release: (() => void) | undefined
+  released: Promise<void> | undefined
+  closed: boolean
 }
+
+/** Every connection of every limited server, by socket: what holdAnswer reads. */
+const tracked = new WeakMap<Socket, Connection>()
 
 export interface ConnectionLimit {
   max: number
-  /** CONNECTION_GRACE_MS: how long a connection may take to send a whole request, or idle, before it is shed first. */
+  /** CONNECTION_GRACE_MS: how long a connection may take to send a whole request, idle, or leave its answers unread before it is shed first. */
   graceMs: number
   log: FastifyBaseLogger
   metrics: Metrics
+  /** The `listener` label of wxtoken_connections_shed_total. */
+  listener: 'main' | 'metrics'
+}
+
+/** The first entry of a Map (its oldest), or undefined. */
+function first<T> (map: Map<Socket, T>): T | undefined {
+  return map.values().next().value
+}
+
+class Limiter {
+  readonly open = new Map<Socket, Connection>()
+  /** One map per state, each in the order its connections entered it. */
+  readonly states: Record<State, Map<Socket, Connection>> = {
+    silent: new Map(), headers: new Map(), receiving: new Map(), busy: new Map(), held: new Map(), idle: new Map()
+  }
+
+  /** Connections with more than PIPELINE_MAX requests under way. */
+  readonly deep = new Set<Connection>()
+  private warnedAt = -Infinity
+
+  constructor (private readonly options: ConnectionLimit) {
+    for (const reason of SHED_REASONS) options.metrics.connectionsShed.labels(options.listener, reason).inc(0)
+  }
+
+  accept (socket: Socket): void {
+    const connection: Connection = {
+      socket,
+      limiter: this,
+      state: 'silent',
+      since: performance.now(),
+      active: 0,
+      held: 0,
+      request: undefined,
+      bytesRead: 0,
+      release: undefined,
+      released: undefined,
+      closed: false
+    }
+    this.open.set(socket, connection)
+    this.states.silent.set(socket, connection)
+    tracked.set(socket, connection)
+    socket.once('close', () => { this.forget(connection) })
+    socket.on('drain', () => { this.progress(connection) })
+    if (this.open.size > this.options.max) this.makeRoom(connection)
+  }
+
+  received (connection: Connection, request: IncomingMessage): void {
+    connection.active++
+    connection.request = request
+    if (connection.active > PIPELINE_MAX) {
+      this.deep.add(connection)
+      this.endHolds(connection)
+    }
+    this.settle(connection)
+  }
+
+  answered (connection: Connection): void {
+    if (connection.closed) return
+    if (--connection.active === 0) connection.request = undefined
+    if (connection.active <= PIPELINE_MAX) this.deep.delete(connection)
+    if (connection.state === 'busy') this.progress(connection)
+    this.settle(connection)
+  }
+
+  /** Its answers made progress: a busy connection goes to the end of the busy ones. */
+  progress (connection: Connection): void {
+    if (connection.state !== 'busy' || connection.closed) return
+    this.states.busy.delete(connection.socket)
+    connection.since = performance.now()
+    this.states.busy.set(connection.socket, connection)
+  }
+
+  /** Puts the connection in the state its requests say, after a request, an answer or a hold began or ended. */
+  settle (connection: Connection): void {
+    if (connection.closed) return
+    if (connection.active === 0) {
+      this.move(connection, 'idle')
+      return
+    }
+    const arriving = connection.request?.complete === false ? 1 : 0
+    if (connection.active - arriving - connection.held > 0) this.move(connection, 'busy')
+    else if (arriving === 1) this.move(connection, 'receiving')
+    else this.move(connection, 'held')
+  }
+
+  /** Moves a connection to another state; one still waiting for its first request keeps the time it opened. */
+  private move (connection: Connection, state: State): void {
+    const from = connection.state
+    if (from === state) return
+    this.states[from].delete(connection.socket)
+    this.states[state].set(connection.socket, connection)
+    connection.state = state
+    if ((from === 'silent' || from === 'headers') && (state === 'headers' || state === 'receiving')) return
+    connection.since = performance.now()
+    if (state === 'idle') connection.bytesRead = connection.socket.bytesRead
+  }
+
+  endHolds (connection: Connection): void {
+    connection.release?.()
+    connection.release = undefined
+    connection.released = undefined
+  }
+
+  forget (connection: Connection): void {
+    if (connection.closed) return
+    connection.closed = true
+    this.open.delete(connection.socket)
+    this.states[connection.state].delete(connection.socket)
+    this.deep.delete(connection)
+    this.endHolds(connection)
+  }
+
+  /** The longest silent connection other than `newcomer`; those that have sent a byte since are moved to `headers`. */
+  private firstSilent (newcomer: Connection): Connection | undefined {
+    for (const connection of this.states.silent.values()) {
+      if (connection.socket.bytesRead > 0) this.move(connection, 'headers')
+      else if (connection !== newcomer) return connection
+    }
+    return undefined
+  }
+
+  /** The longest receiving connection; those whose request has all arrived since are moved to `busy`. */
+  private firstReceiving (): Connection | undefined {
+    for (const connection of this.states.receiving.values()) {
+      if (connection.request?.complete !== true) return connection
+      this.settle(connection)
+    }
+    return undefined
+  }
+
+  /** The longest idle connection; those that have begun to send a request since are moved to `receiving`. */
+  private firstIdle (): Connection | undefined {
+    for (const connection of this.states.idle.values()) {
+      if (connection.socket.bytesRead === connection.bytesRead) return connection
+      this.move(connection, 'receiving')
+    }
+    return undefined
+  }
+
+  /**
+   * A busy connection whose answers are waiting to be read and have made no progress within the grace. The busy ones
+   * are in the order of their last progress, so this looks only at those that made none within the grace.
+   */
+  private firstUnread (now: number): Connection | undefined {
+    for (const connection of this.states.busy.values()) {
+      if (now - connection.since < this.options.graceMs) return undefined
+      if (connection.socket.writableLength > 0) return connection
+    }
+    return undefined
+  }
+
+  private makeRoom (newcomer: Connection): void {
+    const now = performance.now()
+    const { graceMs } = this.options
+    const silent = this.firstSilent(newcomer)
+    const headers = first(this.states.headers)
+    const idle = this.firstIdle()
+    const receiving = this.firstReceiving()
+    let stalled: Connection | undefined
+    for (const waiting of [silent, headers, receiving]) {
+      if (waiting !== undefined && now - waiting.since >= graceMs && (stalled === undefined || waiting.since < stalled.since)) stalled = waiting
+    }
+    const deep = this.deep.values().next().value
+    if (stalled) this.shed(stalled, 'stalled')
+    else if (deep) this.shed(deep, 'pipelined')
+    else {
+      const unread = this.firstUnread(now)
+      const held = first(this.states.held)
+      if (unread) this.shed(unread, 'unread')
+      else if (held) this.shed(held, 'held')
+      else if (headers) this.shed(headers, 'headers')
+      else if (silent) this.shed(silent, 'silent')
+      else if (idle && now - idle.since >= graceMs) this.shed(idle, 'idle')
+      else if (receiving) this.shed(receiving, 'receiving')
+      else if (idle) this.shed(idle, 'idle')
+      else this.shed(newcomer, 'new')
+    }
+  }
+
+  private shed (connection: Connection, reason: ShedReason): void {
+    const { log, metrics, listener, max } = this.options
+    this.forget(connection)
+    connection.socket.destroy()
+    metrics.connectionsShed.labels(listener, reason).inc()
+    const now = Date.now()
+    if (now - this.warnedAt < 60_000) return
+    this.warnedAt = now
+    const limit = listener === 'main' ? 'MAX_CONNECTIONS' : 'The connection limit of the metrics listener'
+    log.warn({ maxConnections: max, reason }, `${limit} reached: a connection was closed to make room (stalled, abusive and idle ones first)`)
+  }
 }
 
 /**
- * Counts the server's connections and, when a new one takes the count past `max`, closes one: the longest waiting
- * of those that have not sent a whole request within the grace (silent, slowloris headers, a body still trickling in);
- * else the longest idle of those kept alive between requests for more than the grace; else the oldest still sending
- * its request; else the longest idle (one idle for less than the grace is likely to carry its caller's next request
- * at once); and only when every other connection is being answered, the new one. A connection whose request has all
- * arrived is never closed until it is answered, and the newest is the last closed, so connections opened again and
- * again cannot keep out a caller that sends its request at once. Node's own `maxConnections` is left unset: it would
- * close the new connection, the caller's, whatever the others do. Waiting connections are kept in the order they
- * began to wait, and idle ones in the order they began to idle, so a choice looks at the first few of each. The first
- * shedding of a minute is logged at warn.
+ * Counts the server's connections and, when a new one takes the count past `max`, closes one, chosen in this order:
+ * the longest waiting of those that have not sent a whole request within the grace (silent, slowloris headers, a body
+ * still trickling in); one with more than PIPELINE_MAX requests under way; one whose answers have waited unread with
+ * no progress for the grace; one with only held answers under way (holdAnswer); one still sending the headers of its
+ * first request (any age); a silent one (no byte yet, any age, the longest silent first: a new connection has sent no
+ * byte either until its first bytes are read); the longest idle of those kept alive for more than the grace; the oldest with a request still arriving (its headers in, or the next request of a kept-alive
+ * connection); the longest idle (one idle for less than the grace is likely to carry its caller's next request at
+ * once); and only when every other connection is being answered, the new one. So a crowd that does nothing, opened
+ * again as fast as it is closed, is shed before a caller in the middle of its request or between two, and a
+ * connection whose request has all arrived is not closed until it is answered, unless it abuses that by leaving its
+ * answers unread, pipelining deep or looping on refusals. Node's own `maxConnections` is left unset: it would close
+ * the new connection, the caller's, whatever the others do. Each state keeps its connections in the order they
+ * entered it, so a choice looks at the first few of each, moving on the way those whose state changed without an
+ * event (bytes that arrived, a body that completed). The first shedding of a minute is logged at warn.
  */
-export function limitConnections (server: Server, { max, graceMs, log, metrics }: ConnectionLimit): void {
-  const open = new Map<Socket, Connection>()
-  const waiting = new Map<Socket, Connection>()
-  const idle = new Map<Socket, Connection>()
-  let warnedAt = -Infinity
+export function limitConnections (server: Server, options: ConnectionLimit): void {
+  const limiter = new Limiter(options)
+  server.on('connection', (socket: Socket) => { limiter.accept(socket) })
 
-  const forget = (socket: Socket): void => {
-    open.delete(socket)
-    waiting.delete(socket)
-    idle.delete(socket)
-  }
-
-  /** The longest waiting connection that is not being answered, other than `newcomer`. */
-  const firstWaiting = (newcomer: Socket): Socket | undefined => {
-    for (const [socket, connection] of waiting) {
-      if (socket === newcomer) continue
-      if (connection.active > 0 && connection.request?.complete === true) {
-        waiting.delete(socket)
-        continue
-      }
-      return socket
-    }
-    return undefined
-  }
-
-  /** The longest idle connection; those that have begun to send a request since are moved to the waiting ones. */
-  const firstIdle = (now: number): Socket | undefined => {
-    for (const [socket, connection] of idle) {
-      if (socket.bytesRead === connection.bytesRead) return socket
-      idle.delete(socket)
-      connection.since = now
-      waiting.set(socket, connection)
-    }
-    return undefined
-  }
-
-  const shed = (socket: Socket, reason: ShedReason): void => {
-    forget(socket)
-    socket.destroy()
-    metrics.connectionsShed.labels(reason).inc()
-    const now = Date.now()
-    if (now - warnedAt < 60_000) return
-    warnedAt = now
-    log.warn({ maxConnections: max, reason }, 'MAX_CONNECTIONS reached: a connection was closed to make room (stalled and idle ones first)')
-  }
-
-  const makeRoom = (newcomer: Socket): void => {
-    const now = performance.now()
-    const stalled = firstWaiting(newcomer)
-    if (stalled && now - open.get(stalled)!.since >= graceMs) {
-      shed(stalled, 'stalled')
-      return
-    }
-    const idler = firstIdle(now)
-    const receiving = idler && now - open.get(idler)!.since >= graceMs ? undefined : firstWaiting(newcomer)
-    if (receiving) shed(receiving, 'receiving')
-    else if (idler) shed(idler, 'idle')
-    else shed(newcomer, 'new')
-  }
-
-  server.on('connection', (socket: Socket) => {
-    const connection: Connection = { since: performance.now(), active: 0, request: undefined, bytesRead: 0 }
-    open.set(socket, connection)
-    waiting.set(socket, connection)
-    socket.once('close', () => { forget(socket) })
-    if (open.size > max) makeRoom(socket)
-  })
-
-  /** A response ended (or its connection closed): with no other request pending, the connection is idle. */
-  function settled (this: ServerResponse): void {
-    const socket = this.req.socket
-    const connection = open.get(socket)
-    if (connection === undefined || --connection.active > 0) return
-    waiting.delete(socket)
-    connection.since = performance.now()
-    connection.bytesRead = socket.bytesRead
-    idle.set(socket, connection)
+  function answered (this: ServerResponse): void {
+    const connection = limiter.open.get(this.req.socket)
+    if (connection !== undefined) limiter.answered(connection)
   }
 
   server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-    const socket = request.socket
-    const connection = open.get(socket)
+    const connection = limiter.open.get(request.socket)
     if (connection === undefined) return
-    connection.active++
-    connection.request = request
-    if (idle.delete(socket)) {
-      connection.since = performance.now()
-      waiting.set(socket, connection)
-    } else if (!waiting.has(socket)) {
-      connection.since = performance.now()
-      waiting.set(socket, connection)
-    }
-    response.on('close', settled)
+    limiter.received(connection, request)
+    response.on('close', answered)
+  })
+}
+
+/**
+ * Holds back the answer to `request` until `until()` settles, as the metrics route does with a refusal, and returns
+ * the hold to await; or returns undefined when the answer must not be held. While every request under way on its
+ * connection is held, the connection is among the first closed to make room: a hold never protects a connection. A connection with more than PIPELINE_MAX requests under way gets no hold, and the holds under way on it end at
+ * once, as they do when it closes: requests pipelined behind a held answer never pile up. A request of no limited
+ * server (app.inject) is held until `until()`.
+ */
+export function holdAnswer (request: IncomingMessage, until: () => Promise<void>): Promise<void> | undefined {
+  const connection = tracked.get(request.socket)
+  if (connection === undefined) return until()
+  if (connection.closed || connection.active > PIPELINE_MAX) return undefined
+  connection.released ??= new Promise((resolve) => { connection.release = resolve })
+  connection.held++
+  connection.limiter.settle(connection)
+  return Promise.race([until(), connection.released]).finally(() => {
+    connection.held--
+    connection.limiter.settle(connection)
   })
 }

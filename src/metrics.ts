@@ -1,7 +1,6 @@
 /** Prometheus metrics (prom-client), one registry per app instance. Labels carry appIds and codes, never a secret or token. */
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import { SHED_REASONS } from './connection-limit.js'
 import type { CredentialName } from './tokens/credential.js'
 import { beijingDay } from './tokens/rules.js'
 
@@ -238,12 +237,15 @@ export function createMetrics (options: MetricsOptions = {}) {
 
   const connectionsShed = new Counter({
     name: 'wxtoken_connections_shed_total',
-    help: 'Connections closed to make room for a new one past MAX_CONNECTIONS, by reason: stalled (no whole request within ' +
-      'CONNECTION_GRACE_MS), idle (kept alive between requests), receiving (still sending its request), new (the new one: all others were being answered).',
-    labelNames: ['reason'] as const,
+    help: 'Connections closed to make room for a new one past the connection limit of a listener (main: MAX_CONNECTIONS; metrics: ' +
+      'the 64 of METRICS_PORT), by reason, in the order they are chosen: stalled (no whole request within CONNECTION_GRACE_MS), ' +
+      'pipelined (more than 16 requests under way), unread (answers left unread for CONNECTION_GRACE_MS), held (only refusals held ' +
+      'until their second ends under way), headers (the headers of its first request still arriving), ' +
+      'silent (no byte yet), idle (kept alive between requests), ' +
+      'receiving (a request still arriving: its body, or the next one of a kept-alive connection), new (the new one: all others were being answered).',
+    labelNames: ['listener', 'reason'] as const,
     registers
   })
-  for (const reason of SHED_REASONS) connectionsShed.labels(reason).inc(0)
 
   const metrics = {
     registry,

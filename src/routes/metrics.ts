@@ -2,16 +2,22 @@
  * GET /metrics: the Prometheus exposition of this instance, on the main listener or on its own (METRICS_PORT). One
  * rendering, kept as a Buffer, serves every scrape of the same second; scrapes past METRICS_SCRAPES_PER_SECOND get a
  * short 429, and with METRICS_KEY a scrape without the key a 401, neither rendered nor logged one by one. A refusal is
- * answered when the second ends: a client that loops on /metrics makes one request a second per connection.
+ * answered when the second ends: a client that loops on /metrics makes one request a second per connection. The hold
+ * never keeps its connection from being closed to make room, ends at once on a connection pipelining past 16
+ * requests (holdAnswer), and at most HELD_MAX refusals are held at once: past it a refusal is answered at once, and
+ * its connection closed.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { holdAnswer } from '../connection-limit.js'
 import { AppError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
 import { presentedKey } from '../plugins/auth.js'
 import { errorEnvelope } from '../plugins/envelope.js'
 
 const REUSE_MS = 1000
+/** Refusals held until their second ends, all connections of the listener together, at most. */
+export const HELD_MAX = 100
 
 export interface MetricsRouteOptions {
   metrics: Metrics
@@ -30,6 +36,7 @@ const metricsRoute: FastifyPluginAsync<MetricsRouteOptions> = async (app, { metr
   let scrapes = 0
   let warnedAt = 0
   let secondEnds: Promise<void> | undefined
+  let held = 0
 
   /** Resolves when the current second ends, one timer for every refusal of the second. */
   async function endOfSecond (): Promise<void> {
@@ -41,7 +48,13 @@ const metricsRoute: FastifyPluginAsync<MetricsRouteOptions> = async (app, { metr
   }
 
   async function refuse (request: FastifyRequest, reply: FastifyReply, error: AppError, status: number, headers: Record<string, string>) {
-    await endOfSecond()
+    const hold = held < HELD_MAX ? holdAnswer(request.raw, endOfSecond) : undefined
+    if (hold !== undefined) {
+      held++
+      await hold.finally(() => { held-- })
+    } else if (held >= HELD_MAX) {
+      reply.header('connection', 'close')
+    }
     app.finish(request, reply, error.statusCode)
     return await reply.code(status).headers(headers).send(errorEnvelope(request, error))
   }
