@@ -9,7 +9,7 @@ import type { Metrics } from './metrics.js'
 export const SHED_REASONS = ['stalled', 'pipelined', 'unread', 'held', 'headers', 'silent', 'idle', 'receiving', 'new'] as const
 export type ShedReason = typeof SHED_REASONS[number]
 
-/** Requests a connection may have under way at once (pipelined) before it is among the first closed and none of its answers is held. */
+/** Requests a connection may have under way at once (pipelined): past it the connection is closed at once. */
 export const PIPELINE_MAX = 16
 
 /**
@@ -68,8 +68,6 @@ class Limiter {
     silent: new Map(), headers: new Map(), receiving: new Map(), busy: new Map(), held: new Map(), idle: new Map()
   }
 
-  /** Connections with more than PIPELINE_MAX requests under way. */
-  readonly deep = new Set<Connection>()
   private warnedAt = -Infinity
 
   constructor (private readonly options: ConnectionLimit) {
@@ -101,9 +99,11 @@ class Limiter {
   received (connection: Connection, request: IncomingMessage): void {
     connection.active++
     connection.request = request
+    // Past PIPELINE_MAX under way the connection is closed at once, whatever the count of connections: every request
+    // under way holds its answer in memory until the client reads it (one read of 64 KiB can carry 1,500 requests).
     if (connection.active > PIPELINE_MAX) {
-      this.deep.add(connection)
-      this.endHolds(connection)
+      this.shed(connection, 'pipelined')
+      return
     }
     this.settle(connection)
   }
@@ -111,7 +111,6 @@ class Limiter {
   answered (connection: Connection): void {
     if (connection.closed) return
     if (--connection.active === 0) connection.request = undefined
-    if (connection.active <= PIPELINE_MAX) this.deep.delete(connection)
     if (connection.state === 'busy') this.progress(connection)
     this.settle(connection)
   }
@@ -160,7 +159,6 @@ class Limiter {
     connection.closed = true
     this.open.delete(connection.socket)
     this.states[connection.state].delete(connection.socket)
-    this.deep.delete(connection)
     this.endHolds(connection)
   }
 
@@ -214,9 +212,7 @@ class Limiter {
     for (const waiting of [silent, headers, receiving]) {
       if (waiting !== undefined && now - waiting.since >= graceMs && (stalled === undefined || waiting.since < stalled.since)) stalled = waiting
     }
-    const deep = this.deep.values().next().value
     if (stalled) this.shed(stalled, 'stalled')
-    else if (deep) this.shed(deep, 'pipelined')
     else {
       const unread = this.firstUnread(now)
       const held = first(this.states.held)
@@ -240,14 +236,15 @@ class Limiter {
     if (now - this.warnedAt < 60_000) return
     this.warnedAt = now
     const limit = listener === 'main' ? 'MAX_CONNECTIONS' : 'The connection limit of the metrics listener'
-    log.warn({ maxConnections: max, reason }, `${limit} reached: a connection was closed to make room (stalled, abusive and idle ones first)`)
+    if (reason === 'pipelined') log.warn({ reason, pipelineMax: PIPELINE_MAX }, `A connection had more than ${PIPELINE_MAX} requests under way at once (pipelined) and was closed`)
+    else log.warn({ maxConnections: max, reason }, `${limit} reached: a connection was closed to make room (stalled, abusive and idle ones first)`)
   }
 }
 
 /**
  * Counts the server's connections and, when a new one takes the count past `max`, closes one, chosen in this order:
  * the longest waiting of those that have not sent a whole request within the grace (silent, slowloris headers, a body
- * still trickling in); one with more than PIPELINE_MAX requests under way; one whose answers have waited unread with
+ * still trickling in); one whose answers have waited unread with
  * no progress for the grace; one with only held answers under way (holdAnswer); one still sending the headers of its
  * first request (any age); a silent one (no byte yet, any age, the longest silent first: a new connection has sent no
  * byte either until its first bytes are read); the longest idle of those kept alive for more than the grace; the oldest with a request still arriving (its headers in, or the next request of a kept-alive
@@ -255,7 +252,8 @@ class Limiter {
  * once); and only when every other connection is being answered, the new one. So a crowd that does nothing, opened
  * again as fast as it is closed, is shed before a caller in the middle of its request or between two, and a
  * connection whose request has all arrived is not closed until it is answered, unless it abuses that by leaving its
- * answers unread, pipelining deep or looping on refusals. Node's own `maxConnections` is left unset: it would close
+ * answers unread or looping on refusals. A connection with more than PIPELINE_MAX requests under way at once is
+ * closed at once, at any count: each of them holds its answer in memory until the client reads it. Node's own `maxConnections` is left unset: it would close
  * the new connection, the caller's, whatever the others do. Each state keeps its connections in the order they
  * entered it, so a choice looks at the first few of each, moving on the way those whose state changed without an
  * event (bytes that arrived, a body that completed). The first shedding of a minute is logged at warn.
@@ -280,8 +278,8 @@ export function limitConnections (server: Server, options: ConnectionLimit): voi
 /**
  * Holds back the answer to `request` until `until()` settles, as the metrics route does with a refusal, and returns
  * the hold to await; or returns undefined when the answer must not be held. While every request under way on its
- * connection is held, the connection is among the first closed to make room: a hold never protects a connection. A connection with more than PIPELINE_MAX requests under way gets no hold, and the holds under way on it end at
- * once, as they do when it closes: requests pipelined behind a held answer never pile up. A request of no limited
+ * connection is held, the connection is among the first closed to make room: a hold never protects a connection. Past PIPELINE_MAX requests under way the connection is closed, and the holds under way on it end at once: requests
+ * pipelined behind a held answer never pile up. A request of no limited
  * server (app.inject) is held until `until()`.
  */
 export function holdAnswer (request: IncomingMessage, until: () => Promise<void>): Promise<void> | undefined {
