@@ -1,8 +1,8 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { APP_ID, APP_SECRET, build, startMock } from './helpers/build.js'
-import { shed } from './helpers/shed.js'
-import { Crowd, RawConnection, envelopeOf, listen, rawPost } from './helpers/raw-http.js'
+import { APP_ID, APP_SECRET } from './helpers/build.js'
+import { keptAliveCaller, shed } from './helpers/shed.js'
+import { Crowd, envelopeOf, rawPost } from './helpers/raw-http.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
@@ -11,13 +11,8 @@ const SLOWLORIS = `POST ${ROUTE} HTTP/1.1\r\nhost: localhost\r\ncontent-type: ap
 
 for (const [kind, send] of [['silent', undefined], ['slowloris', SLOWLORIS]] as const) {
   t.test(`a caller's kept-alive connection idle for longer than CONNECTION_GRACE_MS is kept while a crowd of ${kind} connections reconnects`, async (t) => {
-    const { url } = await startMock(t)
-    const { app } = await build(t, { upstream: url, env: { MAX_CONNECTIONS: '100' } })
-    const port = await listen(app)
-    const kept = await RawConnection.open(port)
-    t.teardown(() => { kept.destroy() })
-    kept.write(rawPost(ROUTE, body))
-    t.equal(envelopeOf(await kept.response()).statusCode, 200, 'the caller\'s first request is served')
+    const { app, port, kept, first } = await keptAliveCaller(t, 100)
+    t.equal(first.statusCode, 200, 'the caller\'s first request is served')
     // The crowd of the documented claim: connections that never complete a request, opened again as soon as they are closed.
     const crowd = new Crowd(port, { size: 110, reconnect: true, ...(send ? { send } : {}) })
     t.teardown(async () => { await crowd.stop() })

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import { SHED_REASONS } from '../src/connection-limit.js'
 import { APP_ID, APP_SECRET, build, startMock } from './helpers/build.js'
-import { shed } from './helpers/shed.js'
+import { keptAliveCaller, shed } from './helpers/shed.js'
 import { Crowd, RawConnection, envelopeOf, exchange, listen, rawPost, until } from './helpers/raw-http.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
@@ -44,13 +44,8 @@ for (const [kind, send] of [['silent', undefined], ['slowloris', SLOWLORIS]] as 
 }
 
 t.test('a caller\'s kept-alive connection between requests is not closed while such a crowd comes and goes', async (t) => {
-  const { url } = await startMock(t)
-  const { app } = await build(t, { upstream: url, env: { MAX_CONNECTIONS: '100' } })
-  const port = await listen(app)
-  const kept = await RawConnection.open(port)
-  t.teardown(() => { kept.destroy() })
-  kept.write(rawPost(ROUTE, body))
-  t.equal(envelopeOf(await kept.response()).statusCode, 200)
+  const { port, kept, first } = await keptAliveCaller(t, 100)
+  t.equal(first.statusCode, 200)
   const crowd = new Crowd(port, { size: 110, reconnect: true })
   t.teardown(async () => { await crowd.stop() })
   await crowd.opens(110 + 50)
