@@ -118,7 +118,7 @@ export class StoreError extends AppError {
 /** Longest token WeChat issues is 512 characters and may grow; anything this long is not a token. */
 const MAX_TOKEN_LENGTH = 2048
 /** How far another instance's clock may run ahead of this one's. */
-const CLOCK_SKEW_MS = 60_000
+export const CLOCK_SKEW_MS = 60_000
 
 /**
  * Parses a stored entry, or null when it is not one: a foreign, corrupted or implausible value (a lifetime longer

@@ -22,7 +22,7 @@ import { ApiCodes, type ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
-import { parseCount, type TokenStore } from '../store/types.js'
+import { CLOCK_SKEW_MS, parseCount, type TokenStore } from '../store/types.js'
 import { UpstreamError, type AttemptControl } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { Credential } from './credential.js'
@@ -80,14 +80,12 @@ const TRANSIENT = new Set<ApiCodeName>(['WECHAT_UNAVAILABLE', 'WECHAT_BAD_RESPON
  * caller's limits).
  */
 const UNKNOWN = 'WECHAT_ERROR'
-export const BACKOFF_FIRST_MS = 1000
+const BACKOFF_FIRST_MS = 1000
 export const BACKOFF_MAX_MS = 60_000
 /** How long a run of failures is remembered after its backoff ends: a failure after a quiet spell starts from a second. */
 const BACKOFF_MEMORY_MS = 10 * 60_000
 /** How often a check of an unverified secret waiting for the caller's checks in flight looks again. */
 const ADMISSION_POLL_MS = 100
-/** How far another instance's clock may run ahead of this one's. */
-const CLOCK_SKEW_MS = 60_000
 
 interface Remembered { kind: string, message: string }
 
@@ -124,7 +122,7 @@ function failedUpstream (err: unknown, api: string, unknownToo: boolean): err is
 }
 
 /** The delay after the nth failure in a row: doubling from a second, at most a minute, less up to a fifth at random. */
-export function backoffDelay (failures: number): number {
+function backoffDelay (failures: number): number {
   const full = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** Math.min(failures - 1, 16))
   return Math.round(full * (0.8 + 0.2 * Math.random()))
 }
