@@ -218,3 +218,16 @@ t.test('the passive refresh route while the app is backed off: 4007 with retry-a
   t.equal(mock.calls('stable_token'), calls, 'WeChat not asked')
   t.equal(mock.forcedCalls(APP_ID), 1, 'the failed forced refresh was tried once (WeChat allows one in 30 s), not retried')
 })
+
+t.test('a getticket left with little of the request\'s deadline (the token took most of it) is cut short, not a failure of WeChat: no backoff', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { apps } = await fleet(t, 1, url, { REQUEST_DEADLINE_MS: '2000', SCHEDULER_INTERVAL_SECONDS: '0' })
+  // The token takes 1.5 s of the request's 2 s; getticket then hangs through the 0.5 s left.
+  mock.inject({ fault: { kind: 'latency', ms: 1500 }, endpoint: 'stable_token', times: 1 })
+  mock.inject({ fault: { kind: 'hang' }, endpoint: 'getticket', times: 1 })
+  const first = await post(apps[0]!, SIGNATURE, signing)
+  t.equal(first.body.apiCode, ApiCodes.WECHAT_UNAVAILABLE.apiCode, 'the request ran out of time (3008)')
+  const second = await post(apps[0]!, SIGNATURE, signing)
+  t.equal(second.body.statusCode, 200, `the next request fetches the ticket at once, not backed off (got apiCode ${second.body.apiCode})`)
+  t.equal(mock.calls('getticket'), 2)
+})
