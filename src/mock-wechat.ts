@@ -1,13 +1,14 @@
 /**
  * A local stand-in for WeChat's API: the classic and stable token endpoints, token invalidation, quotas, errcodes with
- * their rid suffix and injectable faults; and the calls made with a token: JS-SDK / card tickets (getticket) and the
- * Mini Program phone number (codes a test mints). Used by the tests and by WECHAT_API_BASE=mock.
+ * their rid suffix and injectable faults; the calls made with a token: JS-SDK / card tickets (getticket) and the
+ * Mini Program phone number (codes a test mints); and Mini Program logins (jscode2session, for wx.login codes a test
+ * mints), with the open data WeChat encrypts under a login's session key. Used by the tests and by WECHAT_API_BASE=mock.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { randomBytes } from 'node:crypto'
+import { createCipheriv, createHash, randomBytes } from 'node:crypto'
 
-export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber'
+export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber' | 'jscode2session'
 
 export type MockFault =
   | { kind: 'errcode', errcode: number, errmsg?: string }
@@ -38,12 +39,19 @@ export interface MockWechatOptions {
   forceRefreshMinIntervalSeconds?: number
   /** getticket calls per app per day; WeChat publishes none (45009 has been reported after about 10,000). */
   ticketDailyQuota?: number
-  /** Also accept phone codes `demo-<6 to 15 digits>`, once each, for that number (the offline demo). */
+  /**
+   * The offline demo: also accept phone codes `demo-<6 to 15 digits>`, once each, for that number, and wx.login codes
+   * `demo-<6 to 64 letters, digits, _ or ->` once each, whose session key is demoSessionKey(code).
+   */
   demoPhoneCodes?: boolean
 }
 
+/** A wx.login code as minted: the user's session key (base64 of 16 bytes) and openid. */
+export interface MintedLogin { code: string, sessionKey: string, openid: string, unionid?: string }
+
 interface IssuedToken { appId: string, expiresAt: number }
 interface PhoneCode { appId: string, purePhoneNumber: string, countryCode: string, expiresAt: number }
+interface LoginCode { appId: string, sessionKey: string, openid: string, unionid?: string | undefined, expiresAt: number }
 interface AppState {
   secret: string
   classic?: string
@@ -62,6 +70,8 @@ interface AppState {
 
 const GRACE_MS = 5 * 60 * 1000
 const PHONE_CODE_LIFE_MS = 5 * 60 * 1000
+const LOGIN_CODE_LIFE_MS = 5 * 60 * 1000
+const DEMO_LOGIN_CODE = /^demo-[A-Za-z0-9_-]{6,64}$/
 const DAY_MS = 24 * 3600 * 1000
 const BEIJING_OFFSET_MS = 8 * 3600 * 1000
 const APPID = /^wx[0-9a-fA-F]{16}$/
@@ -73,6 +83,8 @@ const ERRMSG: Record<number, string> = {
   40013: 'invalid appid',
   40125: 'invalid appsecret',
   40029: 'invalid code',
+  40163: 'code been used',
+  41008: 'missing code',
   40097: 'invalid args',
   41001: 'access_token missing',
   41002: 'appid missing',
@@ -92,6 +104,8 @@ export class MockWechat {
   private readonly tickets = new Map<string, IssuedToken>()
   private readonly phoneCodes = new Map<string, PhoneCode>()
   private readonly usedDemoCodes = new Set<string>()
+  private readonly loginCodes = new Map<string, LoginCode>()
+  private readonly usedLoginCodes = new Set<string>()
   private readonly everIssued: string[] = []
   private readonly everIssuedTickets: string[] = []
   private readonly rules: FaultRule[] = []
@@ -102,6 +116,8 @@ export class MockWechat {
   /** Phone numbers answered and codes minted, for tests that search logs and stores for them. */
   readonly phonesAnswered: string[] = []
   readonly codesMinted: string[] = []
+  /** Session keys, openids and unionids answered by jscode2session, for the same searches. */
+  readonly sessionsAnswered: string[] = []
 
   constructor (options: MockWechatOptions = {}) {
     this.options = {
@@ -199,6 +215,19 @@ export class MockWechat {
     return code
   }
 
+  /**
+   * A code as wx.login gives it: for this app, single use (40163 after), valid for 5 minutes, with a new session key
+   * for the user (openid random unless given).
+   */
+  mintLoginCode (appId: string, user: { openid?: string, unionid?: string } = {}): MintedLogin {
+    const code = randomBytes(16).toString('hex')
+    const sessionKey = randomBytes(16).toString('base64')
+    const openid = user.openid ?? `o${randomBytes(14).toString('base64url')}`
+    this.loginCodes.set(code, { appId, sessionKey, openid, unionid: user.unionid, expiresAt: this.now() + LOGIN_CODE_LIFE_MS })
+    this.codesMinted.push(code)
+    return { code, sessionKey, openid, ...(user.unionid ? { unionid: user.unionid } : {}) }
+  }
+
   /** What WeChat would say of a token used now. */
   check (token: string): 'valid' | 'expired' | 'invalid' {
     const issued = this.tokens.get(token)
@@ -287,6 +316,7 @@ export class MockWechat {
       case 'getuserphonenumber':
         if (method !== 'POST') return this.error(43002)
         return badJson ? this.error(47001) : this.phoneNumber(query.get('access_token'), body.code)
+      case 'jscode2session': return this.codeToSession(query)
     }
   }
 
@@ -432,6 +462,34 @@ export class MockWechat {
     }
   }
 
+  /** A login code's session: once per code (40163 after), for its own app, within 5 minutes (40029 else). */
+  private codeToSession (query: URLSearchParams): Record<string, unknown> {
+    const appId = query.get('appid')
+    const secret = query.get('secret')
+    if (query.get('grant_type') !== 'authorization_code') return this.error(40002)
+    if (!appId) return this.error(41002)
+    if (!secret) return this.error(41004)
+    let state = this.apps.get(appId)
+    if (!state && this.options.autoRegister && APPID.test(appId)) {
+      state = this.newState(secret)
+      this.apps.set(appId, state)
+    }
+    if (!state) return this.error(40013)
+    if (state.secret !== secret) return this.error(40125)
+    const code = query.get('js_code')
+    if (!code) return this.error(41008)
+    if (this.usedLoginCodes.has(code)) return this.error(40163)
+    let login = this.loginCodes.get(code)
+    if (!login && this.options.demoPhoneCodes && DEMO_LOGIN_CODE.test(code)) {
+      login = { appId, sessionKey: demoSessionKey(code), openid: `demo-openid-${code.slice(5)}`, expiresAt: Infinity }
+    }
+    if (!login || login.appId !== appId || login.expiresAt <= this.now()) return this.error(40029)
+    this.loginCodes.delete(code)
+    this.usedLoginCodes.add(code)
+    this.sessionsAnswered.push(login.sessionKey, login.openid, ...(login.unionid ? [login.unionid] : []))
+    return { session_key: login.sessionKey, openid: login.openid, ...(login.unionid ? { unionid: login.unionid } : {}) }
+  }
+
   private clearQuota (token: string | null, appId: unknown): Record<string, unknown> {
     if (!token) return this.error(41001)
     if (this.check(token) !== 'valid') return this.error(40001)
@@ -472,7 +530,24 @@ function isState (value: AppState | Record<string, unknown>): value is AppState 
   return typeof (value as AppState).secret === 'string' && 'classicCalls' in value
 }
 
+/**
+ * Open data as WeChat gives it to a Mini Program: the JSON of `payload` encrypted with AES-128-CBC under the user's
+ * session key (base64 of 16 bytes), a random iv, PKCS#7 padding; both in base64.
+ */
+export function encryptOpenData (sessionKey: string, payload: unknown): { encryptedData: string, iv: string } {
+  const iv = randomBytes(16)
+  const cipher = createCipheriv('aes-128-cbc', Buffer.from(sessionKey, 'base64'), iv)
+  const encrypted = Buffer.concat([cipher.update(JSON.stringify(payload), 'utf8'), cipher.final()])
+  return { encryptedData: encrypted.toString('base64'), iv: iv.toString('base64') }
+}
+
+/** The session key of a demo wx.login code (`demo-…`): derived from the code, so the demo can encrypt data for it. */
+export function demoSessionKey (code: string): string {
+  return createHash('sha256').update(`wechat-token-cache demo session\0${code}`).digest().subarray(0, 16).toString('base64')
+}
+
 function endpointOf (pathname: string): MockEndpoint | undefined {
+  if (pathname.endsWith('/sns/jscode2session')) return 'jscode2session'
   if (pathname.endsWith('/cgi-bin/ticket/getticket')) return 'getticket'
   if (pathname.endsWith('/wxa/business/getuserphonenumber')) return 'getuserphonenumber'
   const match = /\/cgi-bin\/(token|stable_token|get_api_domain_ip|clear_quota)$/.exec(pathname)

@@ -1,5 +1,7 @@
 import t from 'tap'
+import { createDecipheriv, randomBytes } from 'node:crypto'
 import { request } from 'undici'
+import { demoSessionKey, encryptOpenData } from '../src/mock-wechat.js'
 import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
 
 async function call (url: string, path: string, init: { method?: 'GET' | 'POST', body?: unknown } = {}) {
@@ -138,4 +140,37 @@ t.test('getuserphonenumber: a minted code once, for its own app, for five minute
   t.equal((await call(url, path(token), { method: 'GET' })).errcode, 43002)
   t.equal((await call(url, path('nope'), { method: 'POST', body: { code: 'x' } })).errcode, 40001)
   t.equal((await call(url, path(token), { method: 'POST', body: { code: 'demo-13912345678' } })).errcode, 40029, 'demo codes only when asked for')
+})
+
+t.test('jscode2session: a minted wx.login code gives its session once, for its own app, within 5 minutes', async (t) => {
+  const { mock, url } = await startMock(t)
+  mock.setApp('wx1111111111111111', APP_SECRET)
+  const path = (code: string, { appid = APP_ID, secret = APP_SECRET, grant = 'authorization_code' } = {}) =>
+    `/sns/jscode2session?${new URLSearchParams({ appid, secret, js_code: code, grant_type: grant }).toString()}`
+  const login = mock.mintLoginCode(APP_ID, { openid: 'o-mock-user', unionid: 'o-mock-union' })
+  t.same(await call(url, path(login.code)), { session_key: login.sessionKey, openid: 'o-mock-user', unionid: 'o-mock-union' })
+  t.equal(Buffer.from(login.sessionKey, 'base64').length, 16)
+  t.equal((await call(url, path(login.code))).errcode, 40163, 'a code works once')
+  t.equal((await call(url, path(mock.mintLoginCode(APP_ID).code, { appid: 'wx1111111111111111' }))).errcode, 40029, 'another app\'s code')
+  t.equal((await call(url, path(mock.mintLoginCode(APP_ID).code, { secret: 'f'.repeat(32) }))).errcode, 40125)
+  t.equal((await call(url, path(mock.mintLoginCode(APP_ID).code, { appid: 'wx2222222222222222' }))).errcode, 40013)
+  t.equal((await call(url, path(mock.mintLoginCode(APP_ID).code, { grant: 'client_credential' }))).errcode, 40002)
+  t.equal((await call(url, path(''))).errcode, 41008)
+  t.equal((await call(url, path('0'.repeat(32)))).errcode, 40029)
+  const late = mock.mintLoginCode(APP_ID)
+  mock.advance(5 * 60 * 1000 + 1)
+  t.equal((await call(url, path(late.code))).errcode, 40029, 'and for five minutes')
+  t.equal((await call(url, path('demo-login-1'))).errcode, 40029, 'demo codes only when asked for')
+})
+
+t.test('open data: what the stand-in encrypts decrypts with the login\'s session key, as WeChat\'s does', async (t) => {
+  const key = randomBytes(16).toString('base64')
+  const sealed = encryptOpenData(key, { nickName: 'n', watermark: { appid: APP_ID, timestamp: 1 } })
+  t.equal(Buffer.from(sealed.iv, 'base64').length, 16)
+  const decipher = createDecipheriv('aes-128-cbc', Buffer.from(key, 'base64'), Buffer.from(sealed.iv, 'base64'))
+  const plain = Buffer.concat([decipher.update(Buffer.from(sealed.encryptedData, 'base64')), decipher.final()]).toString()
+  t.same(JSON.parse(plain), { nickName: 'n', watermark: { appid: APP_ID, timestamp: 1 } })
+  t.not(encryptOpenData(key, {}).iv, encryptOpenData(key, {}).iv, 'a new iv each time')
+  t.equal(demoSessionKey('demo-login-1'), demoSessionKey('demo-login-1'))
+  t.not(demoSessionKey('demo-login-1'), demoSessionKey('demo-login-2'))
 })
