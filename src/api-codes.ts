@@ -12,7 +12,7 @@ function code (apiCode: number, statusCode: number, summary: string): ApiCodeInf
 
 export const ApiCodes = {
   INVALID_JSON: code(1001, 400, 'The body is not valid JSON (or is empty while declared as JSON).'),
-  INVALID_ARGUMENT: code(1002, 400, 'A field is missing, is not a string, or does not have its format (a WeChat appId / appSecret, a ticket type, an absolute http(s) url, a phone code).'),
+  INVALID_ARGUMENT: code(1002, 400, 'A field is missing, is not a string, or does not have its format (a WeChat appId / appSecret, a ticket type, an absolute http(s) url, a code, an iv of 16 bytes or encryptedData of whole AES blocks in base64).'),
   BODY_TOO_LARGE: code(1003, 413, 'The body is larger than BODY_LIMIT_BYTES.'),
   UNSUPPORTED_MEDIA_TYPE: code(1004, 400, 'The body is not application/json.'),
   ROUTE_NOT_FOUND: code(1005, 404, 'No route for this method and path.'),
@@ -35,14 +35,20 @@ export const ApiCodes = {
   WECHAT_BAD_RESPONSE: code(3009, 502, 'WeChat answered with an HTTP error or a body that is not a token.'),
   WECHAT_ERROR: code(3010, 502, 'WeChat answered with another errcode; the message names it.'),
   WECHAT_TOKEN_REFUSED: code(3011, 502, 'A call made with the access token (getticket, the phone number) was refused for the token (errcode 40001 / 42001) again after the token was replaced once (remembered for NEGATIVE_CACHE_SECONDS).'),
-  WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program phone code: wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
+  WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program code (a phone code, or a wx.login code): wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
+  WECHAT_CODE_USED: code(3013, 400, 'This wx.login code was sent to WeChat before (by an earlier request here, or WeChat answered 40163): a code works once. Call wx.login again, then get the encrypted data, and send both.'),
+  SESSION_KEY_MISMATCH: code(3014, 400, 'The encryptedData does not decrypt with the session key of this code (bad padding, or not JSON): it was encrypted for another session, usually because wx.login ran after the data was obtained. Call wx.login first, then get the encrypted data, and send that code with it.'),
+  DATA_APP_MISMATCH: code(3015, 400, 'The decrypted data is not for this Mini Program: its watermark.appid is another appId, or it has none.'),
+  WECHAT_USER_BLOCKED: code(3016, 403, 'WeChat refused the login of a user it considers high-risk (errcode 40226).'),
+  WECHAT_USER_RATE_LIMITED: code(3017, 429, 'This user logged in too often: WeChat allows 100 jscode2session calls a minute per user (errcode 45011 on jscode2session).'),
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A refresh of a reported token was refused locally: in stable mode a forced refresh (WeChat allows 20 a day, 30 s apart), in classic mode a replacement less than FORCE_REFRESH_MIN_INTERVAL_SECONDS after the last one; data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET) and no valid token is cached.'),
   REFRESH_IN_PROGRESS: code(4003, 503, 'Another instance is fetching this app\'s token and did not finish within the request deadline.'),
   RATE_LIMITED: code(4004, 429, 'Too many requests from this caller or for this appId (a real HTTP 429, as GenAuth throttles), or scrapes of /metrics past METRICS_SCRAPES_PER_SECOND.'),
   UNVERIFIED_CHECKS_LIMITED: code(4005, 429, 'Too many upstream checks of appSecrets not yet known to be right (per caller, or the app\'s daily allowance); a secret WeChat already accepted is not limited.'),
   TICKET_BUDGET_EXHAUSTED: code(4006, 429, 'This app used its daily budget of upstream calls for this ticket type (TICKET_DAILY_BUDGET) and no valid ticket is cached.'),
-  UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
+  UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket, or on its last jscode2session calls (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
+  SESSION_BUDGET_EXHAUSTED: code(4008, 429, 'This Mini Program used its daily budget of jscode2session calls (SESSION_DAILY_BUDGET); until 00:00 Beijing time; the code was not sent to WeChat.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

@@ -19,6 +19,7 @@ import credentialRoutes from './routes/credentials.js'
 import metricsRoute from './routes/metrics.js'
 import tokenRoutes from './routes/token.js'
 import { createScheduler } from './scheduler.js'
+import { createDecryptService } from './mini-program/decrypt-service.js'
 import { createPhoneService } from './phone-service.js'
 import { createTicketService } from './ticket-service.js'
 import { createTokenService } from './token-service.js'
@@ -53,7 +54,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   metrics.describe({
     version: VERSION,
     serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    budgets: { access_token: config.DAILY_UPSTREAM_BUDGET, jsapi_ticket: config.TICKET_DAILY_BUDGET, wx_card_ticket: config.TICKET_DAILY_BUDGET },
+    budgets: {
+      access_token: config.DAILY_UPSTREAM_BUDGET,
+      jsapi_ticket: config.TICKET_DAILY_BUDGET,
+      wx_card_ticket: config.TICKET_DAILY_BUDGET,
+      code2session: config.SESSION_DAILY_BUDGET
+    },
     configuredApps: loadApps(config)?.size ?? 0,
     tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
   })
@@ -140,12 +146,28 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       ...(now ? { now } : {})
     })
     : undefined)
+  app.decorate('decrypts', identifiers && apps
+    ? createDecryptService({
+      tokens: app.tokens,
+      store: app.store,
+      wechat: app.wechat,
+      identifiers,
+      apps,
+      dailyBudget: config.SESSION_DAILY_BUDGET,
+      negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+      requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+      fingerprintKey: config.FINGERPRINT_KEY,
+      metrics,
+      ...(now ? { now } : {})
+    })
+    : undefined)
   metrics.observeStore(app.store)
   metrics.observeApps(function * () {
     for (const [appId, expiresAt] of app.tokens.known()) yield [appId, 'access_token', expiresAt] as const
   }, () => app.tickets.known())
   // onClose hooks run last-registered first: background refreshes end before the store closes.
   app.addHook('onClose', async () => {
+    await app.decrypts?.close()
     await app.tickets.close()
     await app.tokens.close()
   })

@@ -122,6 +122,11 @@ export const ConfigSchema = Type.Object({
     default: 1000,
     description: 'Upstream getticket calls allowed per app per ticket type per day (00:00 Beijing time); WeChat publishes no number and calls them "very limited".'
   }),
+  SESSION_DAILY_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 100000,
+    description: 'Upstream jscode2session calls (Mini Program logins of the decrypt route) allowed per Mini Program per day (00:00 Beijing time).'
+  }),
   FORCE_REFRESH_DAILY_LIMIT: Type.Integer({ minimum: 0, maximum: 20, default: 20, description: 'Forced refreshes allowed per app per day (WeChat allows 20).' }),
   FORCE_REFRESH_MIN_INTERVAL_SECONDS: Type.Integer({ minimum: 30, maximum: 86400, default: 30, description: 'Least time between forced refreshes of an app (WeChat: 30 s); in classic mode, between replacements of a reported token.' }),
   HOT_CACHE_MS: Type.Integer({

@@ -1,7 +1,7 @@
 /** Prometheus metrics (prom-client), one registry per app instance. Labels carry appIds and codes, never a secret or token. */
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
-import type { CredentialName } from './tokens/credential.js'
+import type { CredentialName, GuardedName } from './tokens/credential.js'
 import { beijingDay } from './tokens/rules.js'
 
 /** A count since the last collection. */
@@ -107,8 +107,8 @@ export interface Settings {
   version: string
   /** TOKEN_SERVE_MARGIN_SECONDS. */
   serveMarginSeconds: number
-  /** The daily budget of upstream calls per app for each credential (DAILY_UPSTREAM_BUDGET, TICKET_DAILY_BUDGET). */
-  budgets: Record<CredentialName, number>
+  /** The daily budget of upstream calls per app for each credential (DAILY_UPSTREAM_BUDGET, TICKET_DAILY_BUDGET, SESSION_DAILY_BUDGET). */
+  budgets: Record<GuardedName, number>
   /** The apps of WECHAT_APPS (0 in dynamic mode). */
   configuredApps: number
   /** The endpoint tokens are fetched from (stable_token or token). */
@@ -206,7 +206,7 @@ export function createMetrics (options: MetricsOptions = {}) {
   const upstreamBudget = new Gauge({
     name: 'wxtoken_upstream_budget',
     help: 'Upstream calls allowed per app per day (Beijing time) for a credential: DAILY_UPSTREAM_BUDGET for access_token, ' +
-      'TICKET_DAILY_BUDGET for each ticket type; the ceiling of wxtoken_upstream_quota_used.',
+      'TICKET_DAILY_BUDGET for each ticket type, SESSION_DAILY_BUDGET for code2session (Mini Program logins); the ceiling of wxtoken_upstream_quota_used.',
     labelNames: ['credential'] as const,
     registers
   })
@@ -266,7 +266,7 @@ export function createMetrics (options: MetricsOptions = {}) {
     },
     upstreamCalls: new Counter({
       name: 'wxtoken_upstream_calls_total',
-      help: 'Calls to WeChat by endpoint (stable_token, token, getticket, getuserphonenumber) and outcome: errcode ("0" for success), ' +
+      help: 'Calls to WeChat by endpoint (stable_token, token, getticket, getuserphonenumber, jscode2session) and outcome: errcode ("0" for success), ' +
         'or http_<status>, network, timeout, bad_body.',
       labelNames: ['endpoint', 'errcode'] as const,
       registers
@@ -308,6 +308,13 @@ export function createMetrics (options: MetricsOptions = {}) {
       labelNames: ['reason', 'credential'] as const,
       registers
     }),
+    decryptRefusals: new Counter({
+      name: 'wxtoken_decrypt_refusals_total',
+      help: 'Mini Program data not decrypted after WeChat gave the session key, by reason: session_key (encrypted for another session: ' +
+        'wx.login ran after the data was obtained), app (the watermark names another app, or none).',
+      labelNames: ['reason'] as const,
+      registers
+    }),
     upstreamBackoffs: new Counter({
       name: 'wxtoken_upstream_backoffs_total',
       help: 'Failed fetches (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer) that started or lengthened ' +
@@ -328,6 +335,9 @@ export function createMetrics (options: MetricsOptions = {}) {
         for (const reason of ['budget', 'unverified', 'forced_refresh', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, credential).inc(0)
       }
       for (const outcome of ['refreshed', 'refused']) metrics.forcedRefreshes.labels(outcome).inc(0)
+      metrics.upstreamBackoffs.labels('code2session').inc(0)
+      for (const reason of ['budget', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, 'code2session').inc(0)
+      for (const reason of ['session_key', 'app']) metrics.decryptRefusals.labels(reason).inc(0)
     },
     /** Lets the store gauges read the store. */
     observeStore (probe: StoreProbe): void {

@@ -3,7 +3,7 @@
  * the access token of the Mini Program the identifier names (WECHAT_IDENTIFIERS → an app of WECHAT_APPS). A code and
  * a number are personal data: never logged, cached, or counted in a metric.
  */
-import { AppError } from './errors.js'
+import { miniProgramLookup } from './mini-program/mini-programs.js'
 import type { CallContext, TokenService } from './token-service.js'
 import { createTokenCaller } from './tokens/with-token.js'
 import type { PhoneInfo, WechatClient } from './wechat/client.js'
@@ -24,14 +24,7 @@ export function createPhoneService (opts: PhoneServiceOptions) {
   const withToken = createTokenCaller(opts.tokens, now)
 
   /** The appId an identifier names, or IDENTIFIER_NOT_CONFIGURED. */
-  function appOf (identifier: string): { appId: string, secret: string } {
-    const appId = opts.identifiers.get(identifier)
-    const secret = appId === undefined ? undefined : opts.apps.get(appId)
-    if (appId === undefined || secret === undefined) {
-      throw new AppError('IDENTIFIER_NOT_CONFIGURED', 'extIdpConnidentifier is not one of the configured WECHAT_IDENTIFIERS')
-    }
-    return { appId, secret }
-  }
+  const appOf = miniProgramLookup(opts.identifiers, opts.apps)
 
   /** The phone number behind a code (single use, 5 minutes; WECHAT_INVALID_CODE when WeChat refuses it). */
   async function phoneNumber (identifier: string, code: string, ctx: CallContext): Promise<PhoneInfo> {

@@ -31,7 +31,7 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
   const documented = [...api.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
-    'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
+    'POST /api/v3/decrypt-wechat-miniprogram-data', 'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
     'POST /api/v3/get-wechat-jssdk-signature', 'POST /api/v3/get-wechat-miniprogram-phone', 'POST /api/v3/refresh-wechat-access-token'
   ])
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)

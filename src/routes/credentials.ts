@@ -1,9 +1,14 @@
-/** The routes that use an app's token: its JS-SDK / card ticket, the wx.config signature, and a Mini Program phone number. */
+/**
+ * The routes that use an app's token (its JS-SDK / card ticket, the wx.config signature, a Mini Program phone number),
+ * and the Mini Program decrypt route, which uses a user's session.
+ */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
+import type { DecryptService } from '../mini-program/decrypt-service.js'
 import type { PhoneService } from '../phone-service.js'
 import {
-  PhoneDataSchema, PhoneRequestSchema, SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema
+  DecryptDataSchema, DecryptRequestSchema, PhoneDataSchema, PhoneRequestSchema, SignatureDataSchema, SignatureRequestSchema,
+  TicketDataSchema, TicketRequestSchema
 } from '../schemas/credentials.js'
 import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { normalized, type ServedToken } from '../token-service.js'
@@ -15,12 +20,15 @@ declare module 'fastify' {
     tickets: TicketService
     /** Undefined without WECHAT_IDENTIFIERS: the phone route then answers IDENTIFIER_NOT_CONFIGURED. */
     phones: PhoneService | undefined
+    /** Undefined without WECHAT_IDENTIFIERS: the decrypt route then answers IDENTIFIER_NOT_CONFIGURED. */
+    decrypts: DecryptService | undefined
   }
 }
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
 export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
 export const PHONE_ROUTE = '/api/v3/get-wechat-miniprogram-phone'
+export const DECRYPT_ROUTE = '/api/v3/decrypt-wechat-miniprogram-data'
 
 const OK = 'Operation successful'
 
@@ -115,6 +123,30 @@ const credentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const phone = await app.phones.phoneNumber(extIdpConnidentifier, code, context(request, appId))
     app.finish(request, reply, 200, PHONE_ROUTE)
     return { statusCode: 200, message: OK, requestId: request.id, data: { ...phone, phone_info: phone } }
+  })
+
+  app.post(DECRYPT_ROUTE, {
+    schema: {
+      summary: 'Decrypt a Mini Program\'s encrypted data (user info, the legacy phone number) with the session of a wx.login code',
+      operationId: 'decryptWechatMiniProgramData',
+      tags: ['mini program'],
+      security: CallerKeySecurity,
+      description: 'extIdpConnidentifier names a Mini Program of WECHAT_IDENTIFIERS. The code (from wx.login, got before the encrypted ' +
+        'data) is sent to WeChat once (apiCode 3013 after); data is the decrypted object, watermark included, whose ' +
+        'watermark.appid is checked. Data encrypted for another session is apiCode 3014.',
+      body: DecryptRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: envelopeOf(DecryptDataSchema), 429: ThrottledSchema }
+    },
+    config: { appField: 'extIdpConnidentifier' },
+    ...limited
+  }, async (request, reply) => {
+    const { code, iv, encryptedData, extIdpConnidentifier } = request.body
+    if (!app.decrypts) throw new AppError('IDENTIFIER_NOT_CONFIGURED', 'WECHAT_IDENTIFIERS is not set: no Mini Program is configured for this route')
+    const { appId } = app.decrypts.miniProgramOf(extIdpConnidentifier)
+    const data = await app.decrypts.decrypt(extIdpConnidentifier, code, iv, encryptedData, context(request, appId))
+    app.finish(request, reply, 200, DECRYPT_ROUTE)
+    return { statusCode: 200, message: OK, requestId: request.id, data }
   })
 }
 

@@ -1,5 +1,9 @@
-/** Schemas of the routes that use an app's token: JS-SDK tickets, the wx.config signature, the Mini Program phone number. */
+/**
+ * Schemas of the routes that use an app's token (JS-SDK tickets, the wx.config signature, the Mini Program phone
+ * number) and of the Mini Program decrypt route.
+ */
 import { Type } from '@sinclair/typebox'
+import { ENCRYPTED_PATTERN, IV_PATTERN } from '../mini-program/open-data.js'
 import { TokenRequestSchema } from './token.js'
 
 export const IDENTIFIER_PATTERN = '^[A-Za-z0-9._-]{1,128}$'
@@ -39,8 +43,10 @@ export const SignatureDataSchema = Type.Object({
   signature: Type.String({ description: 'SHA-1 (hex) of jsapi_ticket, noncestr, timestamp and url, as wx.config wants it' })
 })
 
+const CODE_PATTERN = '^[\\u0021-\\u007e]{1,512}$'
+
 export const PhoneRequestSchema = Type.Object({
-  code: Type.String({ pattern: '^[\\u0021-\\u007e]{1,512}$', description: 'The code of a getPhoneNumber button (single use, 5 minutes)' }),
+  code: Type.String({ pattern: CODE_PATTERN, description: 'The code of a getPhoneNumber button (single use, 5 minutes)' }),
   extIdpConnidentifier: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'A Mini Program identifier of WECHAT_IDENTIFIERS' })
 })
 
@@ -54,4 +60,22 @@ const PhoneFields = {
 export const PhoneDataSchema = Type.Object({
   ...PhoneFields,
   phone_info: Type.Object(PhoneFields, { description: 'The same fields, where the Mini Program SDK (@authing/miniapp-wx getPhone) reads them' })
+})
+
+export const DecryptRequestSchema = Type.Object({
+  code: Type.String({ pattern: CODE_PATTERN, description: 'The code of wx.login (single use, 5 minutes), got before the encrypted data' }),
+  iv: Type.String({ pattern: IV_PATTERN, description: 'The iv WeChat gave with the encrypted data: 16 bytes in base64' }),
+  encryptedData: Type.String({ pattern: ENCRYPTED_PATTERN, description: 'The encrypted data WeChat gave the Mini Program, in base64' }),
+  extIdpConnidentifier: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'A Mini Program identifier of WECHAT_IDENTIFIERS' })
+})
+
+export const DecryptDataSchema = Type.Object({
+  watermark: Type.Object({
+    appid: Type.String({ description: 'The Mini Program\'s appId (checked)' }),
+    timestamp: Type.Optional(Type.Unknown({ description: 'Unix time in seconds WeChat encrypted the data at' }))
+  }, { additionalProperties: true })
+}, {
+  additionalProperties: true,
+  description: 'The decrypted JSON object as WeChat encrypted it: user info (openId, nickName, avatarUrl, unionId, …) or the legacy ' +
+    'phone number (phoneNumber, purePhoneNumber, countryCode), with its watermark'
 })

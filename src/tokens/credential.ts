@@ -3,29 +3,47 @@
  * Each has a slot of its own in the store (entry, generation, lock, counters), its own change messages and its own
  * daily budget of upstream calls; the access token's keys keep the names they always had.
  */
+import type { ApiCodeName } from '../api-codes.js'
 import { TOKEN_SLOT } from '../store/types.js'
 import type { TokenMode } from '../wechat/client.js'
+import type { WechatApi } from '../wechat/errcodes.js'
 
 export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket'
+/** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
+export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
 
-export interface Credential {
+/** What the guards need to know of the upstream calls they stand before (see src/tokens/guards.ts). */
+export interface Guarded {
   /** Its name in metrics (the `credential` label) and logs. */
+  readonly name: GuardedName
+  /** The upstream API it is called with, whose errcodes its guards remember. */
+  readonly api: WechatApi
+  /** Prefix of its per-app value names (lock, budget counter, remembered refusals): '' for the access token. */
+  readonly prefix: string
+  /** Upstream calls allowed per app per day (Beijing time). */
+  readonly dailyBudget: number
+  /** The apiCode of a call refused because the day's budget is used up. */
+  readonly budgetExhausted: ApiCodeName
+  /**
+   * Its call carries what a caller sent (a login code): an errcode WeChat does not document may be about that input
+   * rather than the app, so it backs the app off only when it says WeChat failed (unreachable, busy, not an answer).
+   */
+  readonly callerInput: boolean
+}
+
+export interface Credential extends Guarded {
   readonly name: CredentialName
   /** The upstream API it is fetched with, whose errcodes its guards remember. */
   readonly api: 'token' | 'ticket'
   /** The store slot of its entry. */
   readonly slot: string
-  /** Prefix of its per-app value names (lock, budget counter, remembered refusals): '' for the access token. */
-  readonly prefix: string
   /**
    * How a new fetch relates to the one served: 'stable' when it returns the same credential (a stable_token call),
    * 'classic' when it may retire the one other instances serve (a classic token, a ticket). Decides the refresh-ahead
    * window and whether a copy may be put back into a store that lost it.
    */
   readonly mode: TokenMode
-  /** Upstream calls allowed per app per day (Beijing time). */
-  readonly dailyBudget: number
   /** The subject of its change messages for an app. */
   subject: (appId: string) => string
   /** The appId a change message's subject names, or undefined when it names another credential. */
@@ -40,6 +58,8 @@ export function accessTokenCredential (mode: TokenMode, dailyBudget: number): Cr
     prefix: '',
     mode,
     dailyBudget,
+    budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
+    callerInput: false,
     subject: (appId) => appId,
     appIdOf: (subject) => subject.includes(':') ? undefined : subject
   }
@@ -56,7 +76,17 @@ export function ticketCredential (type: TicketType, dailyBudget: number): Creden
     prefix: `${name}:`,
     mode: 'classic',
     dailyBudget,
+    budgetExhausted: 'TICKET_BUDGET_EXHAUSTED',
+    callerInput: false,
     subject: (appId) => appId + suffix,
     appIdOf: (subject) => subject.endsWith(suffix) ? subject.slice(0, -suffix.length) : undefined
   }
+}
+
+/**
+ * A Mini Program login: a wx.login code exchanged for the user's session key (jscode2session). Nothing is kept of it
+ * but what the guards keep: its daily budget, a backoff while WeChat fails, refusals about the app remembered.
+ */
+export function loginGuarded (dailyBudget: number): Guarded {
+  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true }
 }

@@ -25,7 +25,7 @@ import type { Metrics } from '../metrics.js'
 import { CLOCK_SKEW_MS, parseCount, type TokenStore } from '../store/types.js'
 import { UpstreamError, type AttemptControl } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
-import type { Credential } from './credential.js'
+import type { Guarded } from './credential.js'
 import { beijingDay, msToBeijingMidnight } from './rules.js'
 
 export interface GuardOptions {
@@ -43,7 +43,7 @@ export interface GuardOptions {
 
 /** What an upstream call is for, as the guards see it. */
 export interface Spend {
-  credential: Credential
+  credential: Guarded
   appId: string
   fp: string
   /** The secret is known to be right (configured, or accepted by WeChat for this app). */
@@ -150,7 +150,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   const negativeMs = opts.negativeCacheSeconds * 1000
   const windowMs = opts.unverifiedWindowSeconds * 1000
 
-  function refuse (reason: string, credential: Credential, kind: keyof typeof ApiCodes, message: string, options?: { retryAfterSeconds: number }): AppError {
+  function refuse (reason: string, credential: Guarded, kind: keyof typeof ApiCodes, message: string, options?: { retryAfterSeconds: number }): AppError {
     metrics?.localRefusals.labels(reason, credential.name).inc()
     return new AppError(kind, message, options)
   }
@@ -160,7 +160,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * forced refresh, for forced refreshes), or for this secret (the access token's calls alone check secrets), else a
    * backoff still running; and the run of failures the app is in, if any.
    */
-  async function standing (credential: Credential, appId: string, fp: string, forced: boolean): Promise<{ refusal: AppError | null, run: Backoff | undefined }> {
+  async function standing (credential: Guarded, appId: string, fp: string, forced: boolean): Promise<{ refusal: AppError | null, run: Backoff | undefined }> {
     const tokenCall = credential.api === 'token'
     const [appWide, forForced, forSecret, backoff] = await Promise.all([
       state.getValue(appId, `${credential.prefix}negative`),
@@ -184,7 +184,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   }
 
   /** The refusal standing before a fetch: remembered, or a backoff still running; null when WeChat may be asked. */
-  async function remembered (credential: Credential, appId: string, fp: string, forced: boolean): Promise<AppError | null> {
+  async function remembered (credential: Guarded, appId: string, fp: string, forced: boolean): Promise<AppError | null> {
     return (await standing(credential, appId, fp, forced)).refusal
   }
 
@@ -246,7 +246,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * for them, up to its deadline, rather than being refused, so a backend that sends the right secrets of many apps
    * to a cold store is served; a count full of refusals is refused at once.
    */
-  async function admitUnverified (credential: Credential, appId: string, origin: string, deadline: number = now()): Promise<Admission> {
+  async function admitUnverified (credential: Guarded, appId: string, origin: string, deadline: number = now()): Promise<Admission> {
     const space = callerSpace(origin)
     const failing = parseBackoff(await state.getValue(space, 'unverified-backoff'), now())
     if (failing !== undefined && failing.until > now()) {
@@ -309,7 +309,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     }
   }
 
-  function unverifiedDayUsed (credential: Credential, appId: string): AppError {
+  function unverifiedDayUsed (credential: Guarded, appId: string): AppError {
     return refuse('unverified', credential, 'UNVERIFIED_CHECKS_LIMITED', `appId ${appId} used its allowance of ${opts.unverifiedDailyBudget} ` +
       `upstream checks of appSecrets not yet known to be right for ${beijingDay(now())} (Beijing time); a secret WeChat already accepted is not limited`)
   }
@@ -325,8 +325,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       const used = await state.increment(appId, name, 2 * DAY_MS)
       metrics?.quotaUsed.labels(appId, credential.name).set(used)
       if (used > credential.dailyBudget) {
-        const kind = credential.api === 'token' ? 'DAILY_BUDGET_EXHAUSTED' : 'TICKET_BUDGET_EXHAUSTED'
-        throw refuse('budget', credential, kind,
+        throw refuse('budget', credential, credential.budgetExhausted,
           `appId ${appId} used its budget of ${credential.dailyBudget} upstream ${credential.name} calls for ${day} (Beijing time)`)
       }
       return async () => { metrics?.quotaUsed.labels(appId, credential.name).set(await state.increment(appId, name, 2 * DAY_MS, -1)) }
@@ -344,7 +343,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * daily count (the token budget bounds it). Runs under the app's lock, before the fetch; the fetch, once it
    * succeeded, is recorded by recordReplacement (one that failed or was never sent spends neither).
    */
-  async function allowReplacement (credential: Credential, appId: string, forced: boolean): Promise<void> {
+  async function allowReplacement (credential: Guarded, appId: string, forced: boolean): Promise<void> {
     const spacing = opts.forceRefreshMinIntervalSeconds * 1000
     const recorded = Number(await state.getValue(appId, 'forced-at') ?? Number.NaN)
     // A time in the future (written by hand, or by an instance whose clock runs far ahead) would hold replacements back for good.
@@ -377,7 +376,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     const { credential, appId, fp } = spend
     const { refusal, run: failing } = await standing(credential, appId, fp, spend.forced)
     if (refusal) throw refusal
-    const replacing = spend.forced || (spend.reported === true && credential.mode === 'classic')
+    const replacing = spend.forced || (spend.reported === true && 'mode' in credential && credential.mode === 'classic')
     if (replacing) await allowReplacement(credential, appId, spend.forced)
     let giveBack: (() => Promise<void>) | undefined
     let result: T
@@ -393,7 +392,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       // The caller gets WeChat's answer either way; a refusal not remembered costs one more call later, no more, and
       // a backoff not written leaves the next fetch to the budget, which still bounds it.
       await remember(spend, err).catch(() => {})
-      if (failedUpstream(err, credential.api, spend.verified)) {
+      if (failedUpstream(err, credential.api, spend.verified && !credential.callerInput)) {
         metrics?.upstreamBackoffs.labels(credential.name).inc()
         await backOff(appId, `${credential.prefix}backoff`, failing, err).catch(() => {})
       }

@@ -58,6 +58,11 @@ export interface FetchOptions extends AttemptControl {
 }
 
 /** What getuserphonenumber answers in `phone_info`: personal data, never logged, cached or counted by appId. */
+/** What jscode2session answers that this service uses: the user's session key, 16 bytes. Never logged or stored. */
+export interface LoginSession {
+  sessionKey: Buffer
+}
+
 export interface PhoneInfo {
   phoneNumber: string
   purePhoneNumber: string
@@ -79,6 +84,11 @@ interface Call<T> {
    * call that spends what it carries (a phone code works once): it is retried only when refused before sending.
    */
   idempotent: boolean
+  /**
+   * Whether errcode -1 (system busy) is retried: not for a call whose input may be spent by WeChat on the way (a login
+   * code, which WeChat may have used before it answered busy).
+   */
+  retryBusy?: boolean
 }
 
 const MAX_BODY_BYTES = 64 * 1024
@@ -213,7 +223,7 @@ export function createWechatClient (opts: WechatClientOptions) {
         if (!(err instanceof UpstreamError && err.atDeadline && remaining < fairMs)) wechatFailed = true
         if (err instanceof UpstreamError && !err.sent) await notSent?.()
         const retryable = (err instanceof UpstreamError && err.retryable && (call.idempotent || !err.sent)) ||
-          (err instanceof WechatApiError && err.retryable)
+          (err instanceof WechatApiError && err.retryable && call.retryBusy !== false)
         if (!retryable) throw err
       } finally {
         clearTimeout(timer)
@@ -262,11 +272,28 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /**
+   * The session of a Mini Program user, for the code of wx.login (it works once, for 5 minutes): sent once, never
+   * again once it may have reached WeChat, not even after "system busy".
+   */
+  async function fetchSession (appId: string, secret: string, code: string, options: Omit<FetchOptions, 'forceRefresh'>): Promise<LoginSession> {
+    const query = new URLSearchParams({ appid: appId, secret, js_code: code, grant_type: 'authorization_code' })
+    return await send({
+      endpoint: 'jscode2session',
+      api: 'session',
+      request: { method: 'GET', path: `${prefix}/sns/jscode2session?${query.toString()}` },
+      parse: parseSession,
+      idempotent: false,
+      retryBusy: false
+    }, options)
+  }
+
   return {
     mode: opts.mode,
     fetchToken,
     fetchTicket,
     fetchPhoneNumber,
+    fetchSession,
     close: () => pool.close()
   }
 }
@@ -281,6 +308,14 @@ function expiring (record: Record<string, unknown>, field: 'access_token' | 'tic
     throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered without ${field} and expires_in`)
   }
   return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS), sentAt, receivedAt }
+}
+
+/** A session_key must be the base64 of 16 bytes (an AES-128 key); the rest of the answer is not kept. */
+function parseSession (record: Record<string, unknown>): LoginSession {
+  const encoded = record.session_key
+  const sessionKey = typeof encoded === 'string' && /^[A-Za-z0-9+/]{21}[AQgw](==)?$/.test(encoded) ? Buffer.from(encoded, 'base64') : undefined
+  if (sessionKey?.length !== 16) throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without a session_key')
+  return { sessionKey }
 }
 
 function parsePhoneInfo (record: Record<string, unknown>): PhoneInfo {

@@ -1,7 +1,7 @@
 /**
  * WeChat errcodes: what each means to a caller, and which ones may be retried. The same number can mean different
  * things: 40001 on a token endpoint is a wrong secret, on a call made with a token (getticket, the phone number) it is
- * that token, invalidated or not the latest.
+ * that token, invalidated or not the latest; 45011 on jscode2session is one user's logins, not the app's calls.
  */
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
@@ -41,8 +41,29 @@ const WITH_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [40164, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not in the whitelist' }]
 ])
 
-/** Which API answered: the token endpoints, getticket, or the Mini Program phone number. */
-export type WechatApi = 'token' | 'ticket' | 'phone'
+/** jscode2session: a Mini Program login code exchanged, with the app's secret, for the user's session key. */
+const SESSION: ReadonlyMap<number, ErrcodeInfo> = new Map([
+  [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
+  [40001, { kind: 'WECHAT_INVALID_SECRET', text: 'invalid credential' }],
+  [40013, { kind: 'WECHAT_INVALID_APPID', text: 'invalid appid' }],
+  [40125, { kind: 'WECHAT_INVALID_SECRET', text: 'invalid appsecret' }],
+  [40029, { kind: 'WECHAT_INVALID_CODE', text: 'invalid code' }],
+  [40163, { kind: 'WECHAT_CODE_USED', text: 'code been used' }],
+  [40226, { kind: 'WECHAT_USER_BLOCKED', text: 'high-risk user blocked' }],
+  [40164, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not in the whitelist' }],
+  [40243, { kind: 'WECHAT_SECRET_FROZEN', text: 'AppSecret frozen' }],
+  [41008, { kind: 'WECHAT_ERROR', text: 'code missing' }],
+  [45009, { kind: 'WECHAT_DAILY_QUOTA', text: 'daily quota reached' }],
+  [45011, { kind: 'WECHAT_USER_RATE_LIMITED', text: 'this user\'s logins exceed 100 a minute' }],
+  [89503, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'IP needs the admin\'s confirmation' }],
+  [89506, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'IP refused by the admin for 24 hours' }],
+  [89507, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'IP refused by the admin for 1 hour' }]
+])
+
+/** Which API answered: the token endpoints, getticket, the Mini Program phone number, or jscode2session. */
+export type WechatApi = 'token' | 'ticket' | 'phone' | 'session'
+
+const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = { token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION }
 
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */
 export class WechatApiError extends AppError {
@@ -52,7 +73,7 @@ export class WechatApiError extends AppError {
   readonly api: WechatApi
 
   constructor (errcode: number, errmsg: unknown, api: WechatApi = 'token') {
-    const info = (api === 'token' ? KNOWN : WITH_TOKEN).get(errcode)
+    const info = TABLES[api].get(errcode)
     const rid = typeof errmsg === 'string' ? /rid:\s*([0-9a-f-]{8,64})/i.exec(errmsg)?.[1] : undefined
     const text = info?.text ?? 'unexpected errcode'
     super(info?.kind ?? 'WECHAT_ERROR', `WeChat errcode ${errcode} (${text})${rid ? `, rid ${rid}` : ''}`)

@@ -16,11 +16,14 @@ export const CALLER_KEYS = ['caller-key-5f1c9e0a7b3d', 'caller-key-second-77aa']
 /** Every log capture and every WeChat stand-in of this test process, searched when the process's tests end. */
 const captures: LogCapture[] = []
 const mocks: MockWechat[] = []
+/** Personal data a test sent or got back (an iv, encrypted or decrypted data), searched for likewise. */
+export const personal: string[] = []
 
 tap.after(() => {
   const secrets = [APP_SECRET, OTHER_SECRET, APP_SECRET.toUpperCase(), ...CALLER_KEYS]
-  // Credentials (tokens, tickets) and personal data (phone codes and numbers) are never logged either.
-  const credentials = mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered])
+  // Credentials (tokens, tickets) and personal data (phone and login codes, numbers, session keys, openids, unionids,
+  // and whatever a test adds to `personal`: the iv, encrypted and decrypted data of the decrypt route) are never logged either.
+  const credentials = [...personal, ...mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered, ...mock.sessionsAnswered])]
   let leaks = 0
   for (const capture of captures) {
     for (const line of capture.lines) {
@@ -29,7 +32,7 @@ tap.after(() => {
   }
   if (leaks > 0) {
     process.exitCode = 1
-    throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret, a token, a ticket, a phone code or a number`)
+    throw new Error(`${leaks} trace-level log lines of this file's scenarios hold a secret, a token, a ticket, or personal data (a code, a number, a session key, an openid, open data)`)
   }
   // Strict log pipelines refuse a JSON object that names a key twice (a binding of the logger repeated in a line).
   const repeated = captures.flatMap((capture) => capture.lines).filter((line) => repeatedKeys(line).length > 0)
