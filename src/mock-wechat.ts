@@ -329,8 +329,9 @@ export class MockWechat {
     return rule.fault
   }
 
-  private authenticate (grantType: unknown, appId: unknown, secret: unknown): AppState | Record<string, unknown> {
-    if (grantType !== 'client_credential') return this.error(40002)
+  /** The app of a call made with appid and secret (the token endpoints with client_credential, jscode2session with authorization_code). */
+  private authenticate (grantType: unknown, appId: unknown, secret: unknown, expectedGrant = 'client_credential'): AppState | Record<string, unknown> {
+    if (grantType !== expectedGrant) return this.error(40002)
     if (typeof appId !== 'string' || appId === '') return this.error(41002)
     if (typeof secret !== 'string' || secret === '') return this.error(41004)
     let state = this.apps.get(appId)
@@ -464,18 +465,9 @@ export class MockWechat {
 
   /** A login code's session: once per code (40163 after), for its own app, within 5 minutes (40029 else). */
   private codeToSession (query: URLSearchParams): Record<string, unknown> {
-    const appId = query.get('appid')
-    const secret = query.get('secret')
-    if (query.get('grant_type') !== 'authorization_code') return this.error(40002)
-    if (!appId) return this.error(41002)
-    if (!secret) return this.error(41004)
-    let state = this.apps.get(appId)
-    if (!state && this.options.autoRegister && APPID.test(appId)) {
-      state = this.newState(secret)
-      this.apps.set(appId, state)
-    }
-    if (!state) return this.error(40013)
-    if (state.secret !== secret) return this.error(40125)
+    const appId = query.get('appid') as string
+    const state = this.authenticate(query.get('grant_type'), appId, query.get('secret'), 'authorization_code')
+    if (!isState(state)) return state
     const code = query.get('js_code')
     if (!code) return this.error(41008)
     if (this.usedLoginCodes.has(code)) return this.error(40163)
