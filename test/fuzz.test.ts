@@ -87,3 +87,33 @@ t.test('thousands of generated requests: never a 5xx, always an envelope, never 
   const live = await app.inject({ method: 'GET', url: '/health/live' })
   t.equal(live.statusCode, 200, 'the service still answers')
 })
+
+t.test('generated decrypt requests: never a 5xx, always a documented apiCode, and only well-formed ones spend a code', async (t) => {
+  const { mock, url: upstream } = await startMock(t)
+  const { app } = await build(t, {
+    upstream,
+    env: { LOG_LEVEL: 'warn', WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }), WECHAT_IDENTIFIERS: '{"mp":"wx0123456789abcdef"}', SCHEDULER_INTERVAL_SECONDS: '0' }
+  })
+  const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64')
+  const near = fc.oneof(field, fc.uint8Array({ maxLength: 80 }).map(b64), fc.stringMatching(/^[A-Za-z0-9+/=]{0,40}$/))
+  const body = fc.record({
+    code: fc.oneof(fc.stringMatching(/^[a-z0-9]{32}$/), near),
+    iv: fc.oneof(fc.uint8Array({ minLength: 16, maxLength: 16 }).map(b64), near),
+    encryptedData: fc.oneof(fc.integer({ min: 1, max: 4 }).chain((n) => fc.uint8Array({ minLength: 16 * n, maxLength: 16 * n })).map(b64), near),
+    extIdpConnidentifier: fc.oneof(fc.constant('mp'), near)
+  }, { requiredKeys: [] })
+  let wellFormed = 0
+  await fc.assert(fc.asyncProperty(body, headers, async (b, h) => {
+    const iv = typeof b.iv === 'string' ? Buffer.from(b.iv, 'base64') : undefined
+    const data = typeof b.encryptedData === 'string' ? Buffer.from(b.encryptedData, 'base64') : undefined
+    const shaped = typeof b.code === 'string' && /^[\x21-\x7e]{1,512}$/.test(b.code) && b.extIdpConnidentifier === 'mp' &&
+      iv?.length === 16 && iv.toString('base64').replace(/=+$/, '') === (b.iv as string).replace(/=+$/, '') &&
+      data !== undefined && data.length > 0 && data.length % 16 === 0 && data.toString('base64').replace(/=+$/, '') === (b.encryptedData as string).replace(/=+$/, '')
+    const before = mock.calls('jscode2session')
+    await check(app, { method: 'POST', url: '/api/v3/decrypt-wechat-miniprogram-data', payload: JSON.stringify(b), contentType: 'application/json', headers: h })
+    const sent = mock.calls('jscode2session') - before
+    if (shaped) wellFormed++
+    if (sent > (shaped ? 1 : 0)) throw new Error(`${sent} jscode2session calls for ${shaped ? 'a well-formed' : 'an ill-formed'} body`)
+  }), { numRuns: 1500 })
+  t.ok(wellFormed > 0 && mock.calls('jscode2session') > 0, `well-formed bodies reached WeChat (${wellFormed} of them)`)
+})
