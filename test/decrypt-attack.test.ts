@@ -1,0 +1,51 @@
+/** The decrypt route under a hostile caller or an unlucky deployment: what it promises must still hold. */
+import t from 'tap'
+import { createCipheriv, randomBytes } from 'node:crypto'
+import { APP_ID, APP_SECRET, personal, post, startMock } from './helpers/build.js'
+import { fleetRedis } from './helpers/fleet.js'
+import { until } from './helpers/until.js'
+
+const DECRYPT = '/api/v3/decrypt-wechat-miniprogram-data'
+const IDENTIFIER = 'my-wxapp'
+const env = {
+  WECHAT_APPS: JSON.stringify({ [APP_ID]: APP_SECRET }),
+  WECHAT_IDENTIFIERS: JSON.stringify({ [IDENTIFIER]: APP_ID }),
+  SCHEDULER_INTERVAL_SECONDS: '0'
+}
+
+/** Any plaintext, encrypted for a session key as WeChat encrypts open data; the iv and data are personal. */
+function sealed (sessionKey: string, plaintext: string): { iv: string, encryptedData: string } {
+  const iv = randomBytes(16)
+  const cipher = createCipheriv('aes-128-cbc', Buffer.from(sessionKey, 'base64'), iv)
+  const encryptedData = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]).toString('base64')
+  personal.push(iv.toString('base64'), encryptedData)
+  return { iv: iv.toString('base64'), encryptedData }
+}
+
+const watermark = `"watermark":{"timestamp":1795542463,"appid":"${APP_ID}"}`
+
+t.test('an instance does not send a code again as Redis comes back or goes down', async (t) => {
+  const { redis, fleet } = await fleetRedis(t)
+  const { mock, url } = await startMock(t)
+  const { apps: [app] } = await fleet(t, 1, url, { ...env, REDIS_COMMAND_TIMEOUT_MS: '200' })
+  await redis.stop()
+  const login = mock.mintLoginCode(APP_ID)
+  const body = { code: login.code, ...sealed(login.sessionKey, `{${watermark}}`), extIdpConnidentifier: IDENTIFIER }
+  t.equal((await post(app!, DECRYPT, body)).body.statusCode, 200, 'claimed in process, sent')
+  t.equal(mock.calls('jscode2session'), 1)
+
+  await redis.restart()
+  t.ok(await until(async () => (await app!.inject({ method: 'GET', url: '/health/ready' })).json().storeUp === true, 10_000), 'Redis is back')
+  const again = await post(app!, DECRYPT, body)
+  t.equal(again.body.apiCode, 3013, again.body.message)
+  t.equal(mock.calls('jscode2session'), 1, 'the instance remembers the code it sent during the outage: WeChat is not asked again')
+
+  // And the other way: a code sent while Redis was up is not sent again by the instance while Redis is down.
+  const before = mock.mintLoginCode(APP_ID)
+  const sentBefore = { code: before.code, ...sealed(before.sessionKey, `{${watermark}}`), extIdpConnidentifier: IDENTIFIER }
+  t.equal((await post(app!, DECRYPT, sentBefore)).body.statusCode, 200, 'claimed in Redis, sent')
+  await redis.stop()
+  const during = await post(app!, DECRYPT, sentBefore)
+  t.equal(during.body.apiCode, 3013, during.body.message)
+  t.equal(mock.calls('jscode2session'), 2, 'not sent again while Redis is down')
+})
