@@ -1,7 +1,7 @@
 /** The decrypt route under a hostile caller or an unlucky deployment: what it promises must still hold. */
 import t from 'tap'
 import { createCipheriv, randomBytes } from 'node:crypto'
-import { APP_ID, APP_SECRET, personal, post, startMock } from './helpers/build.js'
+import { APP_ID, APP_SECRET, build, personal, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { until } from './helpers/until.js'
 
@@ -48,4 +48,33 @@ t.test('an instance does not send a code again as Redis comes back or goes down'
   const during = await post(app!, DECRYPT, sentBefore)
   t.equal(during.body.apiCode, 3013, during.body.message)
   t.equal(mock.calls('jscode2session'), 2, 'not sent again while Redis is down')
+})
+
+t.test('whatever JSON the data decrypts to, the answer is an envelope, never a 500', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...env, BODY_LIMIT_BYTES: '1048576' } })
+  const deep = 100_000
+  const plaintexts: Array<[string, string, number]> = [
+    ['nested 100,000 arrays deep', `{${watermark},"x":${'['.repeat(deep)}${']'.repeat(deep)}}`, 3015],
+    ['nested 100,000 objects deep', `{${watermark},"x":${'{"a":'.repeat(deep)}1${'}'.repeat(deep)}}`, 3015],
+    ['nested 32 levels, as deep as allowed', `{${watermark},"x":${'['.repeat(31)}${']'.repeat(31)}}`, 200],
+    ['__proto__ and constructor keys', `{"__proto__":{"watermark":{"appid":"wx00000000000000aa"}},"constructor":{"prototype":{"polluted":1}},${watermark}}`, 200],
+    ['a number past a double', `{"big":1e400,"long":123456789012345678901234567890,${watermark}}`, 200],
+    ['a lone surrogate and line separators', `{"nickName":"\\ud800\u2028\u2029","emoji":"😀",${watermark}}`, 200],
+    ['a watermark that is an array', '{"watermark":["appid"]}', 3015],
+    ['a watermark whose appid is not a string', '{"watermark":{"appid":["wx0123456789abcdef"]}}', 3015],
+    ['a watermark with odd extra fields', `{"watermark":{"appid":"${APP_ID}","timestamp":{"toJSON":"x"},"__proto__":{"a":1}}}`, 200],
+    ['a top-level array', `[{${watermark}}]`, 3015],
+    ['a top-level string', '"wx0123456789abcdef"', 3015],
+    ['a BOM before the object (the UTF-8 decoder drops it)', `\ufeff{${watermark}}`, 200]
+  ]
+  for (const [what, plaintext, expected] of plaintexts) {
+    const login = mock.mintLoginCode(APP_ID)
+    const { res, body } = await post<Record<string, unknown>>(app, DECRYPT, { code: login.code, ...sealed(login.sessionKey, plaintext), extIdpConnidentifier: IDENTIFIER })
+    t.equal(res.statusCode, 200, what)
+    t.equal(body.apiCode ?? body.statusCode, expected, `${what}: ${body.message}`)
+    // As JSON has it: a number past a double is null.
+    if (expected === 200) t.same(body.data, JSON.parse(JSON.stringify(JSON.parse(plaintext.replace(/^\ufeff/, '')))), `${what}: the data as encrypted`)
+  }
+  t.equal(({}.constructor as unknown as { polluted?: number }).polluted, undefined, 'nothing polluted')
 })
