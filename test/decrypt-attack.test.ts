@@ -78,3 +78,18 @@ t.test('whatever JSON the data decrypts to, the answer is an envelope, never a 5
   }
   t.equal(({}.constructor as unknown as { polluted?: number }).polluted, undefined, 'nothing polluted')
 })
+
+t.test('a secret refusal answered to a login is remembered for logins alone: the app\'s token is still fetched', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env })
+  const junk = { code: 'junk-code-of-a-stranger', iv: 'A'.repeat(22) + '==', encryptedData: 'A'.repeat(22) + '==', extIdpConnidentifier: IDENTIFIER }
+  mock.inject({ fault: { kind: 'errcode', errcode: 40001 }, endpoint: 'jscode2session', times: 1 })
+  t.equal((await post(app, DECRYPT, junk)).body.apiCode, 3002)
+  const token = await post(app, '/api/v3/get-wechat-access-token', { appId: APP_ID, appSecret: APP_SECRET })
+  t.equal(token.body.statusCode, 200, token.body.message)
+  t.equal(mock.issued(APP_ID), 1, 'the token was fetched')
+  const login = mock.mintLoginCode(APP_ID)
+  const next = await post(app, DECRYPT, { code: login.code, ...sealed(login.sessionKey, `{${watermark}}`), extIdpConnidentifier: IDENTIFIER })
+  t.equal(next.body.apiCode, 3002, 'logins remember it')
+  t.equal(mock.calls('jscode2session'), 1)
+})
