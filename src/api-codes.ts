@@ -38,7 +38,7 @@ export const ApiCodes = {
   WECHAT_INVALID_CODE: code(3012, 400, 'WeChat refused the Mini Program code (a phone code, or a wx.login code): wrong, already used or older than 5 minutes (errcode 40029). Ask the user again.'),
   WECHAT_CODE_USED: code(3013, 400, 'This wx.login code was sent to WeChat before (by an earlier request here, or WeChat answered 40163): a code works once. Call wx.login again, then get the encrypted data, and send both.'),
   SESSION_KEY_MISMATCH: code(3014, 400, 'The encryptedData does not decrypt with the session key of this code (bad padding, or not JSON): it was encrypted for another session, usually because wx.login ran after the data was obtained. Call wx.login first, then get the encrypted data, and send that code with it.'),
-  DATA_APP_MISMATCH: code(3015, 400, 'The decrypted data is not for this Mini Program: its watermark.appid is another appId, or it has none.'),
+  DATA_APP_MISMATCH: code(3015, 400, 'The decrypted data is not for this Mini Program: its watermark.appid is another appId, or it has none; or it nests deeper than open data does (32 levels).'),
   WECHAT_USER_BLOCKED: code(3016, 403, 'WeChat refused the login of a user it considers high-risk (errcode 40226).'),
   WECHAT_USER_RATE_LIMITED: code(3017, 429, 'This user logged in too often: WeChat allows 100 jscode2session calls a minute per user (errcode 45011 on jscode2session).'),
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A refresh of a reported token was refused locally: in stable mode a forced refresh (WeChat allows 20 a day, 30 s apart), in classic mode a replacement less than FORCE_REFRESH_MIN_INTERVAL_SECONDS after the last one; data holds the current token.'),

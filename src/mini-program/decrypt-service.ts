@@ -9,7 +9,8 @@
  *
  * The call goes through the guards, under the Mini Program's name: a daily budget of its own (SESSION_DAILY_BUDGET),
  * a backoff across instances while WeChat fails, refusals about the app (its appId, the server's IP, WeChat's quota)
- * remembered. While the store is down, claims and guards are kept in process.
+ * remembered. While the store is down, claims and guards are kept in process; an instance keeps its own claims in
+ * process always, so that it does not send a code again as the store goes down or comes back.
  *
  * The session key, the code, the iv, the encrypted and the decrypted data, the openid and unionid are never logged,
  * stored, counted by value or repeated in an error message; the session key is dropped once the data is decrypted.
@@ -59,7 +60,13 @@ export function createDecryptService (opts: DecryptServiceOptions) {
   const login = loginGuarded(opts.dailyBudget)
   const miniProgramOf = miniProgramLookup(opts.identifiers, opts.apps)
   const secrets = new Map([...opts.apps].map(([appId, secret]) => [appId, fingerprint(appId, secret, opts.fingerprintKey)]))
-  /** While the store is down: claims and guards in process (bounded); a code sent twice then is WeChat's 40163. */
+  /**
+   * This instance's own claims, kept whether or not the store is up (bounded; the oldest go first): a code it sent while
+   * the store was down is not sent again once the store is back, nor one it sent before the store went down. Another
+   * instance sending a code meanwhile gets WeChat's 40163.
+   */
+  const claims = createMemoryStore(now, { maxValues: 10_000 })
+  /** While the store is down: guards in process (bounded). */
   const local = createMemoryStore(now, { maxValues: 10_000 })
   const localGuards = createGuards(local, {
     negativeCacheSeconds: opts.negativeCacheSeconds,
@@ -79,30 +86,34 @@ export function createDecryptService (opts: DecryptServiceOptions) {
     return `login:${fingerprint(appId, `\0wx.login\0${code}`, opts.fingerprintKey).slice(0, 22)}`
   }
 
-  /** Claims a code, in the shared store or (while it is down) in process; WECHAT_CODE_USED when claimed before. */
-  async function claim (appId: string, name: string): Promise<{ state: TokenStore, guards: Guards }> {
+  /**
+   * Claims a code, in the shared store (unless it is down) and in process; WECHAT_CODE_USED when claimed before. Says
+   * whether the shared store holds the claim, and which guards the call goes through.
+   */
+  async function claim (appId: string, name: string): Promise<{ shared: boolean, guards: Guards }> {
     let claimed: boolean
-    let state = opts.store
-    let guards = opts.tokens.guards
+    let shared = true
     try {
-      claimed = await state.acquire(appId, name, CLAIMED, CLAIM_MS)
+      claimed = await opts.store.acquire(appId, name, CLAIMED, CLAIM_MS)
     } catch (err) {
       if (!(err instanceof StoreError)) throw err
-      state = local
-      guards = localGuards
-      claimed = await state.acquire(appId, name, CLAIMED, CLAIM_MS)
+      shared = false
+      claimed = true
     }
+    // A claim the shared store refused is another's, which it may release: it is not kept here. A claim it granted
+    // stays when this instance claimed the code before (it was sent, or is being sent): the code is spent either way.
+    if (claimed) claimed = await claims.acquire(appId, name, CLAIMED, CLAIM_MS)
     if (!claimed) {
       throw new AppError('WECHAT_CODE_USED', 'This wx.login code was sent to WeChat before, and a code works once. ' +
         'Call wx.login again, then get the encrypted data, and send both')
     }
-    return { state, guards }
+    return { shared, guards: shared ? opts.tokens.guards : localGuards }
   }
 
   /** Exchanges a code for the user's session, once: a code never sent is released, to be sent again. */
   async function session (appId: string, secret: string, code: string, ctx: CallContext): Promise<LoginSession> {
     const name = claimName(appId, code)
-    const { state, guards } = await claim(appId, name)
+    const { shared, guards } = await claim(appId, name)
     const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
     let sent = false
     try {
@@ -120,7 +131,10 @@ export function createDecryptService (opts: DecryptServiceOptions) {
         }
       }))
     } catch (err) {
-      if (!sent) await state.release(appId, name, CLAIMED).catch(() => {})
+      if (!sent) {
+        await claims.release(appId, name, CLAIMED)
+        if (shared) await opts.store.release(appId, name, CLAIMED).catch(() => {})
+      }
       throw err
     }
   }
@@ -145,7 +159,7 @@ export function createDecryptService (opts: DecryptServiceOptions) {
     }
   }
 
-  return { miniProgramOf, decrypt, close: async () => { await local.close() } }
+  return { miniProgramOf, decrypt, close: async () => { await Promise.all([claims.close(), local.close()]) } }
 }
 
 export type DecryptService = ReturnType<typeof createDecryptService>

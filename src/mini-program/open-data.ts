@@ -36,6 +36,24 @@ export function encryptedBytes (encryptedData: string): Buffer {
   return bytes
 }
 
+/**
+ * How deep the decrypted JSON may nest: WeChat's open data nests two or three levels. Deeper data would overflow the
+ * stack of the answer's serializer (JSON.stringify recurses) some thousands of levels down.
+ */
+export const MAX_DEPTH = 32
+
+/** Whether no object or array in `value` is nested deeper than `max` (walked without recursion). */
+function nestedWithin (value: unknown, max: number): boolean {
+  const pending: Array<[unknown, number]> = [[value, 1]]
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next
+    if (typeof item !== 'object' || item === null) continue
+    if (depth > max) return false
+    for (const child of Object.values(item)) pending.push([child, depth + 1])
+  }
+  return true
+}
+
 function staleSession (): AppError {
   return new AppError('SESSION_KEY_MISMATCH', 'encryptedData does not decrypt with the session key of this code: it was encrypted for ' +
     'another session. Call wx.login first, then get the encrypted data, and send that code with it')
@@ -68,6 +86,9 @@ export function decryptOpenData (sessionKey: Buffer, iv: Buffer, encrypted: Buff
   if (owner !== appId) {
     throw new AppError('DATA_APP_MISMATCH', 'The decrypted data is not for this Mini Program: its watermark.appid is ' +
       (typeof owner === 'string' ? 'another app\'s' : 'missing'))
+  }
+  if (!nestedWithin(data, MAX_DEPTH)) {
+    throw new AppError('DATA_APP_MISMATCH', `The decrypted data is not open data as WeChat encrypts it: it nests deeper than ${MAX_DEPTH} levels`)
   }
   return data as Record<string, unknown>
 }

@@ -210,6 +210,10 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       await state.setValue(appId, 'negative-forced', record, negativeMs)
     } else if (APP_WIDE_REMEMBERED.has(err.kind)) {
       await state.setValue(appId, `${credential.prefix}negative`, record, negativeMs)
+    } else if (SECRET_REMEMBERED.has(err.kind) && credential.callerInput) {
+      // Answered to a call that carried a caller's input (a login code): remembered for that credential's calls alone,
+      // so that no caller can hold the app's token back with it, nor unmark its secret as verified.
+      await state.setValue(appId, `${credential.prefix}negative`, record, negativeMs)
     } else if (SECRET_REMEMBERED.has(err.kind)) {
       await state.setValue(appId, rejectedName(fp), record, negativeMs)
       if (spend.verified) await state.release(appId, 'verified', fp)
