@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import { loadApps, loadCallerKeys, loadIdentifiers, type Config } from './config.js'
+import { loadApps, loadCallerKeys, type Config } from './config.js'
 import { limitConnections } from './connection-limit.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
@@ -15,14 +15,9 @@ import rateLimits from './plugins/rate-limit.js'
 import storePlugin from './plugins/store.js'
 import wechatPlugin from './plugins/wechat.js'
 import healthRoutes from './routes/health.js'
-import credentialRoutes from './routes/credentials.js'
 import metricsRoute from './routes/metrics.js'
-import tokenRoutes from './routes/token.js'
-import { createScheduler } from './scheduler.js'
-import { createDecryptService } from './mini-program/decrypt-service.js'
-import { createPhoneService } from './phone-service.js'
-import { createTicketService } from './ticket-service.js'
-import { createTokenService } from './token-service.js'
+import { miniProgram, miniProgramRoutes } from './mini-program/index.js'
+import { officialAccount, officialAccountRoutes } from './official-account/index.js'
 import { VERSION } from './version.js'
 
 declare module 'fastify' {
@@ -97,92 +92,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL })
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
-  const apps = loadApps(config)
-  app.decorate('tokens', createTokenService({
-    store: app.store,
-    wechat: app.wechat,
-    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-    dailyUpstreamBudget: config.DAILY_UPSTREAM_BUDGET,
-    forceRefreshDailyLimit: config.FORCE_REFRESH_DAILY_LIMIT,
-    forceRefreshMinIntervalSeconds: config.FORCE_REFRESH_MIN_INTERVAL_SECONDS,
-    unverifiedChecksPerApp: config.UNVERIFIED_CHECKS_PER_APP,
-    unverifiedChecksPerCaller: config.UNVERIFIED_CHECKS_PER_CALLER,
-    unverifiedCheckWindowSeconds: config.UNVERIFIED_CHECK_WINDOW_SECONDS,
-    unverifiedDailyBudget: config.UNVERIFIED_DAILY_BUDGET,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
-    fingerprintKey: config.FINGERPRINT_KEY,
-    metrics,
-    ...(apps ? { apps } : {}),
-    ...(now ? { now } : {})
-  }))
-  app.decorate('tickets', createTicketService({
-    tokens: app.tokens,
-    store: app.store,
-    wechat: app.wechat,
-    dailyBudget: config.TICKET_DAILY_BUDGET,
-    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
-    metrics,
-    ...(apps ? { apps } : {}),
-    ...(now ? { now } : {})
-  }))
-  const identifiers = loadIdentifiers(config, apps)
-  app.decorate('phones', identifiers && apps
-    ? createPhoneService({
-      tokens: app.tokens,
-      wechat: app.wechat,
-      identifiers,
-      apps,
-      requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-      ...(now ? { now } : {})
-    })
-    : undefined)
-  app.decorate('decrypts', identifiers && apps
-    ? createDecryptService({
-      tokens: app.tokens,
-      store: app.store,
-      wechat: app.wechat,
-      identifiers,
-      apps,
-      dailyBudget: config.SESSION_DAILY_BUDGET,
-      negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-      requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-      fingerprintKey: config.FINGERPRINT_KEY,
-      metrics,
-      ...(now ? { now } : {})
-    })
-    : undefined)
+  await app.register(officialAccount, { config, metrics, now })
+  await app.register(miniProgram, { config, metrics, now })
   metrics.observeStore(app.store)
-  metrics.observeApps(function * () {
-    for (const [appId, expiresAt] of app.tokens.known()) yield [appId, 'access_token', expiresAt] as const
-  }, () => app.tickets.known())
-  // onClose hooks run last-registered first: background refreshes end before the store closes.
-  app.addHook('onClose', async () => {
-    await app.decrypts?.close()
-    await app.tickets.close()
-    await app.tokens.close()
-  })
-  if (apps && config.SCHEDULER_INTERVAL_SECONDS > 0) {
-    const scheduler = createScheduler({
-      store: app.store,
-      tokens: app.tokens,
-      tickets: app.tickets,
-      appIds: [...apps.keys()],
-      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
-      log: app.log.child({ component: 'scheduler' })
-    })
-    app.addHook('onReady', async () => { scheduler.start() })
-    app.addHook('preClose', async () => { await scheduler.stop() })
-  }
   await app.register(docs, { enabled: config.DOCS_ENABLED })
   await app.register(healthRoutes)
   if (config.METRICS_PORT === undefined) {
@@ -200,8 +112,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(async (api) => {
     await api.register(auth, { keys: loadCallerKeys(config) })
     await api.register(rateLimits, { config })
-    await api.register(tokenRoutes)
-    await api.register(credentialRoutes)
+    await api.register(officialAccountRoutes)
+    await api.register(miniProgramRoutes)
   })
   return app
 }

@@ -1,9 +1,9 @@
 import t from 'tap'
 import { createLogger } from '../src/logger.js'
-import { createScheduler } from '../src/scheduler.js'
+import { createScheduler } from '../src/official-account/scheduler.js'
 import { createMemoryStore } from '../src/store/memory-store.js'
 import { StoreError } from '../src/store/types.js'
-import type { TokenService } from '../src/token-service.js'
+import type { TokenService } from '../src/official-account/token-service.js'
 import { LogCapture } from './helpers/build.js'
 
 t.test('one failing app does not stop the scheduler\'s tick for the others', async (t) => {

@@ -2,7 +2,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { jssdkSignature } from '../src/ticket-service.js'
+import { jssdkSignature } from '../src/official-account/ticket-service.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, build, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { nextChange, until } from './helpers/until.js'

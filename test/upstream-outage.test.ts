@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { ApiCodes } from '../src/api-codes.js'
-import { beijingDay } from '../src/token-service.js'
+import { beijingDay } from '../src/official-account/token-service.js'
 import { BACKOFF_MAX_MS } from '../src/tokens/guards.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, TestClock, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'

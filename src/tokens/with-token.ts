@@ -12,7 +12,7 @@
  */
 import { AppError } from '../errors.js'
 import { WechatApiError } from '../wechat/errcodes.js'
-import type { CallContext, TokenService } from '../token-service.js'
+import type { CallContext, TokenService } from '../official-account/token-service.js'
 
 export type TokenCaller = <T>(appId: string, secret: string, ctx: CallContext, call: (accessToken: string) => Promise<T>) => Promise<T>
 

@@ -6,20 +6,20 @@
  * guards of its own kept in process.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import { AppError } from './errors.js'
-import { createFingerprintCache, fingerprint, sameString } from './fingerprint.js'
-import type { Metrics } from './metrics.js'
-import { createMemoryStore } from './store/memory-store.js'
-import { tokenEntry, type TokenEntry, type TokenStore } from './store/types.js'
-import { accessTokenCredential } from './tokens/credential.js'
-import { createGuards, type GuardOptions } from './tokens/guards.js'
-import { createLifecycle, type Source } from './tokens/lifecycle.js'
-import type { CallContext, Need } from './tokens/refresher.js'
-import { served, usable, type ServedToken } from './tokens/rules.js'
-import type { WechatClient } from './wechat/client.js'
+import { AppError } from '../errors.js'
+import { createFingerprintCache, fingerprint, sameString } from '../fingerprint.js'
+import type { Metrics } from '../metrics.js'
+import { createMemoryStore } from '../store/memory-store.js'
+import { tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import { accessTokenCredential } from '../tokens/credential.js'
+import { createGuards, type GuardOptions } from '../tokens/guards.js'
+import { createLifecycle, type Source } from '../tokens/lifecycle.js'
+import type { CallContext, Need } from '../tokens/refresher.js'
+import { served, usable, type ServedToken } from '../tokens/rules.js'
+import type { WechatClient } from '../wechat/client.js'
 
-export { beijingDay, type ServedToken } from './tokens/rules.js'
-export type { CallContext } from './tokens/refresher.js'
+export { beijingDay, type ServedToken } from '../tokens/rules.js'
+export type { CallContext } from '../tokens/refresher.js'
 
 export interface TokenServiceOptions {
   store: TokenStore

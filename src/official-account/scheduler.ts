@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { safeError } from './logger.js'
-import type { TokenStore } from './store/types.js'
+import { safeError } from '../logger.js'
+import type { TokenStore } from '../store/types.js'
 import type { TicketService } from './ticket-service.js'
 import type { TokenService } from './token-service.js'
 

@@ -3,10 +3,10 @@
  * the access token of the Mini Program the identifier names (WECHAT_IDENTIFIERS → an app of WECHAT_APPS). A code and
  * a number are personal data: never logged, cached, or counted in a metric.
  */
-import { miniProgramLookup } from './mini-program/mini-programs.js'
-import type { CallContext, TokenService } from './token-service.js'
-import { createTokenCaller } from './tokens/with-token.js'
-import type { PhoneInfo, WechatClient } from './wechat/client.js'
+import { miniProgramLookup } from './mini-programs.js'
+import type { CallContext, TokenService } from '../official-account/token-service.js'
+import { createTokenCaller } from '../tokens/with-token.js'
+import type { PhoneInfo, WechatClient } from '../wechat/client.js'
 
 export interface PhoneServiceOptions {
   tokens: TokenService

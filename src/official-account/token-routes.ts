@@ -1,16 +1,8 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
-import { deferredChild } from '../logger.js'
-import { originOf } from '../plugins/auth.js'
+import { context } from '../request-context.js'
 import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, ThrottledSchema, TokenRequestSchema } from '../schemas/token.js'
-import type { CallContext, ServedToken, TokenService } from '../token-service.js'
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    tokens: TokenService
-  }
-}
+import type { ServedToken } from './token-service.js'
 
 /** RFC 9745 Deprecation: a past date (2024-01-01), meaning already deprecated; the successor is named in Link. */
 const DEPRECATION = '@1704067200'
@@ -33,12 +25,6 @@ function tokenData (token: ServedToken) {
     expiresAt: String(Math.floor(token.expiresAt / 1000)),
     expiresIn: token.expiresIn
   }
-}
-
-/** What the token service needs of the request; its logger (with appId and caller) is made only when a line is logged. */
-export function context (request: FastifyRequest, appId: string): CallContext {
-  const caller = callerOf(request)
-  return { log: deferredChild(request.log, () => ({ appId, caller })), caller, requestId: request.id, origin: originOf(request) }
 }
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -100,14 +86,6 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
     return { statusCode: 200, message: 'Operation successful', requestId: request.id, ...data }
   })
-}
-
-/** Who is asking: the caller key's name, else the GenAuth / Authing SDK headers; for logs and the audit trail. */
-function callerOf (request: FastifyRequest): string | undefined {
-  if (request.callerName) return request.callerName
-  const h = request.headers
-  const value = h['x-authing-app-id'] ?? h['x-genauth-app-id'] ?? h['x-authing-userpool-id']
-  return typeof value === 'string' ? value.slice(0, 64) : undefined
 }
 
 export default tokenRoutes

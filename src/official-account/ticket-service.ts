@@ -6,13 +6,13 @@
  */
 import { hash, randomFillSync } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Metrics } from './metrics.js'
-import type { TokenStore } from './store/types.js'
+import type { Metrics } from '../metrics.js'
+import type { TokenStore } from '../store/types.js'
 import { normalized, OUTAGE_COPIES, type CallContext, type ServedToken, type TokenService } from './token-service.js'
-import { ticketCredential, type TicketType } from './tokens/credential.js'
-import { createLifecycle, type Lifecycle, type Source } from './tokens/lifecycle.js'
-import { createTokenCaller } from './tokens/with-token.js'
-import type { WechatClient } from './wechat/client.js'
+import { ticketCredential, type TicketType } from '../tokens/credential.js'
+import { createLifecycle, type Lifecycle, type Source } from '../tokens/lifecycle.js'
+import { createTokenCaller } from '../tokens/with-token.js'
+import type { WechatClient } from '../wechat/client.js'
 
 export interface TicketServiceOptions {
   tokens: TokenService
