@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
-import { MockWechat, type MockWechatOptions } from '../../src/mock-wechat.js'
+import { MockWechat, type MockWechatOptions } from '../../src/stand-in/wechat.js'
 
 export const APP_ID = 'wx0123456789abcdef'
 export const APP_SECRET = '0123456789abcdef0123456789abcdef'
