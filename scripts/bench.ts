@@ -24,7 +24,7 @@ import { cpus } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type autocannon from 'autocannon'
 import { Pool } from 'undici'
-import { MockWechat } from '../src/mock-wechat.js'
+import { MockWechat } from '../src/stand-in/wechat.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)

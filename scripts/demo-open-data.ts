@@ -5,7 +5,7 @@
  *
  *   npm run -s demo:open-data -- <code demo-…> <appId> <extIdpConnidentifier>
  */
-import { demoSessionKey, encryptOpenData } from '../src/mock-wechat.js'
+import { demoSessionKey, encryptOpenData } from '../src/stand-in/wechat.js'
 
 const [code = `demo-${Date.now()}`, appId = 'wx0123456789abcdef', identifier = 'demo'] = process.argv.slice(2)
 if (!/^demo-[A-Za-z0-9_-]{6,64}$/.test(code)) {

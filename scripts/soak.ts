@@ -12,7 +12,7 @@ import { Pool } from 'undici'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
-import { MockWechat, type MockFault } from '../src/mock-wechat.js'
+import { MockWechat, type MockFault } from '../src/stand-in/wechat.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
 
 const seconds = Number(process.env.SOAK_SECONDS ?? 180)

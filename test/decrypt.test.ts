@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import { ApiCodes } from '../src/api-codes.js'
 import { AppError } from '../src/errors.js'
 import { decryptOpenData, encryptedBytes, ivBytes } from '../src/mini-program/open-data.js'
-import { encryptOpenData } from '../src/mock-wechat.js'
+import { encryptOpenData } from '../src/stand-in/wechat.js'
 import { APP_ID, APP_SECRET, TestClock, build, personal, post, startMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 

@@ -2,7 +2,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ApiCodes } from '../src/api-codes.js'
 import { APP_SECRET, build, post, startMock } from './helpers/build.js'
-import type { MockFault } from '../src/mock-wechat.js'
+import type { MockFault } from '../src/stand-in/wechat.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const appIdFor = (i: number) => `wx${i.toString(16).padStart(16, '0')}`

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { createDecipheriv, randomBytes } from 'node:crypto'
 import { request } from 'undici'
-import { demoSessionKey, encryptOpenData } from '../src/mock-wechat.js'
+import { demoSessionKey, encryptOpenData } from '../src/stand-in/wechat.js'
 import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
 
 async function call (url: string, path: string, init: { method?: 'GET' | 'POST', body?: unknown } = {}) {

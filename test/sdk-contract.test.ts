@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { AuthenticationClient } from 'authing-node-sdk'
 import { ApiCodes } from '../src/api-codes.js'
-import { encryptOpenData } from '../src/mock-wechat.js'
+import { encryptOpenData } from '../src/stand-in/wechat.js'
 import { APP_ID, APP_SECRET, OTHER_SECRET, build, personal, startMock } from './helpers/build.js'
 
 t.test('the official authing-node-sdk gets tokens from both routes over a real socket', async (t) => {

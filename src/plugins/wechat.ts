@@ -2,7 +2,7 @@
 import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import type { Metrics } from '../metrics.js'
-import { MockWechat } from '../mock-wechat.js'
+import { MockWechat } from '../stand-in/wechat.js'
 import { createWechatClient, type WechatClient } from '../wechat/client.js'
 
 declare module 'fastify' {

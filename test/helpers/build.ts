@@ -5,25 +5,34 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../../src/app.js'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
-import { MockWechat, type MockWechatOptions } from '../../src/mock-wechat.js'
+import { MockWechat, type MockWechatOptions } from '../../src/stand-in/wechat.js'
+import { MockWecom, type MockWecomOptions } from '../../src/stand-in/wecom.js'
 
 export const APP_ID = 'wx0123456789abcdef'
 export const APP_SECRET = '0123456789abcdef0123456789abcdef'
 export const OTHER_SECRET = 'fedcba9876543210fedcba9876543210'
 /** Caller keys the tests use; like the secrets, they must never be logged. */
 export const CALLER_KEYS = ['caller-key-5f1c9e0a7b3d', 'caller-key-second-77aa']
+/** A WeCom corp with two applications, each with its own secret (43 characters, as WeCom's). */
+export const CORP_ID = 'ww0123456789abcdef'
+export const AGENT_ID = '1000002'
+export const AGENT_SECRET = 'WeComAgentSecret0000000000000000000000000a1'
+export const OTHER_AGENT_ID = '1000003'
+export const OTHER_AGENT_SECRET = 'WeComAgentSecret1111111111111111111111111b2'
 
-/** Every log capture and every WeChat stand-in of this test process, searched when the process's tests end. */
+/** Every log capture and every WeChat and WeCom stand-in of this test process, searched when the process's tests end. */
 const captures: LogCapture[] = []
 const mocks: MockWechat[] = []
+const wecomMocks: MockWecom[] = []
 /** Personal data a test sent or got back (an iv, encrypted or decrypted data), searched for likewise. */
 export const personal: string[] = []
 
 tap.after(() => {
-  const secrets = [APP_SECRET, OTHER_SECRET, APP_SECRET.toUpperCase(), ...CALLER_KEYS]
+  const secrets = [APP_SECRET, OTHER_SECRET, APP_SECRET.toUpperCase(), AGENT_SECRET, OTHER_AGENT_SECRET, ...CALLER_KEYS]
   // Credentials (tokens, tickets) and personal data (phone and login codes, numbers, session keys, openids, unionids,
   // and whatever a test adds to `personal`: the iv, encrypted and decrypted data of the decrypt route) are never logged either.
-  const credentials = [...personal, ...mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered, ...mock.sessionsAnswered])]
+  const credentials = [...personal, ...mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered, ...mock.sessionsAnswered]),
+    ...wecomMocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets()])]
   let leaks = 0
   for (const capture of captures) {
     for (const line of capture.lines) {
@@ -99,6 +108,15 @@ export async function startMock (t: Teardown, options: MockWechatOptions = {}): 
   const mock = new MockWechat({ apps: { [APP_ID]: APP_SECRET }, ...options })
   const url = await mock.start()
   mocks.push(mock)
+  t.teardown(() => mock.close())
+  return { mock, url }
+}
+
+/** The WeCom stand-in, knowing CORP_ID with its two applications unless told otherwise. */
+export async function startWecomMock (t: Teardown, options: MockWecomOptions = {}): Promise<{ mock: MockWecom, url: string }> {
+  const mock = new MockWecom({ corps: { [CORP_ID]: { [AGENT_ID]: AGENT_SECRET, [OTHER_AGENT_ID]: OTHER_AGENT_SECRET } }, ...options })
+  const url = await mock.start()
+  wecomMocks.push(mock)
   t.teardown(() => mock.close())
   return { mock, url }
 }
