@@ -1,5 +1,6 @@
 import t from 'tap'
 import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { loadConfig } from '../src/config.js'
 import { createRedisClient } from '../src/plugins/store.js'
 import { createMemoryStore } from '../src/store/memory-store.js'
@@ -82,6 +83,55 @@ t.test('redis: a foreign or corrupted value is a miss, not a crash', async (t) =
     await client.set(tokenKey('corrupt', APP_ID), raw)
     t.equal(await store.get(APP_ID), null, raw)
   }
+})
+
+t.test('redis: the scripts go by their SHA once loaded, and whole again after SCRIPT FLUSH, with the least rights docs/security.md lists', async (t) => {
+  const own = await RedisServer.start() // its own server: SCRIPT FLUSH and the command counts are server-wide
+  t.teardown(() => own.stop())
+  const admin = own.client()
+  t.teardown(() => admin.disconnect())
+  const rule = /`(ACL SETUSER wxtoken [^`]+)`/.exec(await readFile(new URL('../docs/security.md', import.meta.url), 'utf8'))?.[1]
+  t.ok(rule, 'docs/security.md gives the rule')
+  await admin.call('ACL', 'SETUSER', ...rule!.replace('<password>', 'scripts-password-0123').split(' ').slice(2))
+  const client = createRedisClient(loadConfig({ REDIS_URL: `redis://wxtoken:scripts-password-0123@127.0.0.1:${own.port}` }))!
+  await client.connect()
+  const clock = new TestClock()
+  const store = createRedisStore(client, 'wxtoken', { now: clock.now })
+  t.teardown(async () => {
+    await store.close()
+    client.disconnect()
+  })
+  const counts = async () => {
+    const info = `${await admin.info('commandstats')}\n${await admin.info('errorstats')}`
+    const count = (pattern: RegExp): number => Number(pattern.exec(info)?.[1] ?? 0)
+    return { eval: count(/^cmdstat_eval:calls=(\d+)/m), evalsha: count(/^cmdstat_evalsha:calls=(\d+)/m), noscript: count(/^errorstat_NOSCRIPT:count=(\d+)/m) }
+  }
+  /** Runs each script once, as generation `generation` is written. */
+  const round = async (generation: number) => {
+    t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, generation, `token${generation}`), generation - 1), true, `generation ${generation} written`)
+    t.equal(await store.compareAndSet(APP_ID, entry(clock, 60_000, generation, 'stale'), generation - 1), false, 'a stale write refused')
+    t.equal(await store.acquire(APP_ID, 'lock', 'owner', 10_000), true)
+    t.equal(await store.release(APP_ID, 'lock', 'other'), false, 'another owner releases nothing')
+    t.equal(await store.release(APP_ID, 'lock', 'owner'), true)
+    t.equal(await store.increment(APP_ID, 'count', 10_000), generation, 'the counter counts on')
+    t.equal((await store.get(APP_ID))?.accessToken, `token${generation}`)
+  }
+
+  await round(1)
+  const loaded = await counts()
+  t.equal(loaded.eval, 3, 'each script sent whole once')
+  await round(2)
+  const after = await counts()
+  t.equal(after.eval, loaded.eval, 'then never whole again')
+  t.equal(after.evalsha - loaded.evalsha, 5, 'but by its SHA, each of the round\'s five calls')
+
+  await admin.script('FLUSH')
+  await round(3)
+  const flushed = await counts()
+  t.equal(flushed.noscript - after.noscript, 3, 'after the flush each script was unknown once')
+  t.equal(flushed.eval - after.eval, 3, 'and sent whole again (EVAL, which the rule allows; SCRIPT LOAD it does not)')
+  await round(4)
+  t.equal((await counts()).eval, flushed.eval, 'then by its SHA again')
 })
 
 t.test('a test redis-server writes its files in its own directory, never in the project', async (t) => {

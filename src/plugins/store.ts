@@ -4,7 +4,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { hostPorts, type Config } from '../config.js'
 import { safeError } from '../logger.js'
 import { createMemoryStore } from '../store/memory-store.js'
-import { createRedisStore } from '../store/redis-store.js'
+import { SCRIPT_COMMANDS, createRedisStore } from '../store/redis-store.js'
 import type { TokenStore } from '../store/types.js'
 
 declare module 'fastify' {
@@ -24,6 +24,7 @@ export type RedisClient = Redis | Cluster
 
 /** A single node (REDIS_URL), a Cluster (REDIS_CLUSTER_NODES) or Sentinel (REDIS_SENTINELS), all through ioredis. */
 export function createRedisClient (config: Config): RedisClient | null {
+  const autoPipeliningIgnoredCommands = ['eval', 'evalsha', ...SCRIPT_COMMANDS]
   const options: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
@@ -31,9 +32,10 @@ export function createRedisClient (config: Config): RedisClient | null {
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
     // One socket write for the commands of an event-loop turn. Not for EVAL: on a Cluster, ioredis routes an
-    // auto-pipelined command by its first argument, which for EVAL is the script, not a key.
+    // auto-pipelined command by its first argument, which for EVAL is the script, not a key. The store's scripts
+    // (defined commands, sent as EVALSHA) are sent on their own as well, as they were when sent as EVAL.
     enableAutoPipelining: true,
-    autoPipeliningIgnoredCommands: ['eval', 'evalsha'],
+    autoPipeliningIgnoredCommands,
     retryStrategy: (times) => Math.min(times * 100, 2000)
   }
   const credentials = {
@@ -47,7 +49,7 @@ export function createRedisClient (config: Config): RedisClient | null {
       enableOfflineQueue: false,
       scaleReads: 'master',
       enableAutoPipelining: true,
-      autoPipeliningIgnoredCommands: ['eval', 'evalsha'],
+      autoPipeliningIgnoredCommands,
       clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
       redisOptions: { ...options, ...credentials }
     })

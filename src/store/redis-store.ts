@@ -44,6 +44,38 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 or (ARGV[3] == '1' and ttl < tonumber(ARGV[1])) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n`
 
+/**
+ * The scripts as commands of the client (ioredis defineCommand): each is sent whole (EVAL) once per connection and by
+ * its SHA1 (EVALSHA) after. A new connection (Redis restarted, a failover, a Cluster node) starts again with EVAL, and
+ * when a server answers NOSCRIPT (SCRIPT FLUSH) ioredis sends the script whole again. No SCRIPT LOAD: the rights are
+ * EVAL and EVALSHA, as docs/security.md lists them.
+ */
+const SCRIPTS = {
+  tokenStoreCompareAndSet: { numberOfKeys: 2, lua: COMPARE_AND_SET },
+  tokenStoreRelease: { numberOfKeys: 1, lua: RELEASE },
+  tokenStoreIncrement: { numberOfKeys: 1, lua: INCREMENT }
+} as const
+
+/** The names of the script commands, which the client keeps out of auto-pipelining, as it does EVAL and EVALSHA. */
+export const SCRIPT_COMMANDS: readonly string[] = Object.keys(SCRIPTS)
+
+/** The script commands of a client that defineScripts has been given; each resolves with the script's integer reply. */
+interface ScriptCommands {
+  tokenStoreCompareAndSet (token: string, generation: string, expected: number, entry: string, tokenTtlMs: number, generationTtlMs: number): Promise<number>
+  tokenStoreRelease (key: string, owner: string): Promise<number>
+  tokenStoreIncrement (key: string, ttlMs: number, by: number, extend: 0 | 1): Promise<number>
+}
+
+type ScriptedClient = (Redis | Cluster) & ScriptCommands
+
+/** Defines the scripts on the client, once however many stores share it. */
+function defineScripts (redis: Redis | Cluster): ScriptedClient {
+  for (const [name, definition] of Object.entries(SCRIPTS)) {
+    if (!(name in redis.scriptsSet)) redis.defineCommand(name, definition)
+  }
+  return redis as ScriptedClient // every command of ScriptCommands is defined just above
+}
+
 export function appKey (prefix: string, appId: string, name: string): string {
   return `${prefix}:{${appId}}:${name}`
 }
@@ -77,7 +109,8 @@ async function readString (redis: Redis | Cluster, key: string): Promise<string 
   }
 }
 
-export function createRedisStore (redis: Redis | Cluster, prefix: string, { now = Date.now, log }: RedisStoreOptions = {}): TokenStore {
+export function createRedisStore (client: Redis | Cluster, prefix: string, { now = Date.now, log }: RedisStoreOptions = {}): TokenStore {
+  const redis = defineScripts(client)
   const channel = `${prefix}:changed`
   const waiters = new ChangeWaiters()
   const pubsub = trackPubsub(redis, channel, waiters, log)
@@ -92,7 +125,7 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
       return parseCount(await readString(redis, key(appId, generationName(slot))))
     },
     async compareAndSet (appId, entry, expected, slot = TOKEN_SLOT) {
-      const written = await command(() => redis.eval(COMPARE_AND_SET, 2, key(appId, slot), key(appId, generationName(slot)),
+      const written = await command(() => redis.tokenStoreCompareAndSet(key(appId, slot), key(appId, generationName(slot)),
         expected, JSON.stringify(entry), entry.expiresAt - now(), GENERATION_TTL_MS))
       return written === 1
     },
@@ -103,10 +136,10 @@ export function createRedisStore (redis: Redis | Cluster, prefix: string, { now 
       return await command(() => redis.set(key(appId, name), owner, 'PX', ttlMs, 'NX')) === 'OK'
     },
     async release (appId, name, owner) {
-      return await command(() => redis.eval(RELEASE, 1, key(appId, name), owner)) === 1
+      return await command(() => redis.tokenStoreRelease(key(appId, name), owner)) === 1
     },
     async increment (appId, name, ttlMs, by = 1, extend = false) {
-      return Number(await command(() => redis.eval(INCREMENT, 1, key(appId, name), ttlMs, by, extend ? 1 : 0)))
+      return await command(() => redis.tokenStoreIncrement(key(appId, name), ttlMs, by, extend ? 1 : 0))
     },
     async getValue (appId, name) {
       return await readString(redis, key(appId, name))

@@ -1,6 +1,6 @@
 /** The token store contract, met by the in-memory and the Redis store alike. */
 import { AppError } from '../errors.js'
-import { MAX_TOKEN_LIFE_MS, type TokenMode } from '../wechat/client.js'
+import { MAX_TOKEN_LIFE_MS, type TokenMode } from '../wechat/access-token.js'
 
 export interface TokenEntry {
   /** The credential: an access token, or a ticket (the field keeps the name it has in stored entries). */

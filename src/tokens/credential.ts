@@ -5,7 +5,7 @@
  */
 import type { ApiCodeName } from '../api-codes.js'
 import { TOKEN_SLOT } from '../store/types.js'
-import type { TokenMode } from '../wechat/client.js'
+import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
 export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket'

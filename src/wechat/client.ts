@@ -7,9 +7,8 @@ import { Pool, errors as undiciErrors } from 'undici'
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import type { Metrics } from '../metrics.js'
+import { MAX_TOKEN_LIFE_MS, type TokenMode } from './access-token.js'
 import { WechatApiError, type WechatApi } from './errcodes.js'
-
-export type TokenMode = 'stable' | 'classic'
 
 export interface WechatClientOptions {
   baseUrl: string
@@ -92,8 +91,6 @@ interface Call<T> {
 }
 
 const MAX_BODY_BYTES = 64 * 1024
-/** WeChat documents a token lifetime of at most 7200 s; a longer expires_in is capped to it. */
-export const MAX_TOKEN_LIFE_MS = 7200 * 1000
 /** Failures that happen before a request is sent: retrying them cannot repeat it. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN'])
 
