@@ -30,6 +30,12 @@ export interface Guarded {
    * rather than the app, so it backs the app off only when it says WeChat failed (unreachable, busy, not an answer).
    */
   readonly callerInput: boolean
+  /**
+   * Its fetch is what proves a caller's secret (the access token's): WeChat's refusals of a secret are remembered for
+   * that secret and read before any fetch of it, and a secret WeChat accepted is marked verified for the owner. Other
+   * credentials remember such a refusal for their own calls alone.
+   */
+  readonly provesSecret: boolean
 }
 
 export interface Credential extends Guarded {
@@ -44,10 +50,10 @@ export interface Credential extends Guarded {
    * window and whether a copy may be put back into a store that lost it.
    */
   readonly mode: TokenMode
-  /** The subject of its change messages for an app. */
-  subject: (appId: string) => string
-  /** The appId a change message's subject names, or undefined when it names another credential. */
-  appIdOf: (subject: string) => string | undefined
+  /** The subject of its change messages for an owner (an appId, or the opaque owner key of another kind). */
+  subject: (owner: string) => string
+  /** The owner a change message's subject names, or undefined when it names another credential. */
+  ownerOf: (subject: string) => string | undefined
 }
 
 export function accessTokenCredential (mode: TokenMode, dailyBudget: number): Credential {
@@ -60,8 +66,10 @@ export function accessTokenCredential (mode: TokenMode, dailyBudget: number): Cr
     dailyBudget,
     budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
     callerInput: false,
+    provesSecret: true,
+    // The subjects it always had: the bare appId. Every other credential's subject has a ':' or a '|'.
     subject: (appId) => appId,
-    appIdOf: (subject) => subject.includes(':') ? undefined : subject
+    ownerOf: (subject) => /[:|]/.test(subject) ? undefined : subject
   }
 }
 
@@ -78,8 +86,9 @@ export function ticketCredential (type: TicketType, dailyBudget: number): Creden
     dailyBudget,
     budgetExhausted: 'TICKET_BUDGET_EXHAUSTED',
     callerInput: false,
+    provesSecret: false,
     subject: (appId) => appId + suffix,
-    appIdOf: (subject) => subject.endsWith(suffix) ? subject.slice(0, -suffix.length) : undefined
+    ownerOf: (subject) => subject.endsWith(suffix) && !subject.includes('|') ? subject.slice(0, -suffix.length) : undefined
   }
 }
 
@@ -88,5 +97,18 @@ export function ticketCredential (type: TicketType, dailyBudget: number): Creden
  * but what the guards keep: its daily budget, a backoff while WeChat fails, refusals about the app remembered.
  */
 export function loginGuarded (dailyBudget: number): Guarded {
-  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true }
+  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true, provesSecret: false }
+}
+
+/**
+ * The change-message subjects of a kind added after the access token and the tickets: `<tag>|<owner>`, so that an
+ * owner may hold any character (a corpId and an application's fingerprint, say) and no subject is read as another
+ * kind's.
+ */
+export function taggedSubjects (tag: string): Pick<Credential, 'subject' | 'ownerOf'> {
+  const head = `${tag}|`
+  return {
+    subject: (owner) => head + owner,
+    ownerOf: (subject) => subject.startsWith(head) ? subject.slice(head.length) : undefined
+  }
 }

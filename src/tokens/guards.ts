@@ -161,11 +161,11 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
    * backoff still running; and the run of failures the app is in, if any.
    */
   async function standing (credential: Guarded, appId: string, fp: string, forced: boolean): Promise<{ refusal: AppError | null, run: Backoff | undefined }> {
-    const tokenCall = credential.api === 'token'
+    const secretProved = credential.provesSecret
     const [appWide, forForced, forSecret, backoff] = await Promise.all([
       state.getValue(appId, `${credential.prefix}negative`),
       forced ? state.getValue(appId, 'negative-forced') : null,
-      tokenCall ? state.getValue(appId, rejectedName(fp)) : null,
+      secretProved ? state.getValue(appId, rejectedName(fp)) : null,
       state.getValue(appId, `${credential.prefix}backoff`)
     ])
     const run = parseBackoff(backoff, now())
@@ -210,9 +210,9 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       await state.setValue(appId, 'negative-forced', record, negativeMs)
     } else if (APP_WIDE_REMEMBERED.has(err.kind)) {
       await state.setValue(appId, `${credential.prefix}negative`, record, negativeMs)
-    } else if (SECRET_REMEMBERED.has(err.kind) && credential.callerInput) {
-      // Answered to a call that carried a caller's input (a login code): remembered for that credential's calls alone,
-      // so that no caller can hold the app's token back with it, nor unmark its secret as verified.
+    } else if (SECRET_REMEMBERED.has(err.kind) && !credential.provesSecret) {
+      // Answered to a call that does not prove the secret (a login code's, say): remembered for that credential's calls
+      // alone, so that no caller can hold the app's token back with it, nor unmark its secret as verified.
       await state.setValue(appId, `${credential.prefix}negative`, record, negativeMs)
     } else if (SECRET_REMEMBERED.has(err.kind)) {
       await state.setValue(appId, rejectedName(fp), record, negativeMs)
@@ -406,7 +406,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     if (replacing) await recordReplacement(appId, spend.forced).catch(() => {})
     // Likewise: a secret not marked verified is checked once more later, from the unverified allowance; a run of
     // failures not forgotten makes the next failure wait longer, no more.
-    if (credential.api === 'token') await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
+    if (credential.provesSecret) await state.setValue(appId, 'verified', fp, VERIFIED_TTL_MS).catch(() => {})
     if (failing) await state.forget(appId, `${credential.prefix}backoff`).catch(() => {})
     return result
   }

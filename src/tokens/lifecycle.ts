@@ -62,9 +62,9 @@ export function createLifecycle (opts: LifecycleOptions) {
   const caches = createLocalCaches({ hotMs, hotMax: opts.hotMax, copiesMax: opts.copiesMax, marginMs, now })
   const { madeWith } = opts
   store.onChange((subject, stamp) => {
-    const appId = credential.appIdOf(subject)
+    const appId = credential.ownerOf(subject)
     if (appId !== undefined) caches.changed(appId, stamp)
-    const maker = madeWith?.appIdOf(subject)
+    const maker = madeWith?.ownerOf(subject)
     if (maker !== undefined) caches.forgetHot(maker)
   })
   store.onPubsub((up, missed) => caches.pubsub(up, missed))
