@@ -18,6 +18,7 @@ import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import { miniProgram, miniProgramRoutes } from './mini-program/index.js'
 import { officialAccount, officialAccountRoutes } from './official-account/index.js'
+import { wecom, wecomRoutes } from './wecom/index.js'
 import { VERSION } from './version.js'
 
 declare module 'fastify' {
@@ -53,7 +54,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       access_token: config.DAILY_UPSTREAM_BUDGET,
       jsapi_ticket: config.TICKET_DAILY_BUDGET,
       wx_card_ticket: config.TICKET_DAILY_BUDGET,
-      code2session: config.SESSION_DAILY_BUDGET
+      code2session: config.SESSION_DAILY_BUDGET,
+      wecom_token: config.WECOM_DAILY_BUDGET
     },
     configuredApps: loadApps(config)?.size ?? 0,
     tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
@@ -94,6 +96,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
   await app.register(officialAccount, { config, metrics, now })
   await app.register(miniProgram, { config, metrics, now })
+  await app.register(wecom, { config, metrics, now })
   metrics.observeStore(app.store)
   await app.register(docs, { enabled: config.DOCS_ENABLED })
   await app.register(healthRoutes)
@@ -114,6 +117,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(rateLimits, { config })
     await api.register(officialAccountRoutes)
     await api.register(miniProgramRoutes)
+    await api.register(wecomRoutes)
   })
   return app
 }

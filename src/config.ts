@@ -71,6 +71,19 @@ export const ConfigSchema = Type.Object({
     description: 'JSON object of appId to appSecret. When set (or WECHAT_APPS_FILE), only these apps are served and refreshed proactively.'
   })),
   WECHAT_APPS_FILE: Type.Optional(Type.String({ description: 'Path of a JSON file holding the WECHAT_APPS object.' })),
+  WECOM_API_BASE: Type.String({
+    pattern: '^(mock|https?://[^\\s]+)$',
+    default: 'https://qyapi.weixin.qq.com',
+    description: 'WeCom API origin, or "mock" to run the built-in WeCom stand-in in-process (offline use).'
+  }),
+  WECOM_APPS: Type.Optional(Type.String({
+    description: 'JSON object of WeCom corpId to its applications (agentId to the application\'s secret). Only these are served; unset, the WeCom route answers 2002.'
+  })),
+  WECOM_DAILY_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 1800,
+    description: 'Upstream gettoken calls allowed per WeCom application per day (00:00 Beijing time).'
+  }),
   WECHAT_IDENTIFIERS: Type.Optional(Type.String({
     description: 'JSON object of Mini Program identifier (the extIdpConnidentifier of the phone route) to appId; each appId must be one of WECHAT_APPS.'
   })),
@@ -260,6 +273,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (env[name] !== undefined) throw new Error(`env/${name} no longer exists: ${replacement}`)
   }
   loadIdentifiers(config, loadApps(config))
+  loadWecomApps(config)
   loadCallerKeys(config)
   return config
 }
@@ -336,6 +350,42 @@ export function loadApps (config: Pick<Config, 'WECHAT_APPS' | 'WECHAT_APPS_FILE
   }
   if (apps.size === 0) throw new Error(`env/${name} lists no app`)
   return apps
+}
+
+const CORP_ID = /^w[wx][0-9a-f]{16}$/
+const AGENT_ID = /^\d{1,10}$/
+const CORP_SECRET = /^[A-Za-z0-9_-]{16,128}$/
+
+/** The WECOM_APPS map (corpId to agentId to secret), or undefined when it is not set. No secret twice. */
+export function loadWecomApps (config: Pick<Config, 'WECOM_APPS'>): Map<string, Map<string, string>> | undefined {
+  const raw = config.WECOM_APPS
+  if (raw === undefined) return undefined
+  const shape = 'env/WECOM_APPS must be a JSON object of corpId to {agentId: secret}'
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    throw new Error(shape)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(shape)
+  const corps = new Map<string, Map<string, string>>()
+  const secrets = new Set<string>()
+  for (const [corpId, applications] of Object.entries(parsed)) {
+    if (!CORP_ID.test(corpId)) throw new Error(`env/WECOM_APPS: "${corpId.slice(0, 20)}" is not a WeCom corpId (ww or wx and 16 lower-case hexadecimal characters)`)
+    if (typeof applications !== 'object' || applications === null || Array.isArray(applications)) throw new Error(shape)
+    const agents = new Map<string, string>()
+    for (const [agentId, secret] of Object.entries(applications as Record<string, unknown>)) {
+      if (!AGENT_ID.test(agentId)) throw new Error(`env/WECOM_APPS: the agentId "${agentId.slice(0, 12)}" of ${corpId} is not a number`)
+      if (typeof secret !== 'string' || !CORP_SECRET.test(secret)) throw new Error(`env/WECOM_APPS: the secret of ${corpId} application ${agentId} is not a WeCom secret`)
+      if (secrets.has(secret)) throw new Error(`env/WECOM_APPS: the secret of ${corpId} application ${agentId} is another application's`)
+      secrets.add(secret)
+      agents.set(agentId, secret)
+    }
+    if (agents.size === 0) throw new Error(`env/WECOM_APPS: ${corpId} lists no application`)
+    corps.set(corpId, agents)
+  }
+  if (corps.size === 0) throw new Error('env/WECOM_APPS lists no corp')
+  return corps
 }
 
 const IDENTIFIER = new RegExp(IDENTIFIER_PATTERN)

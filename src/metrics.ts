@@ -120,7 +120,7 @@ export interface Settings {
  * increase to the rules (a counter series born at 1 is flat to increase()).
  */
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
-const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token']
 
 export function createMetrics (options: MetricsOptions = {}) {
   const maxApps = options.maxApps ?? 100
@@ -343,9 +343,9 @@ export function createMetrics (options: MetricsOptions = {}) {
     observeStore (probe: StoreProbe): void {
       store = probe
     },
-    /** Lets the per-app gauges read the apps this instance served, from each source (tokens, tickets) in turn. */
+    /** Lets the per-app gauges read the apps this instance served, from each source (tokens, tickets, …) in turn. */
     observeApps (...known: KnownApps[]): void {
-      sources = known
+      sources = [...sources, ...known]
     }
   }
   new Gauge({ // eslint-disable-line no-new -- registered in `registers`

@@ -12,7 +12,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** The body field that names the app a request is for, in the route's own schema (default appId). */
-    appField?: 'appId' | 'extIdpConnidentifier'
+    appField?: 'appId' | 'extIdpConnidentifier' | 'corpId'
   }
 }
 
@@ -24,7 +24,8 @@ function appKeyOf (request: FastifyRequest): string {
   const field = request.routeOptions.config.appField ?? 'appId'
   const value = (request.body as Record<string, unknown>)[field]
   if (typeof value !== 'string') return 'app:-'
-  return field === 'appId' ? `app:${value.toLowerCase()}` : `identifier:${value}`
+  if (field === 'appId') return `app:${value.toLowerCase()}`
+  return field === 'corpId' ? `corp:${value}` : `identifier:${value}`
 }
 
 export default fp<{ config: Config }>(async (app, { config }) => {

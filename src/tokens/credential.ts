@@ -8,7 +8,7 @@ import { TOKEN_SLOT } from '../store/types.js'
 import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
-export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket'
+export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token'
 /** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
 export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
@@ -41,7 +41,7 @@ export interface Guarded {
 export interface Credential extends Guarded {
   readonly name: CredentialName
   /** The upstream API it is fetched with, whose errcodes its guards remember. */
-  readonly api: 'token' | 'ticket'
+  readonly api: 'token' | 'ticket' | 'wecom_token'
   /** The store slot of its entry. */
   readonly slot: string
   /**
@@ -89,6 +89,26 @@ export function ticketCredential (type: TicketType, dailyBudget: number): Creden
     provesSecret: false,
     subject: (appId) => appId + suffix,
     ownerOf: (subject) => subject.endsWith(suffix) && !subject.includes('|') ? subject.slice(0, -suffix.length) : undefined
+  }
+}
+
+/**
+ * A WeCom application's access token. Its owner is opaque to the engine: the corpId and a keyed fingerprint of the
+ * application's secret (`<corpId>:<fingerprint>`), so two applications of one corp never share or overwrite a token.
+ * WeCom answers the same token to every fetch within its lifetime, as stable_token does.
+ */
+export function wecomTokenCredential (dailyBudget: number): Credential {
+  return {
+    name: 'wecom_token',
+    api: 'wecom_token',
+    slot: TOKEN_SLOT,
+    prefix: '',
+    mode: 'stable',
+    dailyBudget,
+    budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
+    callerInput: false,
+    provesSecret: true,
+    ...taggedSubjects('wecom_token')
   }
 }
 

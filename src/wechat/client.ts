@@ -240,6 +240,18 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /** A WeCom application's access token (the same one again within its lifetime, as WeCom answers). */
+  async function fetchWecomToken (corpId: string, secret: string, options: Omit<FetchOptions, 'forceRefresh'>): Promise<FetchedToken> {
+    const query = new URLSearchParams({ corpid: corpId, corpsecret: secret })
+    return await send({
+      endpoint: 'gettoken',
+      api: 'wecom_token',
+      request: { method: 'GET', path: `${prefix}/cgi-bin/gettoken?${query.toString()}` },
+      parse: (record, sentAt) => expiring(record, 'access_token', sentAt, now()),
+      idempotent: true
+    }, options)
+  }
+
   /** A JS-SDK (`jsapi`) or card (`wx_card`) ticket, fetched with the app's access token. */
   async function fetchTicket (accessToken: string, type: 'jsapi' | 'wx_card', options: FetchOptions): Promise<FetchedToken> {
     const query = new URLSearchParams({ access_token: accessToken, type })
@@ -291,6 +303,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     fetchTicket,
     fetchPhoneNumber,
     fetchSession,
+    fetchWecomToken,
     close: () => pool.close()
   }
 }

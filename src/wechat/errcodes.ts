@@ -60,10 +60,24 @@ const SESSION: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [89507, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'IP refused by the admin for 1 hour' }]
 ])
 
-/** Which API answered: the token endpoints, getticket, the Mini Program phone number, or jscode2session. */
-export type WechatApi = 'token' | 'ticket' | 'phone' | 'session'
+/** WeCom's gettoken (corpid and an application's corpsecret): 40001 there is a wrong secret, 45009 "too frequent". */
+const WECOM_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
+  [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
+  [40001, { kind: 'WECHAT_INVALID_SECRET', text: 'invalid secret' }],
+  [40013, { kind: 'WECHAT_INVALID_APPID', text: 'invalid corpid' }],
+  [41002, { kind: 'WECHAT_ERROR', text: 'corpid missing' }],
+  [41004, { kind: 'WECHAT_ERROR', text: 'corpsecret missing' }],
+  [45009, { kind: 'WECHAT_RATE_LIMITED', text: 'api freq out of limit' }],
+  [45033, { kind: 'WECHAT_RATE_LIMITED', text: 'too many concurrent calls' }],
+  [60020, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not allowed' }]
+])
 
-const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = { token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION }
+/** Which API answered: the token endpoints, getticket, the Mini Program phone number, jscode2session, WeCom's gettoken. */
+export type WechatApi = 'token' | 'ticket' | 'phone' | 'session' | 'wecom_token'
+
+const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = {
+  token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN
+}
 
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */
 export class WechatApiError extends AppError {

@@ -1,0 +1,149 @@
+/**
+ * WeCom (企业微信) access tokens: one per application, as WeCom's documentation requires, kept by the same lifecycle
+ * as every credential (hot cache, store, one fetch per herd over every instance, refresh ahead, outage copies, a daily
+ * budget, remembered refusals, backoff). The owner of a token is opaque to the engine: the corpId and a keyed
+ * fingerprint of the application's secret, never the secret, so two applications of one corp never share or
+ * overwrite a token. Only the applications of WECOM_APPS are served: a caller must send one of their secrets, and
+ * nothing a caller sends makes the service call WeCom for anything else.
+ */
+import { AppError } from '../errors.js'
+import { createFingerprintCache, fingerprint, sameString } from '../fingerprint.js'
+import type { Metrics } from '../metrics.js'
+import { createMemoryStore } from '../store/memory-store.js'
+import { tokenEntry, type TokenStore } from '../store/types.js'
+import { wecomTokenCredential } from '../tokens/credential.js'
+import { createGuards, type GuardOptions } from '../tokens/guards.js'
+import { createLifecycle, type Source } from '../tokens/lifecycle.js'
+import type { CallContext } from '../tokens/refresher.js'
+import { served, type ServedToken } from '../tokens/rules.js'
+import type { WechatClient } from '../wechat/client.js'
+
+export interface WecomTokenServiceOptions {
+  store: TokenStore
+  /** The client of WECOM_API_BASE. */
+  wecom: WechatClient
+  /** WECOM_APPS: corpId to agentId to secret. */
+  apps: ReadonlyMap<string, ReadonlyMap<string, string>>
+  dailyBudget: number
+  serveMarginSeconds: number
+  refreshAheadSeconds: number
+  requestDeadlineMs: number
+  lockLeaseMs: number
+  negativeCacheSeconds: number
+  hotCacheMs: number
+  hotCacheMaxApps: number
+  fingerprintKey?: string | undefined
+  metrics?: Metrics | undefined
+  now?: () => number
+}
+
+/** Applications whose last served token is kept in process, to answer while the store is down. */
+const OUTAGE_COPIES = 10_000
+
+export function createWecomTokenService (opts: WecomTokenServiceOptions) {
+  const { store, wecom, metrics } = opts
+  const now = opts.now ?? Date.now
+  const credential = wecomTokenCredential(opts.dailyBudget)
+  const fingerprintOf = createFingerprintCache(opts.hotCacheMaxApps, opts.fingerprintKey)
+  /** corpId to the fingerprints of its applications' secrets. */
+  const configured = new Map<string, string[]>()
+  for (const [corpId, agents] of opts.apps) {
+    configured.set(corpId, [...agents.values()].map((secret) => fingerprint(corpId, secret, opts.fingerprintKey)))
+  }
+  const guardOptions: GuardOptions = {
+    negativeCacheSeconds: opts.negativeCacheSeconds,
+    // No forced refresh and no unverified secret here: every secret is a configured one.
+    forceRefreshDailyLimit: 0,
+    forceRefreshMinIntervalSeconds: 30,
+    unverifiedPerApp: 0,
+    unverifiedPerCaller: 0,
+    unverifiedWindowSeconds: 1,
+    unverifiedDailyBudget: 0,
+    now,
+    metrics
+  }
+  const guards = createGuards(store, guardOptions)
+  /** While the store is down: the same guards, their state kept in process (bounded). */
+  const outageState = createMemoryStore(now, { maxValues: 10_000 })
+  const outageGuards = createGuards(outageState, guardOptions)
+  const lifecycle = createLifecycle({
+    credential,
+    store,
+    guards,
+    marginMs: opts.serveMarginSeconds * 1000,
+    aheadMs: opts.refreshAheadSeconds * 1000,
+    requestDeadlineMs: opts.requestDeadlineMs,
+    lockLeaseMs: opts.lockLeaseMs,
+    hotMs: opts.hotCacheMs,
+    hotMax: opts.hotCacheMaxApps,
+    copiesMax: OUTAGE_COPIES,
+    metrics,
+    now
+  })
+  const { caches, refresher } = lifecycle
+
+  /** The token's owner for a corp and a secret's fingerprint. */
+  const ownerOf = (corpId: string, fp: string): string => `${corpId}:${fp.slice(0, 22)}`
+
+  /** The owner and fingerprint of a configured application's secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
+  function admit (corpId: string, secret: string): { owner: string, fp: string } {
+    const known = configured.get(corpId)
+    if (known === undefined) throw new AppError('APP_NOT_CONFIGURED', `corpId ${corpId} is not one of the configured WECOM_APPS`)
+    const fp = fingerprintOf(corpId, secret)
+    let match = false
+    for (const candidate of known) if (sameString(candidate, fp)) match = true
+    if (!match) throw new AppError('SECRET_MISMATCH', `corpSecret is not the secret of an application of corpId ${corpId} in WECOM_APPS`)
+    return { owner: ownerOf(corpId, fp), fp }
+  }
+
+  function sourceFor (corpId: string, secret: string, owner: string, fp: string, ctx: CallContext): Source {
+    return {
+      verified: async () => true,
+      fetch: (deadline) => async (control) => await wecom.fetchWecomToken(corpId, secret, { ...control, deadline }),
+      // WeCom answers the same token to every fetch in its lifetime, so a direct fetch cannot break other instances.
+      outage: async () => await directFetch(corpId, secret, owner, fp, ctx)
+    }
+  }
+
+  /** While the store is down and this instance has no usable copy: a direct fetch under process-local guards. */
+  async function directFetch (corpId: string, secret: string, owner: string, fp: string, ctx: CallContext): Promise<ServedToken> {
+    ctx.log.warn('token store unavailable: fetching the WeCom token directly')
+    const entry = await refresher.shared(`${owner}\0outage`, async () => {
+      const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
+      const fetched = await outageGuards.call({ credential, appId: owner, fp, verified: true, origin: ctx.origin, forced: false }, async (control) =>
+        await wecom.fetchWecomToken(corpId, secret, { ...control, deadline }))
+      return tokenEntry({
+        accessToken: fetched.accessToken,
+        expiresAt: fetched.expiresAt,
+        mode: credential.mode,
+        secretFingerprint: fp,
+        sentAt: fetched.sentAt,
+        fetchedAt: fetched.receivedAt,
+        generation: 0
+      })
+    })
+    caches.keepUnstored(owner, entry)
+    return served(entry, now())
+  }
+
+  /** The hot-cache answer, synchronously, for a configured corp and secret (the owner comes from the secret's fingerprint). */
+  function fromHot (corpId: string, secret: string): ServedToken | undefined {
+    if (!configured.has(corpId)) return undefined
+    return lifecycle.fromHot(ownerOf(corpId, fingerprintOf(corpId, secret)), secret)
+  }
+
+  /** The access token of the WeCom application whose secret this is. */
+  async function getToken (corpId: string, secret: string, ctx: CallContext): Promise<ServedToken> {
+    const { owner, fp } = admit(corpId, secret)
+    return await lifecycle.get(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
+  }
+
+  async function close (): Promise<void> {
+    await lifecycle.close()
+    await outageState.close()
+  }
+
+  return { credential, fromHot, getToken, known: lifecycle.known, close }
+}
+
+export type WecomTokenService = ReturnType<typeof createWecomTokenService>
