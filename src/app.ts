@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import { loadApps, loadCallerKeys, type Config } from './config.js'
+import { loadApps, loadCallerKeys, loadWecomApps, type Config } from './config.js'
 import { limitConnections } from './connection-limit.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
@@ -57,7 +57,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       code2session: config.SESSION_DAILY_BUDGET,
       wecom_token: config.WECOM_DAILY_BUDGET
     },
-    configuredApps: loadApps(config)?.size ?? 0,
+    configuredApps: (loadApps(config)?.size ?? 0) + [...loadWecomApps(config)?.values() ?? []].reduce((sum, agents) => sum + agents.size, 0),
     tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
   })
   const app = Fastify({

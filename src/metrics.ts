@@ -217,7 +217,7 @@ export function createMetrics (options: MetricsOptions = {}) {
   })
   const configuredApps = new Gauge({
     name: 'wxtoken_configured_apps',
-    help: 'The apps WECHAT_APPS lists (0 in dynamic mode): with them, a WeChat refusal of a secret or appId is a configuration to fix.',
+    help: 'The apps WECHAT_APPS lists (0 in dynamic mode), and the WeCom applications of WECOM_APPS: with them, a WeChat refusal of a secret or appId is a configuration to fix.',
     registers
   })
   const buildInfo = new Gauge({
