@@ -1,0 +1,31 @@
+/** The credential contract (test/helpers/credential-contract.ts) for every kind of credential the service keeps. */
+import t from 'tap'
+import { ApiCodes } from '../src/api-codes.js'
+import { APP_ID, APP_SECRET } from './helpers/build.js'
+import { credentialContract, readAs, type CredentialKind } from './helpers/credential-contract.js'
+
+const TOKEN = '/api/v3/get-wechat-access-token-info'
+const TICKET = '/api/v3/get-wechat-jsapi-ticket'
+const body = { appId: APP_ID, appSecret: APP_SECRET }
+const tokenBudget = { env: 'DAILY_UPSTREAM_BUDGET', apiCode: ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode }
+const ticketBudget = { env: 'TICKET_DAILY_BUDGET', apiCode: ApiCodes.TICKET_BUDGET_EXHAUSTED.apiCode }
+
+const kinds: CredentialKind[] = [
+  { name: 'access_token (stable mode)', route: TOKEN, body, read: readAs('accessToken'), endpoint: 'stable_token', slot: 'token', budget: tokenBudget, mode: 'stable' },
+  {
+    name: 'access_token (classic mode)',
+    route: TOKEN,
+    body,
+    read: readAs('accessToken'),
+    endpoint: 'token',
+    slot: 'token',
+    budget: tokenBudget,
+    mode: 'classic',
+    env: { WECHAT_TOKEN_MODE: 'classic' }
+  },
+  // A ticket fetch may retire the ticket other instances serve, whatever the token's mode: a classic-mode credential.
+  { name: 'jsapi_ticket', route: TICKET, body: { ...body, type: 'jsapi' }, read: readAs('ticket'), endpoint: 'getticket', slot: 'jsapi_ticket', budget: ticketBudget, mode: 'classic' },
+  { name: 'wx_card_ticket', route: TICKET, body: { ...body, type: 'wx_card' }, read: readAs('ticket'), endpoint: 'getticket', slot: 'wx_card_ticket', budget: ticketBudget, mode: 'classic' }
+]
+
+for (const kind of kinds) credentialContract(t, kind)
