@@ -1,7 +1,7 @@
 /** WeCom access tokens: one per application, each fetched once for any herd over every instance. */
 import t from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
-import { AGENT_ID, AGENT_SECRET, CORP_ID, OTHER_AGENT_ID, OTHER_AGENT_SECRET, build, post, startWecomMock } from './helpers/build.js'
+import { AGENT_ID, AGENT_SECRET, CORP_ID, OTHER_AGENT_ID, OTHER_AGENT_SECRET, TestClock, build, post, startWecomMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 
 const ROUTE = '/api/v3/get-wecom-access-token'
@@ -29,8 +29,10 @@ t.test('two applications of one corp, asked concurrently on 3 instances: two tok
   t.equal(mock.calls('gettoken'), 2, 'one gettoken per application')
   t.equal(mock.check([...first][0]!), 'valid')
 
-  const metrics = (await apps[0]!.inject({ method: 'GET', url: '/metrics' })).body
-  t.match(metrics, /wxtoken_upstream_calls_total\{endpoint="gettoken",errcode="0"\} [12]/)
+  const scraped = await Promise.all(apps.map(async (app) => (await app.inject({ method: 'GET', url: '/metrics' })).body))
+  const counted = scraped.map((text) => Number(/wxtoken_upstream_calls_total\{endpoint="gettoken",errcode="0"\} (\d+)/.exec(text)?.[1] ?? 0))
+  t.equal(counted.reduce((a, b) => a + b, 0), 2, 'the instances counted the two gettoken calls')
+  const metrics = scraped.join('\n')
   t.match(metrics, /wxtoken_upstream_budget\{credential="wecom_token"\} 1800/)
   t.notOk(metrics.includes(AGENT_SECRET) || metrics.includes([...first][0]!), 'no secret or token in a metric')
 })
@@ -76,4 +78,28 @@ t.test('WECOM_API_BASE=mock serves the configured applications offline', async (
   const answer = await post(app, ROUTE, { corpId: CORP_ID, corpSecret: AGENT_SECRET })
   t.equal(answer.body.statusCode, 200, answer.body.message)
   t.type(answer.body.data?.accessToken, 'string')
+})
+
+t.test('a token WeCom will not replace before it expires is served to its last seconds, then fetched once', async (t) => {
+  const { mock, url } = await startWecomMock(t)
+  const clock = new TestClock()
+  const { app } = await build(t, { clock, env: { ...env(url), HOT_CACHE_MS: '0' } })
+  const ask = async () => (await post(app, ROUTE, { corpId: CORP_ID, corpSecret: AGENT_SECRET })).body
+  const first = await ask()
+  t.equal(first.statusCode, 200)
+  const left = Number(first.data!.expiresAt) * 1000 - clock.now()
+  // 60 s before it expires: past the Official Account's serving margin (120 s), and WeCom would answer this same token.
+  clock.advance(left - 60_000)
+  mock.advance(left - 60_000)
+  const late = await ask()
+  t.equal(late.statusCode, 200, late.message)
+  t.equal(late.data?.accessToken, first.data!.accessToken, 'still served')
+  t.ok(late.data!.expiresIn <= 60)
+  t.equal(mock.calls('gettoken'), 1, 'nothing fetched ahead: WeCom would give the same token back')
+  clock.advance(61_000)
+  mock.advance(61_000)
+  const next = await Promise.all([ask(), ask(), ask()])
+  t.ok(next.every((a) => a.statusCode === 200 && a.data?.accessToken === next[0]!.data?.accessToken), 'one new token for all')
+  t.not(next[0]!.data?.accessToken, first.data!.accessToken)
+  t.equal(mock.calls('gettoken'), 2, 'fetched once after it expired')
 })

@@ -49,7 +49,6 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
     apps,
     dailyBudget: config.WECOM_DAILY_BUDGET,
     serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
     requestDeadlineMs: config.REQUEST_DEADLINE_MS,
     lockLeaseMs: config.LOCK_LEASE_MS,
     negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,

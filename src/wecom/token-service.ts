@@ -26,7 +26,6 @@ export interface WecomTokenServiceOptions {
   apps: ReadonlyMap<string, ReadonlyMap<string, string>>
   dailyBudget: number
   serveMarginSeconds: number
-  refreshAheadSeconds: number
   requestDeadlineMs: number
   lockLeaseMs: number
   negativeCacheSeconds: number
@@ -39,6 +38,13 @@ export interface WecomTokenServiceOptions {
 
 /** Applications whose last served token is kept in process, to answer while the store is down. */
 const OUTAGE_COPIES = 10_000
+/**
+ * WeCom answers the same token to every fetch until it expires: asked earlier, it gives back the token it gave, with
+ * less time left. So nothing can be refreshed ahead, and a token is served until its last seconds (a margin as wide
+ * as the Official Account's would leave callers without one for its last minutes, every fetch answering the same
+ * token with too little left); the first request after it expires fetches the next, once for any herd.
+ */
+const WECOM_SERVE_MARGIN_MS = 5_000
 
 export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   const { store, wecom, metrics } = opts
@@ -70,8 +76,8 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     credential,
     store,
     guards,
-    marginMs: opts.serveMarginSeconds * 1000,
-    aheadMs: opts.refreshAheadSeconds * 1000,
+    marginMs: Math.min(opts.serveMarginSeconds * 1000, WECOM_SERVE_MARGIN_MS),
+    aheadMs: 0,
     requestDeadlineMs: opts.requestDeadlineMs,
     lockLeaseMs: opts.lockLeaseMs,
     hotMs: opts.hotCacheMs,

@@ -6,8 +6,8 @@
  */
 import type { Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import type { MockEndpoint, MockWechat } from '../../src/stand-in/wechat.js'
-import { APP_ID, APP_SECRET, TestClock, build, post, startMock } from './build.js'
+import type { MockEndpoint } from '../../src/stand-in/wechat.js'
+import { APP_ID, APP_SECRET, TestClock, build, post, startMock, type Teardown } from './build.js'
 import { fleetRedis } from './fleet.js'
 import { until } from './until.js'
 
@@ -15,6 +15,18 @@ import { until } from './until.js'
 export interface Served { value: string, expiresAt: number }
 
 export type ContractCase = 'herd' | 'budget' | 'refresh ahead' | 'outage' | 'flush'
+
+/** The upstream a kind is fetched from, as the contract watches it: its stand-in, started for one case. */
+export interface Upstream {
+  /** Upstream fetches of the kind's credential so far. */
+  calls: () => number
+  /** Every fetch from now on takes this long. */
+  slow: (ms: number) => void
+  /** Moves the stand-in's clock (expiry) forward. */
+  advance: (ms: number) => void
+  /** The env that points the service at it. */
+  env: Record<string, string>
+}
 
 /** A kind of credential as a caller sees it. */
 export interface CredentialKind {
@@ -24,8 +36,12 @@ export interface CredentialKind {
   body: Record<string, unknown>
   /** The credential in a successful envelope's data, or undefined when it holds none. */
   read: (data: unknown) => Served | undefined
-  /** The stand-in endpoint each of its upstream fetches calls. */
+  /** The WeChat stand-in endpoint each of its upstream fetches calls (unless `upstream` starts another stand-in). */
   endpoint: MockEndpoint
+  /** Starts the stand-in it is fetched from, when not WeChat's (WeCom's, say). */
+  upstream?: (t: Teardown) => Promise<Upstream>
+  /** Its owner in the store (APP_ID when absent). */
+  owner?: string
   /** Its slot in the store (src/store/types.ts). */
   slot: string
   /** The env var of its daily budget of upstream calls per app, and the apiCode of a request past it. */
@@ -58,7 +74,7 @@ export function readAs (field: string): CredentialKind['read'] {
 interface Setup {
   apps: FastifyInstance[]
   clock: TestClock
-  mock: MockWechat
+  mock: Upstream
 }
 
 export function credentialContract (t: Test, kind: CredentialKind): void {
@@ -76,7 +92,20 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
     return { statusCode: body.statusCode, apiCode: body.apiCode, message: body.message, served: body.statusCode === 200 ? kind.read(body.data) : undefined }
   }
 
-  const calls = (mock: MockWechat): number => mock.calls(kind.endpoint, APP_ID)
+  const calls = (mock: Upstream): number => mock.calls()
+  const owner = kind.owner ?? APP_ID
+
+  /** The kind's stand-in: WeChat's, counting the kind's endpoint for APP_ID, unless the kind starts its own. */
+  async function startUpstream (t: Teardown): Promise<Upstream> {
+    if (kind.upstream) return await kind.upstream(t)
+    const { mock, url } = await startMock(t)
+    return {
+      calls: () => mock.calls(kind.endpoint, APP_ID),
+      slow: (ms) => { mock.inject({ fault: { kind: 'latency', ms }, endpoint: kind.endpoint }) },
+      advance: (ms) => { mock.advance(ms) },
+      env: { WECHAT_API_BASE: url }
+    }
+  }
   const skip = (name: ContractCase): { skip: string } | object => kind.skip?.[name] ? { skip: kind.skip[name] } : {}
 
   /** The cases every store runs; `setup` makes the instances (one on the memory store, three on Redis). */
@@ -84,7 +113,7 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
     t.test(`a cold herd of ${HERD} requests: one upstream fetch, one value for all`, skip('herd'), async (t) => {
       const { apps, mock } = await setup(t)
       // The fetch takes a while, so the whole herd arrives while it is in flight.
-      mock.inject({ fault: { kind: 'latency', ms: 200 }, endpoint: kind.endpoint })
+      mock.slow(200)
       const answers = await Promise.all(Array.from({ length: HERD }, async (_, i) => await ask(apps[i % apps.length]!)))
       const failed = answers.filter((a) => a.served === undefined)
       t.same(failed.map((a) => a.message), [], 'every caller was answered')
@@ -99,7 +128,7 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
         const answer = await ask(on(i))
         t.ok(answer.served, `fetch ${i + 1} is within the budget: ${answer.message}`)
         t.equal(calls(mock), i + 1)
-        await on(i).store.delete(APP_ID, kind.slot)
+        await on(i).store.delete(owner, kind.slot)
       }
       const refused = await ask(on(2))
       t.equal(refused.apiCode, kind.budget.apiCode, `the third fetch is refused: ${refused.message}`)
@@ -119,7 +148,7 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
       // A caller that waited for the refresh would hold the new value: the stand-in issues a new one at each fetch now.
       t.same(due.served, first, 'the cached value, though due, answered without waiting for the refresh')
       t.ok(await until(() => calls(mock) === 2), 'the stand-in saw one background refresh')
-      t.ok(await until(async () => ((await apps[0]!.store.get(APP_ID, kind.slot))?.expiresAt ?? 0) > first!.expiresAt),
+      t.ok(await until(async () => ((await apps[0]!.store.get(owner, kind.slot))?.expiresAt ?? 0) > first!.expiresAt),
         'the refreshed value is stored')
       for (const app of apps) {
         const after = (await ask(app)).served
@@ -133,9 +162,9 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
   t.test(`${kind.name} credential contract`, async (t) => {
     t.test('memory store, one instance', async (t) => {
       sharedCases(t, async (t, env) => {
-        const { mock, url } = await startMock(t)
+        const mock = await startUpstream(t)
         const clock = new TestClock()
-        const { app } = await build(t, { upstream: url, clock, env: baseEnv(env) })
+        const { app } = await build(t, { clock, env: baseEnv({ ...mock.env, ...env }) })
         return { apps: [app], clock, mock }
       })
     })
@@ -143,9 +172,9 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
     t.test('Redis, a fleet of 3 instances', async (t) => {
       const { redis, fleet } = await fleetRedis(t)
       const setup = async (t: Test, env?: Record<string, string>): Promise<Setup> => {
-        const { mock, url } = await startMock(t)
+        const mock = await startUpstream(t)
         // Commands fail fast while Redis is down (the outage case).
-        const { apps, clock } = await fleet(t, 3, url, baseEnv({ REDIS_COMMAND_TIMEOUT_MS: '300', ...env }))
+        const { apps, clock } = await fleet(t, 3, mock.env.WECHAT_API_BASE ?? 'http://127.0.0.1:9', baseEnv({ ...mock.env, REDIS_COMMAND_TIMEOUT_MS: '300', ...env }))
         t.ok(await until(() => apps.every((app) => app.store.pubsubUp)), 'every instance hears change messages')
         return { apps, clock, mock }
       }
