@@ -23,7 +23,7 @@ import { createMemoryStore } from '../store/memory-store.js'
 import { StoreError, type TokenStore } from '../store/types.js'
 import type { CallContext, TokenService } from '../official-account/token-service.js'
 import { loginGuarded } from '../tokens/credential.js'
-import { createGuards, type Guards } from '../tokens/guards.js'
+import { configuredOnly, createGuards, type Guards } from '../tokens/guards.js'
 import type { LoginSession, WechatClient } from '../wechat/client.js'
 import { miniProgramLookup } from './mini-programs.js'
 import { decryptOpenData, encryptedBytes, ivBytes } from './open-data.js'
@@ -68,18 +68,8 @@ export function createDecryptService (opts: DecryptServiceOptions) {
   const claims = createMemoryStore(now, { maxValues: 10_000 })
   /** While the store is down: guards in process (bounded). */
   const local = createMemoryStore(now, { maxValues: 10_000 })
-  const localGuards = createGuards(local, {
-    negativeCacheSeconds: opts.negativeCacheSeconds,
-    // Logins spend no forced refresh and check no unverified secret: the configured secret is the only one.
-    forceRefreshDailyLimit: 0,
-    forceRefreshMinIntervalSeconds: 30,
-    unverifiedPerApp: 0,
-    unverifiedPerCaller: 0,
-    unverifiedWindowSeconds: 1,
-    unverifiedDailyBudget: 0,
-    now,
-    metrics: opts.metrics
-  })
+  // Logins spend no forced refresh and check no unverified secret: the configured secret is the only one.
+  const localGuards = createGuards(local, configuredOnly(opts.negativeCacheSeconds, now, opts.metrics))
 
   /** The name of a code's claim: a keyed fingerprint, which says nothing of the code to a reader of the store. */
   function claimName (appId: string, code: string): string {

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import type { Metrics } from '../metrics.js'
 import { MockWechat } from '../stand-in/wechat.js'
-import { createWechatClient, type WechatClient } from '../wechat/client.js'
+import { createWechatClient, type WechatClient, type WechatClientOptions } from '../wechat/client.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -17,17 +17,9 @@ export interface WechatPluginOptions {
   now?: () => number
 }
 
-export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => {
-  let baseUrl = config.WECHAT_API_BASE
-  if (baseUrl === 'mock') {
-    const mock = new MockWechat({ autoRegister: true, demoPhoneCodes: true })
-    baseUrl = await mock.start()
-    app.log.warn({ upstream: baseUrl }, 'WECHAT_API_BASE=mock: tokens come from the built-in WeChat stand-in, not from WeChat')
-    app.addHook('onClose', async () => { await mock.close() })
-  }
-  const client = createWechatClient({
-    baseUrl,
-    mode: config.WECHAT_TOKEN_MODE,
+/** What every upstream client of the service is given: the timeouts, pool size, retries and deadline of the config. */
+export function clientOptions (config: Config, metrics: Metrics, now?: () => number): Omit<WechatClientOptions, 'baseUrl' | 'mode'> {
+  return {
     connectTimeoutMs: config.WECHAT_CONNECT_TIMEOUT_MS,
     headersTimeoutMs: config.WECHAT_HEADERS_TIMEOUT_MS,
     bodyTimeoutMs: config.WECHAT_BODY_TIMEOUT_MS,
@@ -37,7 +29,18 @@ export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => 
     requestDeadlineMs: config.REQUEST_DEADLINE_MS,
     metrics,
     ...(now ? { now } : {})
-  })
+  }
+}
+
+export default fp<WechatPluginOptions>(async (app, { config, metrics, now }) => {
+  let baseUrl = config.WECHAT_API_BASE
+  if (baseUrl === 'mock') {
+    const mock = new MockWechat({ autoRegister: true, demoPhoneCodes: true })
+    baseUrl = await mock.start()
+    app.log.warn({ upstream: baseUrl }, 'WECHAT_API_BASE=mock: tokens come from the built-in WeChat stand-in, not from WeChat')
+    app.addHook('onClose', async () => { await mock.close() })
+  }
+  const client = createWechatClient({ baseUrl, mode: config.WECHAT_TOKEN_MODE, ...clientOptions(config, metrics, now) })
   app.decorate('wechat', client)
   app.addHook('onClose', async () => { await client.close() })
 }, { name: 'wechat', fastify: '5.x' })

@@ -145,6 +145,24 @@ const rejectedName = (fp: string): string => `rejected:${fp.slice(0, 22)}`
 /** The pseudo-app under which a caller's own counters live (no appId starts with an underscore). */
 const callerSpace = (origin: string): string => `_caller:${origin}`
 
+/**
+ * The options of guards in front of calls made with configured secrets only (no forced refresh, no unverified
+ * secret): the remembered refusals, budgets and backoffs alone apply.
+ */
+export function configuredOnly (negativeCacheSeconds: number, now: () => number, metrics?: Metrics): GuardOptions {
+  return {
+    negativeCacheSeconds,
+    forceRefreshDailyLimit: 0,
+    forceRefreshMinIntervalSeconds: 30,
+    unverifiedPerApp: 0,
+    unverifiedPerCaller: 0,
+    unverifiedWindowSeconds: 1,
+    unverifiedDailyBudget: 0,
+    now,
+    metrics
+  }
+}
+
 export function createGuards (state: TokenStore, opts: GuardOptions) {
   const { now, metrics } = opts
   const negativeMs = opts.negativeCacheSeconds * 1000

@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import { loadWecomApps } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
 import { MockWecom } from '../stand-in/wecom.js'
+import { clientOptions } from '../plugins/wechat.js'
 import { createWechatClient } from '../wechat/client.js'
 import { createWecomTokenService, type WecomTokenService } from './token-service.js'
 
@@ -29,19 +30,7 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
     app.log.warn({ upstream: baseUrl }, 'WECOM_API_BASE=mock: WeCom tokens come from the built-in WeCom stand-in, not from WeCom')
     app.addHook('onClose', async () => { await mock.close() })
   }
-  const client = createWechatClient({
-    baseUrl,
-    mode: 'stable',
-    connectTimeoutMs: config.WECHAT_CONNECT_TIMEOUT_MS,
-    headersTimeoutMs: config.WECHAT_HEADERS_TIMEOUT_MS,
-    bodyTimeoutMs: config.WECHAT_BODY_TIMEOUT_MS,
-    connections: config.WECHAT_POOL_CONNECTIONS,
-    maxRetries: config.WECHAT_MAX_RETRIES,
-    retryBaseMs: config.WECHAT_RETRY_BASE_MS,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    metrics,
-    ...(now ? { now } : {})
-  })
+  const client = createWechatClient({ baseUrl, mode: 'stable', ...clientOptions(config, metrics, now) })
   app.addHook('onClose', async () => { await client.close() })
   app.decorate('wecomTokens', createWecomTokenService({
     store: app.store,

@@ -12,7 +12,7 @@ import type { Metrics } from '../metrics.js'
 import { createMemoryStore } from '../store/memory-store.js'
 import { tokenEntry, type TokenStore } from '../store/types.js'
 import { wecomTokenCredential } from '../tokens/credential.js'
-import { createGuards, type GuardOptions } from '../tokens/guards.js'
+import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
 import { served, type ServedToken } from '../tokens/rules.js'
@@ -56,18 +56,8 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   for (const [corpId, agents] of opts.apps) {
     configured.set(corpId, [...agents.values()].map((secret) => fingerprint(corpId, secret, opts.fingerprintKey)))
   }
-  const guardOptions: GuardOptions = {
-    negativeCacheSeconds: opts.negativeCacheSeconds,
-    // No forced refresh and no unverified secret here: every secret is a configured one.
-    forceRefreshDailyLimit: 0,
-    forceRefreshMinIntervalSeconds: 30,
-    unverifiedPerApp: 0,
-    unverifiedPerCaller: 0,
-    unverifiedWindowSeconds: 1,
-    unverifiedDailyBudget: 0,
-    now,
-    metrics
-  }
+  // No forced refresh and no unverified secret here: every secret is a configured one.
+  const guardOptions = configuredOnly(opts.negativeCacheSeconds, now, metrics)
   const guards = createGuards(store, guardOptions)
   /** While the store is down: the same guards, their state kept in process (bounded). */
   const outageState = createMemoryStore(now, { maxValues: 10_000 })
