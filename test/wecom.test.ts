@@ -3,6 +3,7 @@ import t from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
 import { AGENT_ID, AGENT_SECRET, CORP_ID, OTHER_AGENT_ID, OTHER_AGENT_SECRET, TestClock, build, post, startWecomMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
+import { until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wecom-access-token'
 const WECOM_APPS = JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET, [OTHER_AGENT_ID]: OTHER_AGENT_SECRET } })
@@ -102,4 +103,15 @@ t.test('a token WeCom will not replace before it expires is served to its last s
   t.ok(next.every((a) => a.statusCode === 200 && a.data?.accessToken === next[0]!.data?.accessToken), 'one new token for all')
   t.not(next[0]!.data?.accessToken, first.data!.accessToken)
   t.equal(mock.calls('gettoken'), 2, 'fetched once after it expired')
+})
+
+t.test('the scheduler fetches the configured applications\' tokens before anyone asks, once across instances', async (t) => {
+  const { fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps } = await fleet(t, 2, 'http://127.0.0.1:9', { ...env(url), SCHEDULER_INTERVAL_SECONDS: '1' })
+  t.ok(await until(() => mock.issued(CORP_ID, AGENT_ID) === 1 && mock.issued(CORP_ID, OTHER_AGENT_ID) === 1, 5000), 'both applications have a token')
+  const answers = await Promise.all(apps.flatMap((app) => [AGENT_SECRET, OTHER_AGENT_SECRET].map(async (corpSecret) =>
+    (await post(app, ROUTE, { corpId: CORP_ID, corpSecret })).body)))
+  t.ok(answers.every((a) => a.statusCode === 200), 'served')
+  t.equal(mock.calls('gettoken'), 2, 'from the tokens the scheduler fetched: nobody waited for a fetch')
 })

@@ -11,11 +11,14 @@ import type { TokenService } from './token-service.js'
 
 export interface SchedulerOptions {
   store: TokenStore
-  tokens: TokenService
+  /** What keeps each app's credential: the token service (for the Official Accounts' apps), or another product's. */
+  tokens: Pick<TokenService, 'refreshIfDue'>
   tickets?: TicketService
   appIds: readonly string[]
   intervalMs: number
   log: FastifyBaseLogger
+  /** The name of the tick's lock: one per scheduler, so that schedulers of different products do not take turns. */
+  leader?: string
 }
 
 /** The scheduler's own key space in the store (a pseudo appId that no WeChat appId can equal). */
@@ -29,7 +32,7 @@ export function createScheduler (opts: SchedulerOptions) {
   /** One tick: if this instance wins the tick's lock, refresh every configured app that is due. */
   async function tick (): Promise<boolean> {
     const owner = randomUUID()
-    if (!await opts.store.acquire(SCHEDULER_SPACE, 'leader', owner, Math.max(1000, opts.intervalMs - 500))) return false
+    if (!await opts.store.acquire(SCHEDULER_SPACE, opts.leader ?? 'leader', owner, Math.max(1000, opts.intervalMs - 500))) return false
     for (const appId of opts.appIds) {
       if (stopped) break
       const log = opts.log.child({ appId })

@@ -6,6 +6,7 @@
  * overwrite a token. Only the applications of WECOM_APPS are served: a caller must send one of their secrets, and
  * nothing a caller sends makes the service call WeCom for anything else.
  */
+import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
 import { createFingerprintCache, fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
@@ -134,12 +135,32 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     return await lifecycle.get(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
   }
 
+  /** The owners of the configured applications: what the scheduler keeps a token for. */
+  const configuredOwners = new Map<string, { corpId: string, secret: string, fp: string }>()
+  for (const [corpId, agents] of opts.apps) {
+    for (const secret of agents.values()) {
+      const fp = fingerprint(corpId, secret, opts.fingerprintKey)
+      configuredOwners.set(ownerOf(corpId, fp), { corpId, secret, fp })
+    }
+  }
+
+  /**
+   * For the scheduler: fetch the token of a configured application that has none (at start, after it expired), so
+   * that no caller waits for it. Nothing is refreshed ahead: WeCom would give the same token back.
+   */
+  async function refreshIfDue (owner: string, log: FastifyBaseLogger): Promise<void> {
+    const application = configuredOwners.get(owner)
+    if (application === undefined) return
+    const { corpId, secret, fp } = application
+    await lifecycle.refreshIfDue(owner, fp, sourceFor(corpId, secret, owner, fp, { log, origin: 'background' }), true, log)
+  }
+
   async function close (): Promise<void> {
     await lifecycle.close()
     await outageState.close()
   }
 
-  return { credential, fromHot, getToken, known: lifecycle.known, close }
+  return { credential, fromHot, getToken, refreshIfDue, owners: () => [...configuredOwners.keys()], known: lifecycle.known, close }
 }
 
 export type WecomTokenService = ReturnType<typeof createWecomTokenService>
