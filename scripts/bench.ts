@@ -2,8 +2,9 @@
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
  * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
  * prints figures as Markdown:
- * cache hits on both token routes, the ticket route and the signature route, with the hot cache on and off, against a
- * bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, and one of 1,000 ticket requests;
+ * cache hits on both token routes, the ticket route, the signature route and the WeCom token route, with the hot cache
+ * on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
+ * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's);
  * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
  * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
  * connections that never complete a request (silent, then slowloris), each opened again as soon as it is closed, holds
@@ -25,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type autocannon from 'autocannon'
 import { Pool } from 'undici'
 import { MockWechat } from '../src/stand-in/wechat.js'
+import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
@@ -37,13 +39,17 @@ const INFO = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
+const WECOM = '/api/v3/get-wecom-access-token'
+const CORP = 'ww0123456789abcdef'
+const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
 const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 /** The body each route is driven with. */
 const bodies: Record<string, string> = {
   [INFO]: body,
   [OBSOLETE]: body,
   [TICKET]: body,
-  [SIGNATURE]: JSON.stringify({ appId: APP, appSecret: SECRET, url: 'https://shop.example.com/cart?item=1&from=share' })
+  [SIGNATURE]: JSON.stringify({ appId: APP, appSecret: SECRET, url: 'https://shop.example.com/cart?item=1&from=share' }),
+  [WECOM]: JSON.stringify({ corpId: CORP, corpSecret: AGENT_SECRET })
 }
 /** The Node flags of `npm start`, so that the service is measured as it runs in production. */
 const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
@@ -123,7 +129,18 @@ const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 
 const redis = await RedisServer.start()
 const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
-const serviceEnv = (hotMs: string) => ({ REDIS_URL: redis.url, WECHAT_API_BASE: upstream, HOT_CACHE_MS: hotMs, LOG_LEVEL: 'warn' })
+const wecomMock = new MockWecom({ corps: { [CORP]: { 1000002: AGENT_SECRET } } })
+const wecomUpstream = await wecomMock.start()
+const serviceEnv = (hotMs: string) => ({
+  REDIS_URL: redis.url,
+  WECHAT_API_BASE: upstream,
+  WECOM_API_BASE: wecomUpstream,
+  WECOM_APPS: JSON.stringify({ [CORP]: { 1000002: AGENT_SECRET } }),
+  // The WeCom scheduler would fetch before the cold burst does.
+  SCHEDULER_INTERVAL_SECONDS: '0',
+  HOT_CACHE_MS: hotMs,
+  LOG_LEVEL: 'warn'
+})
 console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}`)
 
 if (only.has('hits')) {
@@ -131,7 +148,7 @@ if (only.has('hits')) {
   const hot = await startServer(serviceEnv('2000'))
   const cold = await startServer(serviceEnv('0'))
   for (const server of [hot, cold]) {
-    for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE]) {
+    for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM]) {
       await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })
     }
   }
@@ -141,10 +158,12 @@ if (only.has('hits')) {
     { name: 'cache hit, obsolete route, hot cache on', server: hot, path: OBSOLETE },
     { name: 'cached ticket, hot cache on', server: hot, path: TICKET },
     { name: 'signature, hot cache on', server: hot, path: SIGNATURE },
+    { name: 'WeCom token, hot cache on', server: hot, path: WECOM },
     { name: 'cache hit, current route, hot cache off', server: cold, path: INFO },
     { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE },
     { name: 'cached ticket, hot cache off', server: cold, path: TICKET },
-    { name: 'signature, hot cache off', server: cold, path: SIGNATURE }
+    { name: 'signature, hot cache off', server: cold, path: SIGNATURE },
+    { name: 'WeCom token, hot cache off', server: cold, path: WECOM }
   ]
   const runs = cases.map((): Run[] => [])
   for (const c of cases) await load(c.server, c.path, 3) // every server warmed up before the first round
@@ -212,6 +231,26 @@ if (only.has('cold')) {
   console.log('\ncold ticket burst: 1,000 concurrent ticket requests over 3 instances for an app with nothing cached (upstream latency 100 ms): ' +
     `${mock.calls('stable_token') - tokensBefore} token call(s) and ${mock.calls('getticket') - ticketsBefore} getticket call(s), ` +
     `all answered after ${ticketMs.toFixed(0)} ms, ${ticketAnswers.filter((s) => s === 200).length} got a ticket`)
+
+  // The same herd for a WeCom application with nothing cached, on three instances.
+  // A key prefix of its own: the hit runs cached this application's token under the default one.
+  const wecomEnv = { ...serviceEnv('2000'), REDIS_KEY_PREFIX: 'wecomcold' }
+  const wecomFleet = [await startServer(wecomEnv), await startServer(wecomEnv), await startServer(wecomEnv)]
+  wecomMock.inject({ fault: { kind: 'latency', ms: 100 } })
+  const wecomPools = wecomFleet.map((instance) => new Pool(instance.base, { connections: 400 }))
+  const gettokenBefore = wecomMock.calls('gettoken')
+  const wecomStarted = performance.now()
+  const wecomAnswers = await Promise.all(Array.from({ length: 1000 }, async (_, i) => {
+    const res = await wecomPools[i % 3]!.request({ method: 'POST', path: WECOM, headers: { 'content-type': 'application/json' }, body: bodies[WECOM]! })
+    return (await res.body.json() as { statusCode: number }).statusCode
+  }))
+  const wecomMs = performance.now() - wecomStarted
+  wecomMock.clearFaults()
+  await Promise.all(wecomPools.map(async (pool) => { await pool.close() }))
+  for (const instance of wecomFleet) await stopServer(instance)
+  console.log('\ncold WeCom burst: 1,000 concurrent requests over 3 instances for an application with nothing cached (upstream latency 100 ms): ' +
+    `${wecomMock.calls('gettoken') - gettokenBefore} gettoken call(s), all answered after ${wecomMs.toFixed(0)} ms, ` +
+    `${wecomAnswers.filter((s) => s === 200).length} got a token`)
 }
 
 if (only.has('memory')) {
@@ -501,4 +540,5 @@ if (only.has('scrape')) {
 }
 
 await mock.close()
+await wecomMock.close()
 await redis.stop()
