@@ -115,3 +115,15 @@ t.test('the scheduler fetches the configured applications\' tokens before anyone
   t.ok(answers.every((a) => a.statusCode === 200), 'served')
   t.equal(mock.calls('gettoken'), 2, 'from the tokens the scheduler fetched: nobody waited for a fetch')
 })
+
+t.test('while Redis is down, an instance with no copy fetches the token directly, once for its herd', async (t) => {
+  const { redis, fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps: [app] } = await fleet(t, 1, 'http://127.0.0.1:9', { ...env(url), REDIS_COMMAND_TIMEOUT_MS: '200' })
+  await redis.stop()
+  const answers = await Promise.all([1, 2, 3].map(async () => (await post(app!, ROUTE, { corpId: CORP_ID, corpSecret: AGENT_SECRET })).body))
+  t.ok(answers.every((a) => a.statusCode === 200 && a.data?.accessToken === answers[0]!.data?.accessToken), answers.map((a) => a.message).join(' | '))
+  t.equal(mock.calls('gettoken'), 1, 'one direct fetch')
+  const metrics = (await app!.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, /\nwxtoken_configured_apps 2\n/, 'the configured-apps gauge counts the WeCom applications')
+})

@@ -10,7 +10,7 @@ import { AppError } from '../errors.js'
 import { createFingerprintCache, fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { createMemoryStore } from '../store/memory-store.js'
-import { tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import { fetchedEntry, type TokenEntry, type TokenStore } from '../store/types.js'
 import { accessTokenCredential } from '../tokens/credential.js'
 import { createGuards, type GuardOptions } from '../tokens/guards.js'
 import { createLifecycle, type Source } from '../tokens/lifecycle.js'
@@ -158,15 +158,7 @@ export function createTokenService (opts: TokenServiceOptions) {
         throw err
       }
       await admission?.settle(null)
-      return tokenEntry({
-        accessToken: fetched.accessToken,
-        expiresAt: fetched.expiresAt,
-        mode: wechat.mode,
-        secretFingerprint: fp,
-        sentAt: fetched.sentAt,
-        fetchedAt: fetched.receivedAt,
-        generation: 0
-      })
+      return fetchedEntry(fetched, wechat.mode, fp, 0)
     })
     caches.keepUnstored(appId, entry)
     return served(entry, now())

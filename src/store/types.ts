@@ -34,6 +34,20 @@ export function tokenEntry (from: TokenEntry): TokenEntry {
   }
 }
 
+/** The entry of a credential WeChat answered (a FetchedToken's fields), for this secret's fingerprint. */
+export function fetchedEntry (fetched: Pick<TokenEntry, 'accessToken' | 'expiresAt' | 'sentAt'> & { receivedAt: number },
+  mode: TokenMode, secretFingerprint: string, generation: number): TokenEntry {
+  return tokenEntry({
+    accessToken: fetched.accessToken,
+    expiresAt: fetched.expiresAt,
+    mode,
+    secretFingerprint,
+    sentAt: fetched.sentAt,
+    fetchedAt: fetched.receivedAt,
+    generation
+  })
+}
+
 /**
  * What a change message says of the entry written: its generation and fetch time, which together name one write
  * (generations start again at 1 after a flush, fetch times do not repeat). Holds no token.

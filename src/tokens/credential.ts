@@ -36,6 +36,13 @@ export interface Guarded {
    * credentials remember such a refusal for their own calls alone.
    */
   readonly provesSecret: boolean
+  /**
+   * How a new fetch relates to the one served: 'stable' when it returns the same credential (a stable_token call),
+   * 'classic' when it may retire the one other instances serve (a classic token, a ticket). Decides the refresh-ahead
+   * window, whether a copy may be put back into a store that lost it, and whether the replacement of a reported one is
+   * spaced as a forced refresh.
+   */
+  readonly mode: TokenMode
 }
 
 export interface Credential extends Guarded {
@@ -44,12 +51,6 @@ export interface Credential extends Guarded {
   readonly api: 'token' | 'ticket' | 'wecom_token'
   /** The store slot of its entry. */
   readonly slot: string
-  /**
-   * How a new fetch relates to the one served: 'stable' when it returns the same credential (a stable_token call),
-   * 'classic' when it may retire the one other instances serve (a classic token, a ticket). Decides the refresh-ahead
-   * window and whether a copy may be put back into a store that lost it.
-   */
-  readonly mode: TokenMode
   /** The subject of its change messages for an owner (an appId, or the opaque owner key of another kind). */
   subject: (owner: string) => string
   /** The owner a change message's subject names, or undefined when it names another credential. */
@@ -117,7 +118,8 @@ export function wecomTokenCredential (dailyBudget: number): Credential {
  * but what the guards keep: its daily budget, a backoff while WeChat fails, refusals about the app remembered.
  */
 export function loginGuarded (dailyBudget: number): Guarded {
-  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true, provesSecret: false }
+  // A login replaces nothing anyone holds: 'stable'.
+  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true, provesSecret: false, mode: 'stable' }
 }
 
 /**

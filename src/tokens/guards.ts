@@ -398,7 +398,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     const { credential, appId, fp } = spend
     const { refusal, run: failing } = await standing(credential, appId, fp, spend.forced)
     if (refusal) throw refusal
-    const replacing = spend.forced || (spend.reported === true && 'mode' in credential && credential.mode === 'classic')
+    const replacing = spend.forced || (spend.reported === true && credential.mode === 'classic')
     if (replacing) await allowReplacement(credential, appId, spend.forced)
     let giveBack: (() => Promise<void>) | undefined
     let result: T

@@ -10,7 +10,7 @@ import { AppError } from '../errors.js'
 import { sameString } from '../fingerprint.js'
 import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
-import { NO_CHANGE, StoreError, stampOf, tokenEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import { NO_CHANGE, StoreError, fetchedEntry, stampOf, type TokenEntry, type TokenStore } from '../store/types.js'
 import type { AttemptControl, FetchedToken } from '../wechat/client.js'
 import type { Credential } from './credential.js'
 import type { Admission, Guards } from './guards.js'
@@ -99,15 +99,7 @@ export function createRefresher (opts: RefresherOptions) {
     let confirmed = false
     let expected = seen
     for (let tries = 0; tries < 4; tries++) {
-      const entry = tokenEntry({
-        accessToken: fetched.accessToken,
-        expiresAt: fetched.expiresAt,
-        mode: credential.mode,
-        secretFingerprint: need.fp,
-        sentAt: fetched.sentAt,
-        fetchedAt: fetched.receivedAt,
-        generation: expected + 1
-      })
+      const entry = fetchedEntry(fetched, credential.mode, need.fp, expected + 1)
       if (await store.compareAndSet(appId, entry, expected, slot)) {
         ctx.log.debug({ credential: credential.name, generation: entry.generation }, 'stored')
         return entry

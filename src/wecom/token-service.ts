@@ -8,10 +8,10 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
-import { createFingerprintCache, fingerprint, sameString } from '../fingerprint.js'
+import { fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { createMemoryStore } from '../store/memory-store.js'
-import { tokenEntry, type TokenStore } from '../store/types.js'
+import { fetchedEntry, type TokenStore } from '../store/types.js'
 import { wecomTokenCredential } from '../tokens/credential.js'
 import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Source } from '../tokens/lifecycle.js'
@@ -51,11 +51,22 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   const { store, wecom, metrics } = opts
   const now = opts.now ?? Date.now
   const credential = wecomTokenCredential(opts.dailyBudget)
-  const fingerprintOf = createFingerprintCache(opts.hotCacheMaxApps, opts.fingerprintKey)
-  /** corpId to the fingerprints of its applications' secrets. */
-  const configured = new Map<string, string[]>()
+  /** The token's owner for a corp and a secret's fingerprint. */
+  const ownerOf = (corpId: string, fp: string): string => `${corpId}:${fp.slice(0, 22)}`
+  /** corpId to its applications: each secret with its fingerprint and the owner of its token, computed once. */
+  const configured = new Map<string, Array<{ secret: string, fp: string, owner: string }>>()
   for (const [corpId, agents] of opts.apps) {
-    configured.set(corpId, [...agents.values()].map((secret) => fingerprint(corpId, secret, opts.fingerprintKey)))
+    configured.set(corpId, [...agents.values()].map((secret) => {
+      const fp = fingerprint(corpId, secret, opts.fingerprintKey)
+      return { secret, fp, owner: ownerOf(corpId, fp) }
+    }))
+  }
+
+  /** The configured application a secret is of, compared with each of the corp's in constant time (no early exit). */
+  function applicationOf (corpId: string, secret: string): { secret: string, fp: string, owner: string } | undefined {
+    let found: { secret: string, fp: string, owner: string } | undefined
+    for (const application of configured.get(corpId) ?? []) if (sameString(application.secret, secret) && found === undefined) found = application
+    return found
   }
   // No forced refresh and no unverified secret here: every secret is a configured one.
   const guardOptions = configuredOnly(opts.negativeCacheSeconds, now, metrics)
@@ -79,18 +90,12 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   })
   const { caches, refresher } = lifecycle
 
-  /** The token's owner for a corp and a secret's fingerprint. */
-  const ownerOf = (corpId: string, fp: string): string => `${corpId}:${fp.slice(0, 22)}`
-
   /** The owner and fingerprint of a configured application's secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
   function admit (corpId: string, secret: string): { owner: string, fp: string } {
-    const known = configured.get(corpId)
-    if (known === undefined) throw new AppError('APP_NOT_CONFIGURED', `corpId ${corpId} is not one of the configured WECOM_APPS`)
-    const fp = fingerprintOf(corpId, secret)
-    let match = false
-    for (const candidate of known) if (sameString(candidate, fp)) match = true
-    if (!match) throw new AppError('SECRET_MISMATCH', `corpSecret is not the secret of an application of corpId ${corpId} in WECOM_APPS`)
-    return { owner: ownerOf(corpId, fp), fp }
+    if (!configured.has(corpId)) throw new AppError('APP_NOT_CONFIGURED', `corpId ${corpId} is not one of the configured WECOM_APPS`)
+    const application = applicationOf(corpId, secret)
+    if (application === undefined) throw new AppError('SECRET_MISMATCH', `corpSecret is not the secret of an application of corpId ${corpId} in WECOM_APPS`)
+    return application
   }
 
   function sourceFor (corpId: string, secret: string, owner: string, fp: string, ctx: CallContext): Source {
@@ -109,24 +114,16 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
       const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
       const fetched = await outageGuards.call({ credential, appId: owner, fp, verified: true, origin: ctx.origin, forced: false }, async (control) =>
         await wecom.fetchWecomToken(corpId, secret, { ...control, deadline }))
-      return tokenEntry({
-        accessToken: fetched.accessToken,
-        expiresAt: fetched.expiresAt,
-        mode: credential.mode,
-        secretFingerprint: fp,
-        sentAt: fetched.sentAt,
-        fetchedAt: fetched.receivedAt,
-        generation: 0
-      })
+      return fetchedEntry(fetched, credential.mode, fp, 0)
     })
     caches.keepUnstored(owner, entry)
     return served(entry, now())
   }
 
-  /** The hot-cache answer, synchronously, for a configured corp and secret (the owner comes from the secret's fingerprint). */
+  /** The hot-cache answer, synchronously, for a configured corp and secret. */
   function fromHot (corpId: string, secret: string): ServedToken | undefined {
-    if (!configured.has(corpId)) return undefined
-    return lifecycle.fromHot(ownerOf(corpId, fingerprintOf(corpId, secret)), secret)
+    const application = applicationOf(corpId, secret)
+    return application === undefined ? undefined : lifecycle.fromHot(application.owner, secret)
   }
 
   /** The access token of the WeCom application whose secret this is. */
@@ -135,21 +132,16 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     return await lifecycle.get(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
   }
 
-  /** The owners of the configured applications: what the scheduler keeps a token for. */
-  const configuredOwners = new Map<string, { corpId: string, secret: string, fp: string }>()
-  for (const [corpId, agents] of opts.apps) {
-    for (const secret of agents.values()) {
-      const fp = fingerprint(corpId, secret, opts.fingerprintKey)
-      configuredOwners.set(ownerOf(corpId, fp), { corpId, secret, fp })
-    }
-  }
+  /** The configured applications by the owner of their token: what the scheduler keeps a token for. */
+  const byOwner = new Map([...configured].flatMap(([corpId, applications]) =>
+    applications.map((application) => [application.owner, { corpId, ...application }] as const)))
 
   /**
    * For the scheduler: fetch the token of a configured application that has none (at start, after it expired), so
    * that no caller waits for it. Nothing is refreshed ahead: WeCom would give the same token back.
    */
   async function refreshIfDue (owner: string, log: FastifyBaseLogger): Promise<void> {
-    const application = configuredOwners.get(owner)
+    const application = byOwner.get(owner)
     if (application === undefined) return
     const { corpId, secret, fp } = application
     await lifecycle.refreshIfDue(owner, fp, sourceFor(corpId, secret, owner, fp, { log, origin: 'background' }), true, log)
@@ -160,7 +152,7 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     await outageState.close()
   }
 
-  return { credential, fromHot, getToken, refreshIfDue, owners: () => [...configuredOwners.keys()], known: lifecycle.known, close }
+  return { credential, fromHot, getToken, refreshIfDue, owners: () => [...byOwner.keys()], known: lifecycle.known, close }
 }
 
 export type WecomTokenService = ReturnType<typeof createWecomTokenService>
