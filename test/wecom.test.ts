@@ -97,12 +97,21 @@ t.test('a token WeCom will not replace before it expires is served to its last s
   t.equal(late.data?.accessToken, first.data!.accessToken, 'still served')
   t.ok(late.data!.expiresIn <= 60)
   t.equal(mock.calls('gettoken'), 1, 'nothing fetched ahead: WeCom would give the same token back')
-  clock.advance(61_000)
-  mock.advance(61_000)
+  // 3 s before it expires, within the 5 s it is served to: fetched once more, WeCom gives it back with 3 s left, and
+  // it is served so to its end rather than fetched again for every request.
+  clock.advance(57_000)
+  mock.advance(57_000)
+  for (let i = 0; i < 5; i++) {
+    const last = await ask()
+    t.equal(last.data?.accessToken, first.data!.accessToken, `the same token, ${last.data?.expiresIn} s left`)
+  }
+  t.equal(mock.calls('gettoken'), 2, 'one fetch in its last seconds, not one per request')
+  clock.advance(4_000)
+  mock.advance(4_000)
   const next = await Promise.all([ask(), ask(), ask()])
   t.ok(next.every((a) => a.statusCode === 200 && a.data?.accessToken === next[0]!.data?.accessToken), 'one new token for all')
   t.not(next[0]!.data?.accessToken, first.data!.accessToken)
-  t.equal(mock.calls('gettoken'), 2, 'fetched once after it expired')
+  t.equal(mock.calls('gettoken'), 3, 'fetched once after it expired')
 })
 
 t.test('the scheduler fetches the configured applications\' tokens before anyone asks, once across instances', async (t) => {

@@ -26,9 +26,15 @@ export function msToBeijingMidnight (epochMs: number): number {
   return DAY_MS - ((epochMs + BEIJING_OFFSET_MS) % DAY_MS)
 }
 
-/** An entry for this secret (fingerprint) with more than minLifeMs left. */
+/**
+ * An entry for this secret (fingerprint) with more than minLifeMs left; or, when WeChat gave it with no more than
+ * minLifeMs left, with any time left. An upstream that answers the credential it issued until that expires (WeCom's
+ * gettoken, say) would only give the same one again: fetching it again for every request of its last seconds would
+ * spend the budget on nothing.
+ */
 export function usable (entry: TokenEntry | null | undefined, fp: string, minLifeMs: number, now: number): entry is TokenEntry {
-  return entry != null && sameString(entry.secretFingerprint, fp) && entry.expiresAt - now > minLifeMs
+  if (entry == null || !sameString(entry.secretFingerprint, fp)) return false
+  return entry.expiresAt - now > (entry.expiresAt - entry.fetchedAt > minLifeMs ? minLifeMs : 0)
 }
 
 /** Whether a served entry should be refreshed in the background, refreshing ahead by aheadMs (stable mode: at most 290 s). */
