@@ -84,6 +84,18 @@ export const ConfigSchema = Type.Object({
     default: 1800,
     description: 'Upstream gettoken calls allowed per WeCom application per day (00:00 Beijing time).'
   }),
+  WECOM_CORP_TICKET_HOURLY_BUDGET: Type.Integer({
+    minimum: 1,
+    maximum: 400,
+    default: 200,
+    description: 'Upstream get_jsapi_ticket calls allowed per WeCom corp per clock hour (WeCom allows 400).'
+  }),
+  WECOM_AGENT_TICKET_HOURLY_BUDGET: Type.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 50,
+    description: 'Upstream agent_config ticket calls allowed per WeCom application per clock hour (WeCom allows 100).'
+  }),
   WECHAT_IDENTIFIERS: Type.Optional(Type.String({
     description: 'JSON object of Mini Program identifier (the extIdpConnidentifier of the phone route) to appId; each appId must be one of WECHAT_APPS.'
   })),

@@ -107,8 +107,11 @@ export interface Settings {
   version: string
   /** TOKEN_SERVE_MARGIN_SECONDS. */
   serveMarginSeconds: number
-  /** The daily budget of upstream calls per app for each credential (DAILY_UPSTREAM_BUDGET, TICKET_DAILY_BUDGET, SESSION_DAILY_BUDGET). */
-  budgets: Record<GuardedName, number>
+  /**
+   * The daily budget of upstream calls per app for each credential budgeted by the day (DAILY_UPSTREAM_BUDGET,
+   * TICKET_DAILY_BUDGET, SESSION_DAILY_BUDGET, WECOM_DAILY_BUDGET); WeCom's tickets are budgeted by the hour.
+   */
+  budgets: Partial<Record<GuardedName, number>>
   /** The apps of WECHAT_APPS (0 in dynamic mode). */
   configuredApps: number
   /** The endpoint tokens are fetched from (stable_token or token). */
@@ -120,7 +123,7 @@ export interface Settings {
  * increase to the rules (a counter series born at 1 is flat to increase()).
  */
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
-const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket']
 
 export function createMetrics (options: MetricsOptions = {}) {
   const maxApps = options.maxApps ?? 100

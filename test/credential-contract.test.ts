@@ -49,7 +49,30 @@ const kinds: CredentialKind[] = [
     // token served to its last seconds, then fetched once).
     skip: { 'refresh ahead': 'WeCom answers the same token to every fetch until it expires' },
     mode: 'stable'
-  }
+  },
+  ...(['corp', 'agent'] as const).map((type): CredentialKind => ({
+    name: `wecom_${type}_ticket`,
+    route: '/api/v3/get-wecom-jsapi-ticket',
+    body: { corpId: CORP_ID, corpSecret: AGENT_SECRET, type },
+    read: readAs('ticket'),
+    endpoint: 'getticket', // unused: the WeCom stand-in counts its own calls
+    upstream: async (t) => {
+      const endpoint = type === 'corp' ? 'get_jsapi_ticket' : 'ticket/get'
+      const { mock, url } = await startWecomMock(t)
+      return {
+        calls: () => mock.calls(endpoint, CORP_ID),
+        slow: (ms) => { mock.inject({ fault: { kind: 'latency', ms }, endpoint }) },
+        advance: (ms) => { mock.advance(ms) },
+        env: { WECOM_API_BASE: url, WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }) }
+      }
+    },
+    // The corp's ticket is the corp's; an application's is kept beside the application's token.
+    owner: type === 'corp' ? CORP_ID : `${CORP_ID}:${fingerprint(CORP_ID, AGENT_SECRET).slice(0, 22)}`,
+    slot: `wecom_${type}_ticket`,
+    budget: { env: `WECOM_${type.toUpperCase()}_TICKET_HOURLY_BUDGET`, apiCode: ApiCodes.TICKET_BUDGET_EXHAUSTED.apiCode },
+    skip: { 'refresh ahead': 'whether WeCom answers a new ticket before the served one ends is not documented: nothing is fetched ahead' },
+    mode: 'classic'
+  }))
 ]
 
 for (const kind of kinds) credentialContract(t, kind)

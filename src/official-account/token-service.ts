@@ -16,10 +16,12 @@ import { createGuards, type GuardOptions } from '../tokens/guards.js'
 import { createLifecycle, type Source } from '../tokens/lifecycle.js'
 import type { CallContext, Need } from '../tokens/refresher.js'
 import { served, usable, type ServedToken } from '../tokens/rules.js'
+import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { WechatClient } from '../wechat/client.js'
 
 export { beijingDay, type ServedToken } from '../tokens/rules.js'
 export type { CallContext } from '../tokens/refresher.js'
+export type { RefreshOutcome } from '../tokens/with-token.js'
 
 export interface TokenServiceOptions {
   store: TokenStore
@@ -46,12 +48,6 @@ export interface TokenServiceOptions {
   /** The key of the secret fingerprints (FINGERPRINT_KEY). */
   fingerprintKey?: string | undefined
   now?: () => number
-}
-
-/** A refresh the caller asked for: the token to use now, and why it is not a new one when it is not. */
-export interface RefreshOutcome {
-  token: ServedToken | null
-  notice?: AppError
 }
 
 /** Apps whose last served credential is kept in process, to answer while the store is down. */
@@ -241,6 +237,8 @@ export function createTokenService (opts: TokenServiceOptions) {
     admit,
     /** The guards of every upstream call, shared with the credentials made with the token. */
     guards,
+    refusedAgainRecently: async (appId: string) => await guards.refusedAgainRecently(normalized(appId)),
+    rememberRefusedAgain: async (appId: string, _secret: string, message: string) => { await guards.rememberRefusedAgain(normalized(appId), message) },
     credential,
     known: lifecycle.known,
     close

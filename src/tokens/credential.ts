@@ -8,10 +8,12 @@ import { TOKEN_SLOT } from '../store/types.js'
 import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
-export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token'
+export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket'
 /** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
 export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
+/** WeCom's tickets: the corp's (get_jsapi_ticket, for wx.config) and an application's (agent_config, for wx.agentConfig). */
+export type WecomTicketType = 'corp' | 'agent'
 
 /** What the guards need to know of the upstream calls they stand before (see src/tokens/guards.ts). */
 export interface Guarded {
@@ -21,8 +23,13 @@ export interface Guarded {
   readonly api: WechatApi
   /** Prefix of its per-app value names (lock, budget counter, remembered refusals): '' for the access token. */
   readonly prefix: string
-  /** Upstream calls allowed per app per day (Beijing time). */
-  readonly dailyBudget: number
+  /** Upstream calls allowed per owner in each budget window. */
+  readonly budget: number
+  /**
+   * The window the budget counts in: 'day' (Beijing time, as WeChat counts its quotas), or 'hour' (UTC clock hours,
+   * for WeCom's tickets, whose limits are hourly).
+   */
+  readonly budgetWindow: 'day' | 'hour'
   /** The apiCode of a call refused because the day's budget is used up. */
   readonly budgetExhausted: ApiCodeName
   /**
@@ -48,7 +55,7 @@ export interface Guarded {
 export interface Credential extends Guarded {
   readonly name: CredentialName
   /** The upstream API it is fetched with, whose errcodes its guards remember. */
-  readonly api: 'token' | 'ticket' | 'wecom_token'
+  readonly api: 'token' | 'ticket' | 'wecom_token' | 'wecom_ticket'
   /** The store slot of its entry. */
   readonly slot: string
   /** The subject of its change messages for an owner (an appId, or the opaque owner key of another kind). */
@@ -64,7 +71,8 @@ export function accessTokenCredential (mode: TokenMode, dailyBudget: number): Cr
     slot: TOKEN_SLOT,
     prefix: '',
     mode,
-    dailyBudget,
+    budget: dailyBudget,
+    budgetWindow: 'day',
     budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
     callerInput: false,
     provesSecret: true,
@@ -84,7 +92,8 @@ export function ticketCredential (type: TicketType, dailyBudget: number): Creden
     slot: name,
     prefix: `${name}:`,
     mode: 'classic',
-    dailyBudget,
+    budget: dailyBudget,
+    budgetWindow: 'day',
     budgetExhausted: 'TICKET_BUDGET_EXHAUSTED',
     callerInput: false,
     provesSecret: false,
@@ -105,11 +114,35 @@ export function wecomTokenCredential (dailyBudget: number): Credential {
     slot: TOKEN_SLOT,
     prefix: '',
     mode: 'stable',
-    dailyBudget,
+    budget: dailyBudget,
+    budgetWindow: 'day',
     budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
     callerInput: false,
     provesSecret: true,
     ...taggedSubjects('wecom_token')
+  }
+}
+
+/**
+ * A WeCom ticket: the corp's (owner: the corpId, whichever of its applications' tokens fetched it) or an application's
+ * (owner: the owner of the application's token, so one per application, never shared with another of the corp). Its
+ * budget is hourly, as WeCom's limits are (400 an hour per corp, 100 per application). Whether WeCom retires the ticket
+ * served when asked again is not documented: a fetch is taken to retire it, as a classic credential.
+ */
+export function wecomTicketCredential (type: WecomTicketType, hourlyBudget: number): Credential {
+  const name = type === 'corp' ? 'wecom_corp_ticket' : 'wecom_agent_ticket'
+  return {
+    name,
+    api: 'wecom_ticket',
+    slot: name,
+    prefix: `${name}:`,
+    mode: 'classic',
+    budget: hourlyBudget,
+    budgetWindow: 'hour',
+    budgetExhausted: 'TICKET_BUDGET_EXHAUSTED',
+    callerInput: false,
+    provesSecret: false,
+    ...taggedSubjects(name)
   }
 }
 
@@ -119,7 +152,7 @@ export function wecomTokenCredential (dailyBudget: number): Credential {
  */
 export function loginGuarded (dailyBudget: number): Guarded {
   // A login replaces nothing anyone holds: 'stable'.
-  return { name: 'code2session', api: 'session', prefix: 'code2session:', dailyBudget, budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true, provesSecret: false, mode: 'stable' }
+  return { name: 'code2session', api: 'session', prefix: 'code2session:', budget: dailyBudget, budgetWindow: 'day', budgetExhausted: 'SESSION_BUDGET_EXHAUSTED', callerInput: true, provesSecret: false, mode: 'stable' }
 }
 
 /**

@@ -26,7 +26,7 @@ import { CLOCK_SKEW_MS, parseCount, type TokenStore } from '../store/types.js'
 import { UpstreamError, type AttemptControl } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { Guarded } from './credential.js'
-import { beijingDay, msToBeijingMidnight } from './rules.js'
+import { beijingDay, msToBeijingMidnight, utcHour } from './rules.js'
 
 export interface GuardOptions {
   negativeCacheSeconds: number
@@ -67,7 +67,8 @@ export interface Admission {
   settle: (outcome: unknown) => Promise<void>
 }
 
-const DAY_MS = 24 * 3600 * 1000
+const HOUR_MS = 3600 * 1000
+const DAY_MS = 24 * HOUR_MS
 /** How long a verified secret's fingerprint is remembered after its last accepted fetch. */
 const VERIFIED_TTL_MS = 30 * DAY_MS
 const APP_WIDE_REMEMBERED = new Set(['WECHAT_INVALID_APPID', 'WECHAT_IP_NOT_ALLOWED', 'WECHAT_DAILY_QUOTA'])
@@ -343,14 +344,23 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   async function spendAttempt ({ credential, appId, verified }: Spend): Promise<() => Promise<void>> {
     const day = beijingDay(now())
     if (verified) {
-      const name = `${credential.prefix}calls:${day}`
-      const used = await state.increment(appId, name, 2 * DAY_MS)
-      metrics?.quotaUsed.labels(appId, credential.name).set(used)
-      if (used > credential.dailyBudget) {
+      const hourly = credential.budgetWindow === 'hour'
+      const period = hourly ? utcHour(now()) : day
+      const name = `${credential.prefix}calls:${period}`
+      const ttl = hourly ? 2 * HOUR_MS : 2 * DAY_MS
+      const used = await state.increment(appId, name, ttl)
+      // The gauge is today's count: an hourly budget's count is not one.
+      const gauge = hourly ? undefined : metrics?.quotaUsed.labels(appId, credential.name)
+      gauge?.set(used)
+      if (used > credential.budget) {
         throw refuse('budget', credential, credential.budgetExhausted,
-          `appId ${appId} used its budget of ${credential.dailyBudget} upstream ${credential.name} calls for ${day} (Beijing time)`)
+          `${appId} used its budget of ${credential.budget} upstream ${credential.name} calls ` +
+          (hourly ? `for the hour from ${period}:00 UTC` : `for ${day} (Beijing time)`))
       }
-      return async () => { metrics?.quotaUsed.labels(appId, credential.name).set(await state.increment(appId, name, 2 * DAY_MS, -1)) }
+      return async () => {
+        const left = await state.increment(appId, name, ttl, -1)
+        gauge?.set(left)
+      }
     }
     const name = `unverified:${day}`
     const ttl = msToBeijingMidnight(now()) + 3600_000

@@ -21,6 +21,11 @@ export function beijingDay (epochMs: number): string {
   return new Date(epochMs + BEIJING_OFFSET_MS).toISOString().slice(0, 10)
 }
 
+/** The clock hour (UTC) an hourly budget counts in, as YYYY-MM-DDTHH. */
+export function utcHour (epochMs: number): string {
+  return new Date(epochMs).toISOString().slice(0, 13)
+}
+
 /** Milliseconds until the next Beijing midnight. */
 export function msToBeijingMidnight (epochMs: number): number {
   return DAY_MS - ((epochMs + BEIJING_OFFSET_MS) % DAY_MS)

@@ -1,7 +1,8 @@
 /**
- * The one rule for calls WeChat makes with an app's access token (getticket, the Mini Program phone number): when
- * WeChat refuses the token (40001 / 42001: another system replaced it, or it expired early), replace it once, only
- * while it is still the current one, and call again, once. The replacement is a normal fetch, never a forced one:
+ * The one rule for calls made with an access token (getticket, the Mini Program phone number, WeCom's tickets): when
+ * WeChat refuses the token (40001 / 42001, WeCom's 40014 / 42001: another system replaced it, or it expired early),
+ * replace it once, only while it is still the current one, and call again, once. The replacement is a normal fetch,
+ * never a forced one:
  * in stable mode that answers WeChat's current token (whoever fetched it) without spending one of the day's forced
  * refreshes or retiring another system's token; forcing stays the owner's act, on the passive refresh route.
  *
@@ -12,22 +13,42 @@
  */
 import { AppError } from '../errors.js'
 import { WechatApiError } from '../wechat/errcodes.js'
-import type { CallContext, TokenService } from '../official-account/token-service.js'
+import type { CallContext } from './refresher.js'
+import type { ServedToken } from './rules.js'
 
-export type TokenCaller = <T>(appId: string, secret: string, ctx: CallContext, call: (accessToken: string) => Promise<T>) => Promise<T>
+export type TokenCaller = <T>(id: string, secret: string, ctx: CallContext, call: (accessToken: string) => Promise<T>) => Promise<T>
+
+/** A refresh the caller asked for: the token to use now, and why it is not a new one when it is not. */
+export interface RefreshOutcome {
+  token: ServedToken | null
+  notice?: AppError
+}
+
+/**
+ * What the rule needs of the service that keeps the token (an Official Account's, a WeCom application's), for the id
+ * and secret a caller sent (an appId, a corpId).
+ */
+export interface TokenHolder {
+  getToken: (id: string, secret: string, ctx: CallContext) => Promise<ServedToken>
+  /** Replaces the token only while `reported` is still the current one (`force: false`: by a normal fetch). */
+  refreshReported: (id: string, secret: string, reported: string, ctx: CallContext, options: { force: boolean }) => Promise<RefreshOutcome>
+  /** Whether a replaced token was refused again within NEGATIVE_CACHE_SECONDS. */
+  refusedAgainRecently: (id: string, secret: string) => Promise<boolean>
+  rememberRefusedAgain: (id: string, secret: string, message: string) => Promise<void>
+}
 
 function refusedForToken (err: unknown): err is WechatApiError {
   return err instanceof WechatApiError && err.tokenRefused
 }
 
-export function createTokenCaller (tokens: TokenService, now: () => number = Date.now): TokenCaller {
+export function createTokenCaller (tokens: TokenHolder, now: () => number = Date.now): TokenCaller {
   return async function withToken<T> (appId: string, secret: string, ctx: CallContext, call: (accessToken: string) => Promise<T>): Promise<T> {
     const token = await tokens.getToken(appId, secret, ctx)
     try {
       return await call(token.accessToken)
     } catch (err) {
       if (!refusedForToken(err)) throw err
-      if (await tokens.guards.refusedAgainRecently(appId)) {
+      if (await tokens.refusedAgainRecently(appId, secret)) {
         throw new AppError('WECHAT_TOKEN_REFUSED', `${err.message}; the token was replaced and refused again a short while ago, ` +
           'so it is not replaced again for now')
       }
@@ -46,7 +67,7 @@ export function createTokenCaller (tokens: TokenService, now: () => number = Dat
         return await call(replaced.accessToken)
       } catch (again) {
         if (again instanceof AppError && again.kind === 'WECHAT_TOKEN_REFUSED') {
-          await tokens.guards.rememberRefusedAgain(appId, again.message).catch(() => {})
+          await tokens.rememberRefusedAgain(appId, secret, again.message).catch(() => {})
         }
         throw again
       }

@@ -264,6 +264,22 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /**
+   * A WeCom ticket, fetched with an application's token: the corp's jsapi ticket (`corp`, for wx.config) or the
+   * application's agent_config ticket (`agent`, for wx.agentConfig).
+   */
+  async function fetchWecomTicket (accessToken: string, type: 'corp' | 'agent', options: Omit<FetchOptions, 'forceRefresh'>): Promise<FetchedToken> {
+    const query = new URLSearchParams({ access_token: accessToken })
+    if (type === 'agent') query.set('type', 'agent_config')
+    return await send({
+      endpoint: type === 'corp' ? 'get_jsapi_ticket' : 'ticket/get',
+      api: 'wecom_ticket',
+      request: { method: 'GET', path: `${prefix}/cgi-bin/${type === 'corp' ? 'get_jsapi_ticket' : 'ticket/get'}?${query.toString()}` },
+      parse: (record, sentAt) => expiring(record, 'ticket', sentAt, now()),
+      idempotent: true
+    }, options)
+  }
+
   /** A Mini Program user's phone number, for the code of a getPhoneNumber button (it works once). */
   async function fetchPhoneNumber (accessToken: string, code: string, options: Pick<FetchOptions, 'deadline'>): Promise<PhoneInfo> {
     const query = new URLSearchParams({ access_token: accessToken })
@@ -304,6 +320,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     fetchPhoneNumber,
     fetchSession,
     fetchWecomToken,
+    fetchWecomTicket,
     close: () => pool.close()
   }
 }

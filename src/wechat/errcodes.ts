@@ -72,11 +72,31 @@ const WECOM_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [60020, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not allowed' }]
 ])
 
-/** Which API answered: the token endpoints, getticket, the Mini Program phone number, jscode2session, WeCom's gettoken. */
-export type WechatApi = 'token' | 'ticket' | 'phone' | 'session' | 'wecom_token'
+/**
+ * WeCom's calls made with an application's token (the corp's jsapi ticket, the application's agent_config ticket):
+ * 40014 and 42001 are the token, ended early or expired; 45009 is WeCom's hourly limit.
+ */
+const WECOM_WITH_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
+  [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
+  [40014, { kind: 'WECHAT_TOKEN_REFUSED', text: 'invalid access_token' }],
+  [42001, { kind: 'WECHAT_TOKEN_REFUSED', text: 'access_token expired' }],
+  [41001, { kind: 'WECHAT_ERROR', text: 'access_token missing' }],
+  [40056, { kind: 'WECHAT_ERROR', text: 'invalid agentid' }],
+  [40058, { kind: 'WECHAT_ERROR', text: 'invalid parameter' }],
+  [45009, { kind: 'WECHAT_RATE_LIMITED', text: 'api freq out of limit (the hourly ticket limit)' }],
+  [45033, { kind: 'WECHAT_RATE_LIMITED', text: 'too many concurrent calls' }],
+  [60020, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not allowed' }],
+  [301002, { kind: 'WECHAT_ERROR', text: 'the token belongs to another application' }]
+])
+
+/**
+ * Which API answered: the token endpoints, getticket, the Mini Program phone number, jscode2session, WeCom's gettoken,
+ * WeCom's ticket calls.
+ */
+export type WechatApi = 'token' | 'ticket' | 'phone' | 'session' | 'wecom_token' | 'wecom_ticket'
 
 const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = {
-  token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN
+  token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN, wecom_ticket: WECOM_WITH_TOKEN
 }
 
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */

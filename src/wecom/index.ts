@@ -11,6 +11,7 @@ import { createScheduler } from '../official-account/scheduler.js'
 import { MockWecom } from '../stand-in/wecom.js'
 import { clientOptions } from '../plugins/wechat.js'
 import { createWechatClient } from '../wechat/client.js'
+import { createWecomTicketService, type WecomTicketService } from './ticket-service.js'
 import { createWecomTokenService, type WecomTokenService } from './token-service.js'
 
 export { default as wecomRoutes } from './routes.js'
@@ -18,6 +19,7 @@ export { default as wecomRoutes } from './routes.js'
 declare module 'fastify' {
   interface FastifyInstance {
     wecomTokens: WecomTokenService
+    wecomTickets: WecomTicketService
   }
 }
 
@@ -48,11 +50,28 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
     metrics,
     ...(now ? { now } : {})
   }))
+  app.decorate('wecomTickets', createWecomTicketService({
+    tokens: app.wecomTokens,
+    store: app.store,
+    wecom: client,
+    corpHourlyBudget: config.WECOM_CORP_TICKET_HOURLY_BUDGET,
+    agentHourlyBudget: config.WECOM_AGENT_TICKET_HOURLY_BUDGET,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    fingerprintKey: config.FINGERPRINT_KEY,
+    metrics,
+    ...(now ? { now } : {})
+  }))
   metrics.observeApps(function * () {
     for (const [owner, expiresAt] of app.wecomTokens.known()) yield [owner, 'wecom_token', expiresAt] as const
+    yield * app.wecomTickets.known()
   })
-  // Registered after the client's: runs before it (onClose hooks run last-registered first).
+  // Registered after the client's: runs before it (onClose hooks run last-registered first); tickets before tokens.
   app.addHook('onClose', async () => { await app.wecomTokens.close() })
+  app.addHook('onClose', async () => { await app.wecomTickets.close() })
   if (apps.size > 0 && config.SCHEDULER_INTERVAL_SECONDS > 0) {
     const scheduler = createScheduler({
       store: app.store,

@@ -11,12 +11,13 @@ import { AppError } from '../errors.js'
 import { fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
 import { createMemoryStore } from '../store/memory-store.js'
-import { fetchedEntry, type TokenStore } from '../store/types.js'
+import { fetchedEntry, type TokenEntry, type TokenStore } from '../store/types.js'
 import { wecomTokenCredential } from '../tokens/credential.js'
 import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Source } from '../tokens/lifecycle.js'
-import type { CallContext } from '../tokens/refresher.js'
-import { served, type ServedToken } from '../tokens/rules.js'
+import type { CallContext, Need } from '../tokens/refresher.js'
+import { served, usable, type ServedToken } from '../tokens/rules.js'
+import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { WechatClient } from '../wechat/client.js'
 
 export interface WecomTokenServiceOptions {
@@ -37,6 +38,14 @@ export interface WecomTokenServiceOptions {
   now?: () => number
 }
 
+/** A configured application: its agentId and secret, the secret's fingerprint, and the owner of its token. */
+export interface WecomApplication {
+  agentId: string
+  secret: string
+  fp: string
+  owner: string
+}
+
 /** Applications whose last served token is kept in process, to answer while the store is down. */
 const OUTAGE_COPIES = 10_000
 /**
@@ -54,17 +63,17 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   /** The token's owner for a corp and a secret's fingerprint. */
   const ownerOf = (corpId: string, fp: string): string => `${corpId}:${fp.slice(0, 22)}`
   /** corpId to its applications: each secret with its fingerprint and the owner of its token, computed once. */
-  const configured = new Map<string, Array<{ secret: string, fp: string, owner: string }>>()
+  const configured = new Map<string, WecomApplication[]>()
   for (const [corpId, agents] of opts.apps) {
-    configured.set(corpId, [...agents.values()].map((secret) => {
+    configured.set(corpId, [...agents].map(([agentId, secret]) => {
       const fp = fingerprint(corpId, secret, opts.fingerprintKey)
-      return { secret, fp, owner: ownerOf(corpId, fp) }
+      return { agentId, secret, fp, owner: ownerOf(corpId, fp) }
     }))
   }
 
   /** The configured application a secret is of, compared with each of the corp's in constant time (no early exit). */
-  function applicationOf (corpId: string, secret: string): { secret: string, fp: string, owner: string } | undefined {
-    let found: { secret: string, fp: string, owner: string } | undefined
+  function applicationOf (corpId: string, secret: string): WecomApplication | undefined {
+    let found: WecomApplication | undefined
     for (const application of configured.get(corpId) ?? []) if (sameString(application.secret, secret) && found === undefined) found = application
     return found
   }
@@ -90,8 +99,8 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
   })
   const { caches, refresher } = lifecycle
 
-  /** The owner and fingerprint of a configured application's secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
-  function admit (corpId: string, secret: string): { owner: string, fp: string } {
+  /** The configured application of a secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
+  function admit (corpId: string, secret: string): WecomApplication {
     if (!configured.has(corpId)) throw new AppError('APP_NOT_CONFIGURED', `corpId ${corpId} is not one of the configured WECOM_APPS`)
     const application = applicationOf(corpId, secret)
     if (application === undefined) throw new AppError('SECRET_MISMATCH', `corpSecret is not the secret of an application of corpId ${corpId} in WECOM_APPS`)
@@ -132,6 +141,35 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     return await lifecycle.get(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
   }
 
+  /**
+   * WeCom refused this token on a call made with it (40014, 42001: ended early): fetch the application's token again,
+   * only while the refused one is still the stored one. WeCom answers the same token until it ends, so this is a
+   * normal fetch; a fetch that gives the refused token back is stored as it is (the caller then reports it refused
+   * again).
+   */
+  async function refreshReported (corpId: string, secret: string, reported: string, ctx: CallContext): Promise<RefreshOutcome> {
+    const { owner, fp } = admit(corpId, secret)
+    const mark = caches.mark()
+    const source = sourceFor(corpId, secret, owner, fp, ctx)
+    const need: Need = {
+      ...lifecycle.freshNeed(owner, fp, true, source, ctx),
+      reported,
+      satisfied: (entry): entry is TokenEntry => usable(entry, fp, 0, now()) && entry.accessToken !== reported
+    }
+    try {
+      const entry = await refresher.shared(`${owner}\0${reported}`, async () => await refresher.obtain(need, ctx))
+      caches.keep(owner, secret, entry, mark, false)
+      return { token: served(entry, now()) }
+    } catch (err) {
+      // Not fetched now (the application's fetches are backed off): the current token, and why.
+      if (err instanceof AppError && err.kind === 'UPSTREAM_BACKOFF') {
+        const current = await store.get(owner)
+        return { token: usable(current, fp, 0, now()) ? served(current, now()) : null, notice: err }
+      }
+      throw err
+    }
+  }
+
   /** The configured applications by the owner of their token: what the scheduler keeps a token for. */
   const byOwner = new Map([...configured].flatMap(([corpId, applications]) =>
     applications.map((application) => [application.owner, { corpId, ...application }] as const)))
@@ -152,7 +190,21 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     await outageState.close()
   }
 
-  return { credential, fromHot, getToken, refreshIfDue, owners: () => [...byOwner.keys()], known: lifecycle.known, close }
+  return {
+    credential,
+    admit,
+    /** The configured application of a secret, or undefined (constant time: the hot path of every WeCom route). */
+    applicationOf,
+    fromHot,
+    getToken,
+    refreshReported,
+    refusedAgainRecently: async (corpId: string, secret: string) => await guards.refusedAgainRecently(admit(corpId, secret).owner),
+    rememberRefusedAgain: async (corpId: string, secret: string, message: string) => { await guards.rememberRefusedAgain(admit(corpId, secret).owner, message) },
+    refreshIfDue,
+    owners: () => [...byOwner.keys()],
+    known: lifecycle.known,
+    close
+  }
 }
 
 export type WecomTokenService = ReturnType<typeof createWecomTokenService>
