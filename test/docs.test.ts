@@ -33,6 +33,7 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
     'POST /api/v3/decrypt-wechat-miniprogram-data', 'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
     'POST /api/v3/get-wechat-jssdk-signature', 'POST /api/v3/get-wechat-miniprogram-phone', 'POST /api/v3/get-wecom-access-token',
+    'POST /api/v3/get-wecom-jsapi-ticket', 'POST /api/v3/get-wecom-jssdk-signature',
     'POST /api/v3/refresh-wechat-access-token'
   ])
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
