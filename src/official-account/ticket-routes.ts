@@ -47,7 +47,7 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
       return
     }
-    return app.tickets.getTicket(appId, appSecret, type, context(request, appId)).then((ticket) => {
+    return app.tickets.afterHotMiss(appId, appSecret, type, context(request, appId)).then((ticket) => {
       app.finish(request, reply, 200, TICKET_ROUTE)
       return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
     })

@@ -83,19 +83,30 @@ export function createTicketService (opts: TicketServiceOptions) {
     return lifecycles[type].fromHot(appId, secret)
   }
 
-  /** The app's ticket of this type, if appSecret is the right one. */
-  async function getTicket (anyAppId: string, secret: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
+  /**
+   * The app's ticket of this type, if appSecret is the right one, for a caller that looked in the hot cache already
+   * under the appId as sent (the routes): looked in again only under another spelling.
+   */
+  async function afterHotMiss (anyAppId: string, secret: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
     const appId = normalized(anyAppId)
     const fp = tokens.admit(appId, secret)
     // One deadline for the request: the token, getticket, a replaced token and the second getticket all within it.
     const scoped = { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
-    return await lifecycles[type].get(appId, secret, fp, sourceFor(appId, secret, type, scoped), scoped)
+    const lifecycle = lifecycles[type]
+    const source = sourceFor(appId, secret, type, scoped)
+    return appId === anyAppId
+      ? await lifecycle.afterHotMiss(appId, secret, fp, source, scoped)
+      : await lifecycle.get(appId, secret, fp, source, scoped)
   }
 
-  /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), signed with the jsapi ticket. */
+  /** The app's ticket of this type, if appSecret is the right one. */
+  async function getTicket (anyAppId: string, secret: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
+    return fromHot(anyAppId, secret, type) ?? await afterHotMiss(anyAppId, secret, type, ctx)
+  }
+
+  /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), past the hot cache. */
   async function signature (anyAppId: string, secret: string, url: string, ctx: CallContext): Promise<JssdkSignature> {
-    // The route looked in the hot cache already, and the lifecycle looks there again under the normalized appId.
-    const ticket = await getTicket(anyAppId, secret, 'jsapi', ctx)
+    const ticket = await afterHotMiss(anyAppId, secret, 'jsapi', ctx)
     return signed(normalized(anyAppId), ticket, url)
   }
 
@@ -127,7 +138,7 @@ export function createTicketService (opts: TicketServiceOptions) {
     await Promise.all(Object.values(lifecycles).map(async (lifecycle) => { await lifecycle.close() }))
   }
 
-  return { fromHot, getTicket, signature, signed, refreshIfDue, known, close }
+  return { fromHot, getTicket, afterHotMiss, signature, signed, refreshIfDue, known, close }
 }
 
 export type TicketService = ReturnType<typeof createTicketService>

@@ -51,7 +51,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         reply.send(success(request.id, kept))
         return
       }
-      return app.tokens.getToken(appId, appSecret, context(request, appId)).then((token) => {
+      return app.tokens.afterHotMiss(appId, appSecret, context(request, appId)).then((token) => {
         app.finish(request, reply, 200, route.url)
         return success(request.id, token)
       })

@@ -162,17 +162,29 @@ export function createTokenService (opts: TokenServiceOptions) {
 
   /**
    * The hot-cache answer, synchronously, when there is one for this appId and secret. The appId is looked up as sent
-   * (the hot path tests nothing more); an upper-case spelling finds it through getToken, which normalizes it first.
+   * (the hot path tests nothing more); an upper-case spelling finds it through afterHotMiss, which normalizes it first.
    */
   const fromHot = lifecycle.fromHot
 
   /** The token for appId, if appSecret is the right one. */
   async function getToken (anyAppId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const appId = normalized(anyAppId)
-    const kept = fromHot(appId, appSecret)
-    if (kept) return kept
+    return fromHot(appId, appSecret) ?? await fromStore(appId, appSecret, ctx)
+  }
+
+  /** The token for appId (normalized), past the hot cache. */
+  async function fromStore (appId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
     const fp = admit(appId, appSecret)
-    return await lifecycle.get(appId, appSecret, fp, sourceFor(appId, appSecret, fp, ctx), ctx)
+    return await lifecycle.afterHotMiss(appId, appSecret, fp, sourceFor(appId, appSecret, fp, ctx), ctx)
+  }
+
+  /**
+   * The token for appId, for a caller that looked in the hot cache already under the appId as sent (the route): the
+   * hot cache is looked in again only under another spelling.
+   */
+  async function afterHotMiss (anyAppId: string, appSecret: string, ctx: CallContext): Promise<ServedToken> {
+    const appId = normalized(anyAppId)
+    return appId === anyAppId ? await fromStore(appId, appSecret, ctx) : await getToken(appId, appSecret, ctx)
   }
 
   /**
@@ -231,6 +243,7 @@ export function createTokenService (opts: TokenServiceOptions) {
   return {
     fromHot,
     getToken,
+    afterHotMiss,
     refreshReported,
     refreshIfDue,
     /** The app's fingerprint of a secret, once checked against WECHAT_APPS (APP_NOT_CONFIGURED, SECRET_MISMATCH). */

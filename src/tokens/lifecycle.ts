@@ -152,8 +152,11 @@ export function createLifecycle (opts: LifecycleOptions) {
 
   /** The credential for appId and this secret (its fingerprint fp). */
   async function get (appId: string, secret: string, fp: string, source: Source, ctx: CallContext): Promise<ServedToken> {
-    const kept = fromHot(appId, secret)
-    if (kept) return kept
+    return fromHot(appId, secret) ?? await afterHotMiss(appId, secret, fp, source, ctx)
+  }
+
+  /** The credential for appId and this secret, for a caller that looked in the hot cache already (fromHot). */
+  async function afterHotMiss (appId: string, secret: string, fp: string, source: Source, ctx: CallContext): Promise<ServedToken> {
     if (hotMs > 0) lookups?.hotMiss.inc()
     const mark = caches.mark()
     let cached: TokenEntry | null
@@ -207,6 +210,7 @@ export function createLifecycle (opts: LifecycleOptions) {
     refresher,
     fromHot,
     get,
+    afterHotMiss,
     freshNeed,
     refreshIfDue,
     /** Each app this instance has served, with its entry's expiry (for the seconds-left gauge). */

@@ -91,7 +91,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       reply.send(success(request.id, kept))
       return
     }
-    return app.wecomTokens.getToken(corpId, corpSecret, context(request, corpId)).then((token) => {
+    return app.wecomTokens.afterHotMiss(corpId, corpSecret, context(request, corpId)).then((token) => {
       app.finish(request, reply, 200, WECOM_TOKEN_ROUTE)
       return success(request.id, token)
     })
@@ -121,7 +121,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
       return
     }
-    return app.wecomTickets.getTicket(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
+    return app.wecomTickets.afterHotMiss(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
       app.finish(request, reply, 200, WECOM_TICKET_ROUTE)
       return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
     })
@@ -152,7 +152,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       reply.send({ statusCode: 200, message: OK, requestId: request.id, data: signatureData(app.wecomTickets.signed(corpId, corpSecret, type, kept, url)) })
       return
     }
-    return app.wecomTickets.getTicket(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
+    return app.wecomTickets.afterHotMiss(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
       app.finish(request, reply, 200, WECOM_SIGNATURE_ROUTE)
       return { statusCode: 200, message: OK, requestId: request.id, data: signatureData(app.wecomTickets.signed(corpId, corpSecret, type, ticket, url)) }
     })

@@ -132,13 +132,13 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
     return lifecycles[type].fromHot(slot.owner, slot.secret)
   }
 
-  /** The ticket of this type for the application whose secret this is. */
-  async function getTicket (corpId: string, secret: string, type: WecomTicketType, agentId: string | undefined, ctx: CallContext): Promise<ServedToken> {
+  /** The ticket of this type for the application whose secret this is, for a caller that looked in the hot cache already. */
+  async function afterHotMiss (corpId: string, secret: string, type: WecomTicketType, agentId: string | undefined, ctx: CallContext): Promise<ServedToken> {
     const application = admit(corpId, secret, agentId)
     const slot = slotOf(corpId, application, type)
     // One deadline for the request: the token, the ticket call, a replaced token and the second ticket call.
     const scoped = { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
-    return await lifecycles[type].get(slot.owner, slot.secret, slot.fp, sourceFor(corpId, secret, type, scoped), scoped)
+    return await lifecycles[type].afterHotMiss(slot.owner, slot.secret, slot.fp, sourceFor(corpId, secret, type, scoped), scoped)
   }
 
   /** Signs a page url with a ticket in hand: the fields wx.config (corp) or wx.agentConfig (agent) takes. */
@@ -161,7 +161,7 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
     await Promise.all(Object.values(lifecycles).map(async (lifecycle) => { await lifecycle.close() }))
   }
 
-  return { fromHot, getTicket, signed, known, close }
+  return { fromHot, afterHotMiss, signed, known, close }
 }
 
 export type WecomTicketService = ReturnType<typeof createWecomTicketService>

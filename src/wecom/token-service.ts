@@ -141,6 +141,12 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     return await lifecycle.get(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
   }
 
+  /** The same, for a caller that looked in the hot cache already (the route). */
+  async function afterHotMiss (corpId: string, secret: string, ctx: CallContext): Promise<ServedToken> {
+    const { owner, fp } = admit(corpId, secret)
+    return await lifecycle.afterHotMiss(owner, secret, fp, sourceFor(corpId, secret, owner, fp, ctx), ctx)
+  }
+
   /**
    * WeCom refused this token on a call made with it (40014, 42001: ended early): fetch the application's token again,
    * only while the refused one is still the stored one. WeCom answers the same token until it ends, so this is a
@@ -197,6 +203,7 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     applicationOf,
     fromHot,
     getToken,
+    afterHotMiss,
     refreshReported,
     refusedAgainRecently: async (corpId: string, secret: string) => await guards.refusedAgainRecently(admit(corpId, secret).owner),
     rememberRefusedAgain: async (corpId: string, secret: string, message: string) => { await guards.rememberRefusedAgain(admit(corpId, secret).owner, message) },
