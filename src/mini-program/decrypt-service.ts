@@ -69,7 +69,9 @@ export function createDecryptService (opts: DecryptServiceOptions) {
   /** While the store is down: guards in process (bounded). */
   const local = createMemoryStore(now, { maxValues: 10_000 })
   // Logins spend no forced refresh and check no unverified secret: the configured secret is the only one.
-  const localGuards = createGuards(local, configuredOnly(opts.negativeCacheSeconds, now, opts.metrics))
+  const guardOptions = configuredOnly(opts.negativeCacheSeconds, now, opts.metrics)
+  const sharedGuards = createGuards(opts.store, guardOptions)
+  const localGuards = createGuards(local, guardOptions)
 
   /** The name of a code's claim: a keyed fingerprint, which says nothing of the code to a reader of the store. */
   function claimName (appId: string, code: string): string {
@@ -97,7 +99,7 @@ export function createDecryptService (opts: DecryptServiceOptions) {
       throw new AppError('WECHAT_CODE_USED', 'This wx.login code was sent to WeChat before, and a code works once. ' +
         'Call wx.login again, then get the encrypted data, and send both')
     }
-    return { shared, guards: shared ? opts.tokens.guards : localGuards }
+    return { shared, guards: shared ? sharedGuards : localGuards }
   }
 
   /** Exchanges a code for the user's session, once: a code never sent is released, to be sent again. */

@@ -9,6 +9,7 @@ import type { Metrics } from '../metrics.js'
 import type { TokenStore } from '../store/types.js'
 import { normalized, OUTAGE_COPIES, type CallContext, type ServedToken, type TokenService } from './token-service.js'
 import { ticketCredential, type TicketType } from '../tokens/credential.js'
+import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Lifecycle, type Source } from '../tokens/lifecycle.js'
 import { createTokenCaller } from '../tokens/with-token.js'
 import type { WechatClient } from '../wechat/client.js'
@@ -26,6 +27,7 @@ export interface TicketServiceOptions {
   refreshAheadSeconds: number
   requestDeadlineMs: number
   lockLeaseMs: number
+  negativeCacheSeconds: number
   hotCacheMs?: number
   hotCacheMaxApps?: number
   /** WECHAT_APPS: the apps whose tickets the scheduler keeps fresh (those that ever fetched one). */
@@ -46,6 +48,8 @@ export function createTicketService (opts: TicketServiceOptions) {
   const { tokens, wechat } = opts
   const now = opts.now ?? Date.now
   const withToken = createTokenCaller(tokens, now)
+  // Tickets are fetched for a secret the token proved (verified): their guards are the budgets, backoffs and refusals.
+  const guards = createGuards(opts.store, configuredOnly(opts.negativeCacheSeconds, now, opts.metrics))
   const lifecycles: Record<TicketType, Lifecycle> = { jsapi: lifecycleOf('jsapi'), wx_card: lifecycleOf('wx_card') }
 
   function lifecycleOf (type: TicketType): Lifecycle {
@@ -53,7 +57,7 @@ export function createTicketService (opts: TicketServiceOptions) {
       credential: ticketCredential(type, opts.dailyBudget),
       madeWith: tokens.credential,
       store: opts.store,
-      guards: tokens.guards,
+      guards,
       marginMs: opts.serveMarginSeconds * 1000,
       aheadMs: opts.refreshAheadSeconds * 1000,
       requestDeadlineMs: opts.requestDeadlineMs,

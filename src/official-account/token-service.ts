@@ -248,8 +248,6 @@ export function createTokenService (opts: TokenServiceOptions) {
     refreshIfDue,
     /** The app's fingerprint of a secret, once checked against WECHAT_APPS (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
     admit,
-    /** The guards of every upstream call, shared with the credentials made with the token. */
-    guards,
     refusedAgainRecently: async (appId: string) => await guards.refusedAgainRecently(normalized(appId)),
     rememberRefusedAgain: async (appId: string, _secret: string, message: string) => { await guards.rememberRefusedAgain(normalized(appId), message) },
     credential,
