@@ -167,3 +167,23 @@ t.test('WECOM_API_BASE=mock serves tickets and signatures offline', async (t) =>
     t.equal(answer.body.statusCode, 200, `${type}: ${answer.body.message}`)
   }
 })
+
+t.test('WeCom refusing one application\'s IP on the corp ticket call does not refuse the corp ticket to its other applications', async (t) => {
+  const { fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps } = await fleet(t, 2, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0' })
+  const ask = async (i: number, secret: string) => (await post<TicketData>(apps[i]!, TICKET, { corpId: CORP_ID, corpSecret: secret, type: 'corp' })).body
+  // WeCom's trusted IPs are set per application: the first application's calls come from an IP it does not trust.
+  mock.inject({ fault: { kind: 'errcode', errcode: 60020 }, endpoint: 'get_jsapi_ticket', agentId: AGENT_ID })
+  const refused = await ask(0, AGENT_SECRET)
+  t.equal(refused.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode, refused.message)
+  const remembered = await ask(1, AGENT_SECRET)
+  t.equal(remembered.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode, remembered.message)
+  t.equal(mock.calls('get_jsapi_ticket'), 1, 'remembered for that application: its requests spend none of the corp\'s budget')
+  const other = await ask(1, OTHER_AGENT_SECRET)
+  t.equal(other.statusCode, 200, `the other application gets the corp ticket: ${other.message}`)
+  t.equal(mock.calls('get_jsapi_ticket'), 2, 'fetched with the other application\'s token')
+  const again = await ask(0, AGENT_SECRET)
+  t.equal(again.statusCode, 200, again.message)
+  t.equal(again.data?.ticket, other.data?.ticket, 'the corp ticket is the corp\'s: the first application is served it from the store')
+})
