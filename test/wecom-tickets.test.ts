@@ -187,3 +187,17 @@ t.test('WeCom refusing one application\'s IP on the corp ticket call does not re
   t.equal(again.statusCode, 200, again.message)
   t.equal(again.data?.ticket, other.data?.ticket, 'the corp ticket is the corp\'s: the first application is served it from the store')
 })
+
+t.test('an application whose token WeCom keeps refusing on the corp ticket call does not spend the corp\'s hourly budget', async (t) => {
+  const { fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps } = await fleet(t, 1, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0', WECOM_CORP_TICKET_HOURLY_BUDGET: '5' })
+  const ask = async (secret: string) => (await post<TicketData>(apps[0]!, TICKET, { corpId: CORP_ID, corpSecret: secret, type: 'corp' })).body
+  mock.inject({ fault: { kind: 'errcode', errcode: 40014 }, endpoint: 'get_jsapi_ticket', agentId: AGENT_ID })
+  const first = await ask(AGENT_SECRET)
+  t.equal(first.apiCode, ApiCodes.WECHAT_TOKEN_REFUSED.apiCode, first.message)
+  for (let i = 0; i < 10; i++) t.equal((await ask(AGENT_SECRET)).apiCode, ApiCodes.WECHAT_TOKEN_REFUSED.apiCode)
+  t.ok(mock.calls('get_jsapi_ticket') <= 2, `the refusal, remembered, is not asked again per request (${mock.calls('get_jsapi_ticket')} calls)`)
+  const other = await ask(OTHER_AGENT_SECRET)
+  t.equal(other.statusCode, 200, `the corp's other application still gets the corp ticket: ${other.message}`)
+})

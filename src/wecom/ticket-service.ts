@@ -139,20 +139,27 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
         return true
       },
       fetch: (deadline) => async (control) =>
-        type === 'corp' ? await byApplication(tokens.admit(corpId, secret), async () => await fetchWith(control, deadline)) : await fetchWith(control, deadline)
+        type === 'corp' ? await byApplication(corpId, secret, tokens.admit(corpId, secret), async () => await fetchWith(control, deadline)) : await fetchWith(control, deadline)
     }
   }
 
   /**
-   * The corp ticket's call made with one application's token. WeCom's refusal of the application's IP (60020) is the
-   * application's, not the corp's: remembered for that application alone, and not handed to the corp ticket's guards,
-   * which would refuse the corp ticket to every application of the corp meanwhile. While it is remembered, the
-   * application's requests make no call (nor spend the corp's hourly budget); another application's fetch serves it.
+   * The corp ticket's call made with one application's token. What WeCom refuses the application for is the
+   * application's, not the corp's. Its IP (60020): remembered for that application alone, and not handed to the corp
+   * ticket's guards, which would refuse the corp ticket to every application of the corp meanwhile. While such a
+   * refusal is remembered, the application's requests make no call (nor spend the corp's hourly budget); another
+   * application's fetch serves it.
    */
-  async function byApplication (application: WecomApplication, call: () => Promise<FetchedToken>): Promise<FetchedToken> {
+  async function byApplication (corpId: string, secret: string, application: WecomApplication, call: () => Promise<FetchedToken>): Promise<FetchedToken> {
     const remembered = rememberedMessage(await store.getValue(application.owner, CORP_REFUSED))
     if (remembered !== undefined) {
       throw new AppError('WECHAT_IP_NOT_ALLOWED', `${remembered} (remembered for this application; WeChat is not asked again for a while)`)
+    }
+    // Likewise a token WeCom refused again after it was replaced: each call made with it would spend the corp's
+    // hourly budget on a refusal, and another application's request fetches the corp ticket meanwhile.
+    if (await tokens.refusedAgainRecently(corpId, secret)) {
+      throw new AppError('WECHAT_TOKEN_REFUSED', 'WeCom refused this application\'s token again after it was replaced a short while ago; ' +
+        'the corp ticket is not asked for with it for now')
     }
     try {
       return await call()
