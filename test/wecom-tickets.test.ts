@@ -201,3 +201,39 @@ t.test('an application whose token WeCom keeps refusing on the corp ticket call 
   const other = await ask(OTHER_AGENT_SECRET)
   t.equal(other.statusCode, 200, `the corp's other application still gets the corp ticket: ${other.message}`)
 })
+
+t.test('at their largest, the hourly budgets keep within WeCom\'s limits over any 60 minutes, across the turn of an hour', async (t) => {
+  const { ConfigSchema } = await import('../src/config.js')
+  const { fingerprint } = await import('../src/fingerprint.js')
+  for (const type of ['corp', 'agent'] as const) {
+    const variable = type === 'corp' ? 'WECOM_CORP_TICKET_HOURLY_BUDGET' : 'WECOM_AGENT_TICKET_HOURLY_BUDGET'
+    const largest = ConfigSchema.properties[variable].maximum as number
+    const { fleet } = await fleetRedis(t)
+    const { mock, url } = await startWecomMock(t)
+    const clock = new TestClock()
+    const { apps } = await fleet(t, 1, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0', [variable]: String(largest) }, clock)
+    const app = apps[0]!
+    const owner = type === 'corp' ? CORP_ID : `${CORP_ID}:${fingerprint(CORP_ID, AGENT_SECRET).slice(0, 22)}`
+    const endpoint = type === 'corp' ? 'get_jsapi_ticket' : 'ticket/get'
+    // Each request finds no ticket (as after a run of flushes, say): each is a call, until the budget says no.
+    const spendHour = async (): Promise<number[]> => {
+      const codes: number[] = []
+      for (let i = 0; i < largest + 1; i++) {
+        const answer = (await post<TicketData>(app, TICKET, { corpId: CORP_ID, corpSecret: AGENT_SECRET, type })).body
+        codes.push(answer.apiCode ?? answer.statusCode)
+        await app.store.delete(owner, `wecom_${type}_ticket`)
+      }
+      return codes
+    }
+    // The last minute of a clock hour, then the first of the next: WeCom counts any 60 minutes.
+    clock.advance(3600_000 - (clock.now() % 3600_000) - 60_000)
+    const before = await spendHour()
+    clock.advance(90_000)
+    mock.advance(90_000)
+    const after = await spendHour()
+    const answered = [...before, ...after]
+    t.notOk(answered.includes(ApiCodes.WECHAT_RATE_LIMITED.apiCode),
+      `${type}: ${variable}=${largest} never meets WeCom's 45009 (${answered.filter((c) => c === 200).length} tickets fetched in 90 s)`)
+    t.equal(mock.calls(endpoint), 2 * largest, `${type}: the budget of each hour spent, no more`)
+  }
+})
