@@ -84,17 +84,19 @@ export const ConfigSchema = Type.Object({
     default: 1800,
     description: 'Upstream gettoken calls allowed per WeCom application per day (00:00 Beijing time).'
   }),
+  // A clock hour's budget can be spent at the end of one hour and again at the start of the next, within the 60
+  // minutes WeCom counts: at most half of WeCom's limit.
   WECOM_CORP_TICKET_HOURLY_BUDGET: Type.Integer({
     minimum: 1,
-    maximum: 400,
+    maximum: 200,
     default: 200,
-    description: 'Upstream get_jsapi_ticket calls allowed per WeCom corp per clock hour (WeCom allows 400).'
+    description: 'Upstream get_jsapi_ticket calls allowed per WeCom corp per clock hour (WeCom allows 400 in any hour: at most half).'
   }),
   WECOM_AGENT_TICKET_HOURLY_BUDGET: Type.Integer({
     minimum: 1,
-    maximum: 100,
+    maximum: 50,
     default: 50,
-    description: 'Upstream agent_config ticket calls allowed per WeCom application per clock hour (WeCom allows 100).'
+    description: 'Upstream agent_config ticket calls allowed per WeCom application per clock hour (WeCom allows 100 in any hour: at most half).'
   }),
   WECHAT_IDENTIFIERS: Type.Optional(Type.String({
     description: 'JSON object of Mini Program identifier (the extIdpConnidentifier of the phone route) to appId; each appId must be one of WECHAT_APPS.'

@@ -167,3 +167,73 @@ t.test('WECOM_API_BASE=mock serves tickets and signatures offline', async (t) =>
     t.equal(answer.body.statusCode, 200, `${type}: ${answer.body.message}`)
   }
 })
+
+t.test('WeCom refusing one application\'s IP on the corp ticket call does not refuse the corp ticket to its other applications', async (t) => {
+  const { fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps } = await fleet(t, 2, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0' })
+  const ask = async (i: number, secret: string) => (await post<TicketData>(apps[i]!, TICKET, { corpId: CORP_ID, corpSecret: secret, type: 'corp' })).body
+  // WeCom's trusted IPs are set per application: the first application's calls come from an IP it does not trust.
+  mock.inject({ fault: { kind: 'errcode', errcode: 60020 }, endpoint: 'get_jsapi_ticket', agentId: AGENT_ID })
+  const refused = await ask(0, AGENT_SECRET)
+  t.equal(refused.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode, refused.message)
+  const remembered = await ask(1, AGENT_SECRET)
+  t.equal(remembered.apiCode, ApiCodes.WECHAT_IP_NOT_ALLOWED.apiCode, remembered.message)
+  t.equal(mock.calls('get_jsapi_ticket'), 1, 'remembered for that application: its requests spend none of the corp\'s budget')
+  const other = await ask(1, OTHER_AGENT_SECRET)
+  t.equal(other.statusCode, 200, `the other application gets the corp ticket: ${other.message}`)
+  t.equal(mock.calls('get_jsapi_ticket'), 2, 'fetched with the other application\'s token')
+  const again = await ask(0, AGENT_SECRET)
+  t.equal(again.statusCode, 200, again.message)
+  t.equal(again.data?.ticket, other.data?.ticket, 'the corp ticket is the corp\'s: the first application is served it from the store')
+})
+
+t.test('an application whose token WeCom keeps refusing on the corp ticket call does not spend the corp\'s hourly budget', async (t) => {
+  const { fleet } = await fleetRedis(t)
+  const { mock, url } = await startWecomMock(t)
+  const { apps } = await fleet(t, 1, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0', WECOM_CORP_TICKET_HOURLY_BUDGET: '5' })
+  const ask = async (secret: string) => (await post<TicketData>(apps[0]!, TICKET, { corpId: CORP_ID, corpSecret: secret, type: 'corp' })).body
+  mock.inject({ fault: { kind: 'errcode', errcode: 40014 }, endpoint: 'get_jsapi_ticket', agentId: AGENT_ID })
+  const first = await ask(AGENT_SECRET)
+  t.equal(first.apiCode, ApiCodes.WECHAT_TOKEN_REFUSED.apiCode, first.message)
+  for (let i = 0; i < 10; i++) t.equal((await ask(AGENT_SECRET)).apiCode, ApiCodes.WECHAT_TOKEN_REFUSED.apiCode)
+  t.ok(mock.calls('get_jsapi_ticket') <= 2, `the refusal, remembered, is not asked again per request (${mock.calls('get_jsapi_ticket')} calls)`)
+  const other = await ask(OTHER_AGENT_SECRET)
+  t.equal(other.statusCode, 200, `the corp's other application still gets the corp ticket: ${other.message}`)
+})
+
+t.test('at their largest, the hourly budgets keep within WeCom\'s limits over any 60 minutes, across the turn of an hour', async (t) => {
+  const { ConfigSchema } = await import('../src/config.js')
+  const { fingerprint } = await import('../src/fingerprint.js')
+  for (const type of ['corp', 'agent'] as const) {
+    const variable = type === 'corp' ? 'WECOM_CORP_TICKET_HOURLY_BUDGET' : 'WECOM_AGENT_TICKET_HOURLY_BUDGET'
+    const largest = ConfigSchema.properties[variable].maximum as number
+    const { fleet } = await fleetRedis(t)
+    const { mock, url } = await startWecomMock(t)
+    const clock = new TestClock()
+    const { apps } = await fleet(t, 1, 'http://127.0.0.1:9', { ...env(url), HOT_CACHE_MS: '0', [variable]: String(largest) }, clock)
+    const app = apps[0]!
+    const owner = type === 'corp' ? CORP_ID : `${CORP_ID}:${fingerprint(CORP_ID, AGENT_SECRET).slice(0, 22)}`
+    const endpoint = type === 'corp' ? 'get_jsapi_ticket' : 'ticket/get'
+    // Each request finds no ticket (as after a run of flushes, say): each is a call, until the budget says no.
+    const spendHour = async (): Promise<number[]> => {
+      const codes: number[] = []
+      for (let i = 0; i < largest + 1; i++) {
+        const answer = (await post<TicketData>(app, TICKET, { corpId: CORP_ID, corpSecret: AGENT_SECRET, type })).body
+        codes.push(answer.apiCode ?? answer.statusCode)
+        await app.store.delete(owner, `wecom_${type}_ticket`)
+      }
+      return codes
+    }
+    // The last minute of a clock hour, then the first of the next: WeCom counts any 60 minutes.
+    clock.advance(3600_000 - (clock.now() % 3600_000) - 60_000)
+    const before = await spendHour()
+    clock.advance(90_000)
+    mock.advance(90_000)
+    const after = await spendHour()
+    const answered = [...before, ...after]
+    t.notOk(answered.includes(ApiCodes.WECHAT_RATE_LIMITED.apiCode),
+      `${type}: ${variable}=${largest} never meets WeCom's 45009 (${answered.filter((c) => c === 200).length} tickets fetched in 90 s)`)
+    t.equal(mock.calls(endpoint), 2 * largest, `${type}: the budget of each hour spent, no more`)
+  }
+})

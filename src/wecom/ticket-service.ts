@@ -18,7 +18,8 @@ import { createLifecycle, type Lifecycle, type Source } from '../tokens/lifecycl
 import type { CallContext } from '../tokens/refresher.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { createTokenCaller } from '../tokens/with-token.js'
-import type { WechatClient } from '../wechat/client.js'
+import type { AttemptControl, FetchedToken, WechatClient } from '../wechat/client.js'
+import { WechatApiError } from '../wechat/errcodes.js'
 import { jssdkSignature, nonce } from '../wechat/jssdk.js'
 import type { WecomApplication, WecomTokenService } from './token-service.js'
 
@@ -53,6 +54,22 @@ export interface WecomSignature {
 const OUTAGE_COPIES = 10_000
 /** As the WeCom token: a ticket is served to its last seconds and fetched once it ends (see src/wecom/token-service.ts). */
 const WECOM_SERVE_MARGIN_MS = 5_000
+/**
+ * Where WeCom's refusal of an application's IP on the corp ticket call is remembered: under that application's owner.
+ * WeCom's trusted IPs are set per application, so the refusal says nothing of the corp's other applications.
+ */
+const CORP_REFUSED = 'wecom_corp_ticket:negative-by-application'
+
+/** The message of a remembered refusal, or undefined when absent or unreadable (a corrupted value is forgotten). */
+function rememberedMessage (raw: string | null): string | undefined {
+  if (raw === null) return undefined
+  try {
+    const message = (JSON.parse(raw) as { message?: unknown } | null)?.message
+    return typeof message === 'string' ? message : undefined
+  } catch {
+    return undefined
+  }
+}
 
 export function createWecomTicketService (opts: WecomTicketServiceOptions) {
   const { tokens, wecom, store } = opts
@@ -113,6 +130,8 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
   }
 
   function sourceFor (corpId: string, secret: string, type: WecomTicketType, ctx: CallContext): Source {
+    const fetchWith = async (control: AttemptControl, deadline: number) =>
+      await withToken(corpId, secret, ctx, async (accessToken) => await wecom.fetchWecomTicket(accessToken, type, { ...control, deadline }))
     return {
       // The secret is a configured one (admitted before): the token is made ready before the ticket's lock is taken.
       async verified () {
@@ -120,7 +139,36 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
         return true
       },
       fetch: (deadline) => async (control) =>
-        await withToken(corpId, secret, ctx, async (accessToken) => await wecom.fetchWecomTicket(accessToken, type, { ...control, deadline }))
+        type === 'corp' ? await byApplication(corpId, secret, tokens.admit(corpId, secret), async () => await fetchWith(control, deadline)) : await fetchWith(control, deadline)
+    }
+  }
+
+  /**
+   * The corp ticket's call made with one application's token. What WeCom refuses the application for is the
+   * application's, not the corp's. Its IP (60020): remembered for that application alone, and not handed to the corp
+   * ticket's guards, which would refuse the corp ticket to every application of the corp meanwhile. While such a
+   * refusal is remembered, the application's requests make no call (nor spend the corp's hourly budget); another
+   * application's fetch serves it.
+   */
+  async function byApplication (corpId: string, secret: string, application: WecomApplication, call: () => Promise<FetchedToken>): Promise<FetchedToken> {
+    const remembered = rememberedMessage(await store.getValue(application.owner, CORP_REFUSED))
+    if (remembered !== undefined) {
+      throw new AppError('WECHAT_IP_NOT_ALLOWED', `${remembered} (remembered for this application; WeChat is not asked again for a while)`)
+    }
+    // Likewise a token WeCom refused again after it was replaced: each call made with it would spend the corp's
+    // hourly budget on a refusal, and another application's request fetches the corp ticket meanwhile.
+    if (await tokens.refusedAgainRecently(corpId, secret)) {
+      throw new AppError('WECHAT_TOKEN_REFUSED', 'WeCom refused this application\'s token again after it was replaced a short while ago; ' +
+        'the corp ticket is not asked for with it for now')
+    }
+    try {
+      return await call()
+    } catch (err) {
+      if (!(err instanceof WechatApiError) || err.kind !== 'WECHAT_IP_NOT_ALLOWED') throw err
+      if (opts.negativeCacheSeconds > 0) {
+        await store.setValue(application.owner, CORP_REFUSED, JSON.stringify({ message: err.message }), opts.negativeCacheSeconds * 1000).catch(() => {})
+      }
+      throw new AppError(err.kind, err.message)
     }
   }
 
