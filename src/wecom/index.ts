@@ -12,7 +12,7 @@ import { MockWecom } from '../stand-in/wecom.js'
 import { clientOptions } from '../plugins/wechat.js'
 import { createWechatClient } from '../wechat/client.js'
 import { createWecomTicketService, type WecomTicketService } from './ticket-service.js'
-import { createWecomTokenService, type WecomTokenService } from './token-service.js'
+import { createWecomTokenService, type WecomServiceOptions, type WecomTokenService } from './token-service.js'
 
 export { default as wecomRoutes } from './routes.js'
 
@@ -35,35 +35,29 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
   }
   const client = createWechatClient({ baseUrl, mode: 'stable', ...clientOptions(config, metrics, now) })
   app.addHook('onClose', async () => { await client.close() })
-  app.decorate('wecomTokens', createWecomTokenService({
+  const shared: WecomServiceOptions = {
     store: app.store,
     wecom: client,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    fingerprintKey: config.FINGERPRINT_KEY,
+    metrics,
+    ...(now ? { now } : {})
+  }
+  app.decorate('wecomTokens', createWecomTokenService({
+    ...shared,
     apps,
     dailyBudget: config.WECOM_DAILY_BUDGET,
-    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
-    fingerprintKey: config.FINGERPRINT_KEY,
-    metrics,
-    ...(now ? { now } : {})
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS
   }))
   app.decorate('wecomTickets', createWecomTicketService({
+    ...shared,
     tokens: app.wecomTokens,
-    store: app.store,
-    wecom: client,
     corpHourlyBudget: config.WECOM_CORP_TICKET_HOURLY_BUDGET,
-    agentHourlyBudget: config.WECOM_AGENT_TICKET_HOURLY_BUDGET,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
-    fingerprintKey: config.FINGERPRINT_KEY,
-    metrics,
-    ...(now ? { now } : {})
+    agentHourlyBudget: config.WECOM_AGENT_TICKET_HOURLY_BUDGET
   }))
   metrics.observeApps(function * () {
     for (const [owner, expiresAt] of app.wecomTokens.known()) yield [owner, 'wecom_token', expiresAt] as const

@@ -10,34 +10,21 @@
  */
 import { AppError } from '../errors.js'
 import { fingerprint } from '../fingerprint.js'
-import type { Metrics } from '../metrics.js'
-import type { TokenStore } from '../store/types.js'
 import { wecomTicketCredential, type WecomTicketType } from '../tokens/credential.js'
 import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Lifecycle, type Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { createTokenCaller } from '../tokens/with-token.js'
-import type { AttemptControl, FetchedToken, WechatClient } from '../wechat/client.js'
+import type { AttemptControl, FetchedToken } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import { jssdkSignature, nonce } from '../wechat/jssdk.js'
-import type { WecomApplication, WecomTokenService } from './token-service.js'
+import type { WecomApplication, WecomServiceOptions, WecomTokenService } from './token-service.js'
 
-export interface WecomTicketServiceOptions {
+export interface WecomTicketServiceOptions extends WecomServiceOptions {
   tokens: WecomTokenService
-  store: TokenStore
-  /** The client of WECOM_API_BASE. */
-  wecom: WechatClient
   corpHourlyBudget: number
   agentHourlyBudget: number
-  requestDeadlineMs: number
-  lockLeaseMs: number
-  negativeCacheSeconds: number
-  hotCacheMs: number
-  hotCacheMaxApps: number
-  fingerprintKey?: string | undefined
-  metrics?: Metrics | undefined
-  now?: () => number
 }
 
 /** What wx.config (the corp ticket) or wx.agentConfig (an application's) needs to be signed. */

@@ -20,14 +20,11 @@ import { served, usable, type ServedToken } from '../tokens/rules.js'
 import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { WechatClient } from '../wechat/client.js'
 
-export interface WecomTokenServiceOptions {
+/** What every WeCom service is built with. */
+export interface WecomServiceOptions {
   store: TokenStore
   /** The client of WECOM_API_BASE. */
   wecom: WechatClient
-  /** WECOM_APPS: corpId to agentId to secret. */
-  apps: ReadonlyMap<string, ReadonlyMap<string, string>>
-  dailyBudget: number
-  serveMarginSeconds: number
   requestDeadlineMs: number
   lockLeaseMs: number
   negativeCacheSeconds: number
@@ -36,6 +33,13 @@ export interface WecomTokenServiceOptions {
   fingerprintKey?: string | undefined
   metrics?: Metrics | undefined
   now?: () => number
+}
+
+export interface WecomTokenServiceOptions extends WecomServiceOptions {
+  /** WECOM_APPS: corpId to agentId to secret. */
+  apps: ReadonlyMap<string, ReadonlyMap<string, string>>
+  dailyBudget: number
+  serveMarginSeconds: number
 }
 
 /** A configured application: its agentId and secret, the secret's fingerprint, and the owner of its token. */
