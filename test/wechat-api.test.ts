@@ -136,3 +136,51 @@ t.test('caller keys hold here too; the per-app rate limit counts the appid of th
   t.equal(limited.body.errcode, 45011, String(limited.body.errmsg))
   t.equal(limited.res.statusCode, 200, 'WeChat\'s shape, HTTP 200')
 })
+
+t.test('GET /cgi-bin/ticket/getticket: for a token handed out here while it is the app\'s current one', async (t) => {
+  for (const mode of ['dynamic', 'configured'] as const) {
+    t.test(mode, async (t) => {
+      const { fleet } = await fleetRedis(t)
+      const { mock, url } = await startMock(t)
+      const { apps: [a, b] } = await fleet(t, 2, url, { ...on, ...(mode === 'configured' ? { WECHAT_APPS: configured } : {}) })
+      const token = String((await get(a!, '/cgi-bin/token', tokenQuery())).body.access_token)
+      // On another instance than the one that handed the token out.
+      const ticket = await get(b!, '/cgi-bin/ticket/getticket', { access_token: token, type: 'jsapi' })
+      t.same(Object.keys(ticket.body).sort(), ['errcode', 'errmsg', 'expires_in', 'ticket'], JSON.stringify(ticket.body))
+      t.equal(ticket.body.errcode, 0)
+      t.equal(mock.calls('getticket', APP_ID), 1)
+      const genauth = await post<{ ticket: string }>(a!, '/api/v3/get-wechat-jsapi-ticket', { appId: APP_ID, appSecret: APP_SECRET })
+      t.equal(genauth.body.data?.ticket, ticket.body.ticket, 'the ticket the GenAuth route serves')
+      t.equal((await get(a!, '/cgi-bin/ticket/getticket', { access_token: token })).body.ticket, ticket.body.ticket, 'type defaults to jsapi')
+      t.equal(mock.calls('getticket', APP_ID), 1, 'fetched once')
+
+      const never = await get(b!, '/cgi-bin/ticket/getticket', { access_token: 'x'.repeat(100), type: 'jsapi' })
+      t.equal(never.body.errcode, 40001, 'a token never handed out here: the SDK fetches one again')
+      t.equal((await get(b!, '/cgi-bin/ticket/getticket', { type: 'jsapi' })).body.errcode, 41001)
+      t.equal((await get(b!, '/cgi-bin/ticket/getticket', { access_token: token, type: 'card' })).body.errcode, 40097)
+
+      // The app's token replaced (a forced refresh): the old one is no longer answered.
+      const forced = await post<unknown>(a!, '/cgi-bin/stable_token', { grant_type: 'client_credential', appid: APP_ID, secret: APP_SECRET, force_refresh: true })
+      const fresh = String((forced.body as unknown as Record<string, unknown>).access_token)
+      t.not(fresh, token)
+      t.equal((await get(b!, '/cgi-bin/ticket/getticket', { access_token: token })).body.errcode, 40001, 'the replaced token: 40001')
+      t.equal((await get(b!, '/cgi-bin/ticket/getticket', { access_token: fresh })).body.errcode, 0, 'the current one: the ticket')
+      t.equal(mock.calls('getticket', APP_ID), 1, 'a new token does not retire the ticket: not fetched again')
+    })
+  }
+})
+
+t.test('WeCom\'s ticket calls: the corp\'s and the application\'s, for a token handed out here', async (t) => {
+  const { mock, url } = await startWecomMock(t)
+  const { app } = await build(t, { env: { ...on, WECOM_API_BASE: url, WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }) } })
+  const token = String((await get(app, '/cgi-bin/gettoken', { corpid: CORP_ID, corpsecret: AGENT_SECRET })).body.access_token)
+  const corp = await get(app, '/cgi-bin/get_jsapi_ticket', { access_token: token })
+  t.equal(corp.body.errcode, 0, JSON.stringify(corp.body))
+  t.equal(mock.checkTicket(String(corp.body.ticket)), 'valid')
+  const agent = await get(app, '/cgi-bin/ticket/get', { access_token: token, type: 'agent_config' })
+  t.equal(agent.body.errcode, 0, JSON.stringify(agent.body))
+  t.not(agent.body.ticket, corp.body.ticket)
+  t.equal((await get(app, '/cgi-bin/ticket/get', { access_token: token, type: 'jsapi' })).body.errcode, 40058)
+  t.equal((await get(app, '/cgi-bin/get_jsapi_ticket', { access_token: 'y'.repeat(64) })).body.errcode, 40014, 'a token never handed out here')
+  t.equal(mock.calls('get_jsapi_ticket') + mock.calls('ticket/get'), 2)
+})

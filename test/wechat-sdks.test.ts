@@ -53,6 +53,15 @@ t.test('wechat-api (node-webot): 50 SDK instances over 3 service instances share
   t.equal(mock.check(tokens[0]!), 'valid', 'WeChat\'s current token')
   t.equal(mock.calls('stable_token', APP_ID), 1, 'one upstream fetch for the whole herd')
 
+  const tickets = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+    const api = new WechatAPI(APP_ID, APP_SECRET)
+    api.endpoint = bases[i % bases.length]!
+    api.setOpts({ beforeRequest: (options) => { options.headers.authorization = `Bearer ${KEY}` } })
+    return (await promisify(api.getTicket.bind(api))('jsapi')).ticket
+  }))
+  t.equal(new Set(tickets).size, 1, 'one JS-SDK ticket for every SDK instance')
+  t.equal(mock.calls('getticket', APP_ID), 1, 'fetched once')
+
   const keyless = new WechatAPI(APP_ID, APP_SECRET)
   keyless.endpoint = bases[0]!
   const refused = await promisify(keyless.getLatestToken.bind(keyless))().catch((err: Error & { code?: number }) => err)
@@ -77,6 +86,11 @@ t.test('node-easywechat: GET /cgi-bin/token and POST /cgi-bin/stable_token, 50 i
       t.equal(new Set(tokens).size, 1, 'one token for every SDK instance')
       t.equal(mock.check(tokens[0]!), 'valid')
       t.equal(mock.calls('stable_token', APP_ID), 1, 'one upstream fetch for the whole herd')
+      const account = new OfficialAccount({ app_id: APP_ID, secret: APP_SECRET, use_stable_access_token: stable, http: { baseURL: bases[1]!, headers: { authorization: `Bearer ${KEY}` } } })
+      account.setCache(new MemoryCache())
+      const ticket = await account.getTicket().getTicket()
+      t.type(ticket, 'string', 'the JS-SDK ticket through getticket')
+      t.equal(mock.calls('getticket', APP_ID), 1)
     })
   }
 })
@@ -98,4 +112,12 @@ t.test('WeCom: node-easywechat\'s Work and wechat-enterprise-api get the applica
   t.equal(new Set([...fromWork, ...fromEnterprise]).size, 1, 'one token for every SDK instance')
   t.equal(mock.check(fromWork[0]!), 'valid')
   t.equal(mock.calls('gettoken'), 1, 'one gettoken for all of them')
+
+  const work = new Work({ corp_id: CORP_ID, secret: AGENT_SECRET, http: { baseURL: bases[2]!, headers: { authorization: `Bearer ${KEY}` } } })
+  work.setCache(new MemoryCache())
+  const corpTicket = await work.getTicket().getTicket()
+  const agentTicket = await work.getTicket().getAgentTicket(Number(AGENT_ID))
+  t.equal(mock.checkTicket(corpTicket), 'valid', 'the corp ticket through get_jsapi_ticket')
+  t.equal(mock.checkTicket(agentTicket), 'valid', 'the application\'s through ticket/get?type=agent_config')
+  t.not(agentTicket, corpTicket)
 })

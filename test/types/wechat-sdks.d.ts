@@ -7,6 +7,7 @@ declare module 'wechat-api' {
     setOpts (opts: { beforeRequest?: (options: { headers: Record<string, string> }) => void, timeout?: number }): void
     getLatestToken (callback: Callback<{ accessToken: string, expireTime: number }>): void
     getIp (callback: Callback<{ ip_list: string[] }>): void
+    getTicket (type: string, callback: Callback<{ ticket: string, expireTime: number }>): void
   }
   export default WechatAPI
 }
