@@ -184,3 +184,19 @@ t.test('WeCom\'s ticket calls: the corp\'s and the application\'s, for a token h
   t.equal((await get(app, '/cgi-bin/get_jsapi_ticket', { access_token: 'y'.repeat(64) })).body.errcode, 40014, 'a token never handed out here')
   t.equal(mock.calls('get_jsapi_ticket') + mock.calls('ticket/get'), 2)
 })
+
+t.test('with WECHAT_COMPAT_API, /openapi.json describes WeChat\'s endpoints too, and stays valid', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, Record<string, { security?: unknown[] }>> }
+  const wechat = Object.entries(doc.paths).filter(([path]) => path.startsWith('/cgi-bin/'))
+    .flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method.toUpperCase()} ${path}`)).sort()
+  t.same(wechat, ['GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/ticket/get', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/token', 'POST /cgi-bin/stable_token'])
+  t.ok(wechat.every((route) => {
+    const [method, path] = route.split(' ')
+    return (doc.paths[path!]?.[method!.toLowerCase()]?.security?.length ?? 0) > 0
+  }), 'each names the caller-key scheme')
+  const { Validator } = await import('@seriousme/openapi-schema-validator')
+  const result = await new Validator().validate(doc as unknown as Parameters<InstanceType<typeof Validator>['validate']>[0])
+  t.equal(result.valid, true, JSON.stringify(result.errors ?? '').slice(0, 2000))
+})

@@ -10,7 +10,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { StoreError } from '../store/types.js'
-import { APP_ID_PATTERN, APP_SECRET_PATTERN } from '../schemas/token.js'
+import { APP_ID_PATTERN, APP_SECRET_PATTERN, CallerKeySecurity } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { WecomTokenRequestSchema } from '../wecom/routes.js'
 import { wechatShaped, type Dialect } from './errors.js'
@@ -149,6 +149,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
       summary: 'WeChat\'s GET /cgi-bin/token, answered from the cache',
       operationId: 'wechatToken',
       tags: ['wechat-api'],
+      security: CallerKeySecurity,
       querystring: TokenQuerySchema,
       response
     },
@@ -177,6 +178,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
       summary: 'WeChat\'s POST /cgi-bin/stable_token, answered from the cache',
       operationId: 'wechatStableToken',
       tags: ['wechat-api'],
+      security: CallerKeySecurity,
       description: 'force_refresh: true replaces the app\'s current token under the passive refresh rules (spaced, limited); ' +
         'when it may not be replaced now, the current token is answered.',
       body: StableTokenBodySchema,
@@ -207,6 +209,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
       summary: 'WeCom\'s GET /cgi-bin/gettoken, answered from the cache',
       operationId: 'wecomGettoken',
       tags: ['wechat-api'],
+      security: CallerKeySecurity,
       querystring: WecomTokenQuerySchema,
       response: { 200: Type.Union([WecomTokenSchema, WechatErrorSchema]) }
     },
@@ -247,6 +250,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
       summary: 'WeChat\'s GET /cgi-bin/ticket/getticket, answered from the cache',
       operationId: 'wechatGetticket',
       tags: ['wechat-api'],
+      security: CallerKeySecurity,
       description: 'For an access token this service handed out on /cgi-bin/token or /cgi-bin/stable_token, while it is the app\'s current one.',
       querystring: TicketQuerySchema,
       response: { 200: Type.Union([WechatTicketSchema, WechatErrorSchema]) }
@@ -279,6 +283,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
         summary: `WeCom's GET ${path}${type === 'agent' ? '?type=agent_config' : ''}, answered from the cache`,
         operationId: type === 'corp' ? 'wecomGetJsapiTicket' : 'wecomAgentConfigTicket',
         tags: ['wechat-api'],
+        security: CallerKeySecurity,
         description: 'For a WeCom access token this service handed out on /cgi-bin/gettoken, while it is the application\'s current one.',
         querystring,
         response: { 200: Type.Union([WechatTicketSchema, WechatErrorSchema]) }
