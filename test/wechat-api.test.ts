@@ -77,6 +77,23 @@ t.test('WeChat\'s own refusal keeps its errcode; a failing WeChat is "system err
   t.ok(backedOff.res.headers['retry-after'], 'with retry-after while backed off')
 })
 
+t.test('a refusal of WeChat\'s remembered (not asked again) keeps WeChat\'s errcode, not "system error", which SDKs retry', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  // Dynamic mode: WeChat checks the secret, and its refusal is remembered for that secret.
+  for (let i = 0; i < 3; i++) {
+    const { body } = await get(app, '/cgi-bin/token', tokenQuery(OTHER_SECRET))
+    t.equal(body.errcode, 40125, `wrong secret, call ${i + 1}: ${String(body.errmsg)}`)
+  }
+  // WeChat refusing the service's IP: remembered for the app.
+  mock.inject({ fault: { kind: 'errcode', errcode: 40164 }, times: 1 })
+  for (let i = 0; i < 2; i++) {
+    const { body } = await get(app, '/cgi-bin/token', tokenQuery())
+    t.equal(body.errcode, 40164, `IP refused, call ${i + 1}: ${String(body.errmsg)}`)
+  }
+  t.equal(mock.calls('stable_token'), 2, 'the remembered refusals asked WeChat nothing')
+})
+
 t.test('the daily budget is WeChat\'s 45009, which SDKs do not retry', async (t) => {
   const { mock, url } = await startMock(t)
   const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured, DAILY_UPSTREAM_BUDGET: '1', HOT_CACHE_MS: '0' } })

@@ -8,7 +8,7 @@ import type { FastifyError } from 'fastify'
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { toAppError } from '../plugins/envelope.js'
-import { WechatApiError } from '../wechat/errcodes.js'
+import { WechatApiError, echoedErrcode } from '../wechat/errcodes.js'
 
 /** What a WeChat SDK reads of an error: the errcode it branches on, and a message for people. */
 export interface WechatShapedError {
@@ -62,6 +62,10 @@ export function wechatShaped (err: unknown, dialect: Dialect): { body: WechatSha
     // WeChat's answer, passed on: its errcode, and the service's text (WeChat's errmsg can hold the caller's IP).
     return { body: { errcode: error.errcode, errmsg: `${error.message} (wechat-token-cache apiCode ${error.apiCode})` }, error }
   }
+  // WeChat's refusal remembered (WeChat not asked again for a while): still WeChat's errcode, never "system error",
+  // which SDKs retry.
+  const echoed = error.kind.startsWith('WECHAT_') ? echoedErrcode(error.message) : undefined
+  if (echoed !== undefined) return { body: { errcode: echoed, errmsg: `${error.message} (wechat-token-cache apiCode ${error.apiCode})` }, error }
   const about = err instanceof AppError ? undefined : fieldOf(err as FastifyError)
   const rule = about === undefined ? undefined : dialect.fields[about.field]
   const [errcode, text] = rule !== undefined ? (about!.missing ? rule.missing : rule.invalid) : dialect.own?.[error.kind] ?? OWN[error.kind] ?? BUSY
