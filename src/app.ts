@@ -120,7 +120,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(miniProgramRoutes)
     await api.register(wecomRoutes)
     // WeChat's own paths (/cgi-bin/…), which no other route uses: behind the same caller keys and rate limits.
-    if (config.WECHAT_COMPAT_API) await api.register(wechatApiRoutes, { fingerprintKey: config.FINGERPRINT_KEY })
+    if (config.WECHAT_COMPAT_API) await api.register(wechatApiRoutes, { fingerprintKey: config.FINGERPRINT_KEY, configured: loadApps(config) !== undefined })
   })
   return app
 }

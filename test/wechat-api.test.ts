@@ -187,6 +187,23 @@ t.test('GET /cgi-bin/ticket/getticket: for a token handed out here while it is t
   }
 })
 
+t.test('with WECHAT_APPS, getticket serves no app outside it, whatever token of it the store still holds', async (t) => {
+  const { redis } = await fleetRedis(t)
+  const { mock, url } = await startMock(t)
+  const shared = { ...on, REDIS_URL: redis.url, REDIS_KEY_PREFIX: 'removed-app' }
+  // The app was configured (an instance of the earlier configuration handed its token out) and is no longer.
+  const { app: before } = await build(t, { upstream: url, env: { ...shared, WECHAT_APPS: configured } })
+  const token = String((await get(before, '/cgi-bin/token', tokenQuery())).body.access_token)
+  await before.close()
+  const { app: after } = await build(t, { upstream: url, env: { ...shared, WECHAT_APPS: JSON.stringify({ wx00000000000000ff: OTHER_SECRET }) } })
+  const genauth = await post<{ ticket: string }>(after, '/api/v3/get-wechat-jsapi-ticket', { appId: APP_ID, appSecret: APP_SECRET })
+  t.equal(genauth.body.apiCode, 2002, `the GenAuth route refuses the app: ${genauth.body.message}`)
+  const ticket = await get(after, '/cgi-bin/ticket/getticket', { access_token: token, type: 'jsapi' })
+  t.not(ticket.body.errcode, 0, `getticket refuses it too: ${JSON.stringify(ticket.body)}`)
+  t.notOk('ticket' in ticket.body, 'no ticket')
+  t.equal(mock.calls('getticket'), 0, 'WeChat was asked nothing')
+})
+
 t.test('WeCom\'s ticket calls: the corp\'s and the application\'s, for a token handed out here', async (t) => {
   const { mock, url } = await startWecomMock(t)
   const { app } = await build(t, { env: { ...on, WECOM_API_BASE: url, WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }) } })

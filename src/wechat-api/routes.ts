@@ -120,7 +120,7 @@ function notCurrent (): AppError {
   return new AppError('WECHAT_TOKEN_REFUSED', 'This access token was not handed out here, or is no longer the current one: fetch a token again')
 }
 
-const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | undefined }> = async (app, { fingerprintKey }) => {
+const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | undefined, configured: boolean }> = async (app, { fingerprintKey, configured }) => {
   const handedOut = createHandedOut({ store: app.store, fingerprintKey })
   /** Remembers a token handed out (at its first serving here: the hot path writes nothing). */
   async function handOut (token: ServedToken, subject: string): Promise<ServedToken> {
@@ -265,6 +265,9 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
     let ticket: ServedToken
     if (secret !== undefined) {
       ticket = await app.tickets.getTicket(appId, secret, type, ctx)
+    } else if (configured) {
+      // Its token is still in the store (handed out under an earlier WECHAT_APPS), but the app is no longer served.
+      throw new AppError('APP_NOT_CONFIGURED', `appId ${appId} is not one of the configured WECHAT_APPS`)
     } else {
       const entry = await app.store.get(appId)
       if (entry === null) throw new AppError('STORE_UNAVAILABLE', 'The app\'s token left the store meanwhile')
