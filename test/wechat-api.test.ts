@@ -204,6 +204,22 @@ t.test('with WECHAT_APPS, getticket serves no app outside it, whatever token of 
   t.equal(mock.calls('getticket'), 0, 'WeChat was asked nothing')
 })
 
+t.test('dynamic mode: a token WeChat refused on getticket does not spend the app\'s ticket budget on every call made with it', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  const token = String((await get(app, '/cgi-bin/token', tokenQuery())).body.access_token)
+  // Another system forces a refresh at WeChat: the token handed out here is no longer valid there.
+  await fetch(`${url}/cgi-bin/stable_token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...tokenQuery(), force_refresh: true }) })
+  t.equal(mock.check(token), 'invalid')
+  // As an SDK does on 40001: a token again (the same one, still the current one here), and getticket again, many times.
+  for (let i = 0; i < 5; i++) {
+    const again = String((await get(app, '/cgi-bin/token', tokenQuery())).body.access_token)
+    const ticket = await get(app, '/cgi-bin/ticket/getticket', { access_token: again, type: 'jsapi' })
+    t.equal(ticket.body.errcode, 40001, String(ticket.body.errmsg))
+  }
+  t.equal(mock.calls('getticket'), 1, 'WeChat\'s refusal of the token is remembered: one getticket call, not one per request')
+})
+
 t.test('WeCom\'s ticket calls: the corp\'s and the application\'s, for a token handed out here', async (t) => {
   const { mock, url } = await startWecomMock(t)
   const { app } = await build(t, { env: { ...on, WECOM_API_BASE: url, WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }) } })

@@ -18,6 +18,7 @@ export interface HandedOutOptions {
 }
 
 const NAME = 'owner'
+const REFUSED = 'refused'
 
 export function createHandedOut (opts: HandedOutOptions) {
   const { store } = opts
@@ -52,7 +53,18 @@ export function createHandedOut (opts: HandedOutOptions) {
     return await store.getValue(space(token), NAME) ?? undefined
   }
 
-  return { known, remember, subjectOf }
+  /** Remembers that WeChat refused a token on a call made with it (until the token would have expired). */
+  async function rememberRefused (token: string, until: number): Promise<void> {
+    const ttl = until - now()
+    if (ttl > 0) await store.setValue(space(token), REFUSED, '1', ttl)
+  }
+
+  /** Whether WeChat refused this token on a call made with it. */
+  async function refused (token: string): Promise<boolean> {
+    return await store.getValue(space(token), REFUSED) !== null
+  }
+
+  return { known, remember, subjectOf, rememberRefused, refused }
 }
 
 export type HandedOut = ReturnType<typeof createHandedOut>

@@ -10,6 +10,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { StoreError } from '../store/types.js'
+import { WechatApiError } from '../wechat/errcodes.js'
 import { APP_ID_PATTERN, APP_SECRET_PATTERN, CallerKeySecurity } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { WecomTokenRequestSchema } from '../wecom/routes.js'
@@ -118,6 +119,12 @@ const WECOM_TICKETS: Dialect = {
 /** A token the service did not hand out, or that is no longer the owner's current one: the SDK is to fetch one again. */
 function notCurrent (): AppError {
   return new AppError('WECHAT_TOKEN_REFUSED', 'This access token was not handed out here, or is no longer the current one: fetch a token again')
+}
+
+/** WeChat refused this token on getticket before (remembered): its errcode, without asking WeChat again. */
+function refusedByWechat (): AppError {
+  return new AppError('WECHAT_TOKEN_REFUSED', 'WeChat refused this access token on getticket a while ago (remembered; WeChat is not asked again with it); ' +
+    'it is replaced by a forced refresh (POST /cgi-bin/stable_token with force_refresh) or when it expires')
 }
 
 const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | undefined, configured: boolean }> = async (app, { fingerprintKey, configured }) => {
@@ -271,7 +278,15 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
     } else {
       const entry = await app.store.get(appId)
       if (entry === null) throw new AppError('STORE_UNAVAILABLE', 'The app\'s token left the store meanwhile')
-      ticket = await app.tickets.forCurrentToken(appId, entry.secretFingerprint, token, type, ctx)
+      // Without the secret the token cannot be replaced here: once WeChat refused it, each call made with it would
+      // spend a getticket call of the app's daily budget on the same refusal, for every SDK that asks again.
+      if (await handedOut.refused(token)) throw refusedByWechat()
+      try {
+        ticket = await app.tickets.forCurrentToken(appId, entry.secretFingerprint, token, type, ctx)
+      } catch (err) {
+        if (err instanceof WechatApiError && err.tokenRefused) await handedOut.rememberRefused(token, entry.expiresAt).catch(() => {})
+        throw err
+      }
     }
     app.finish(request, reply, 200, TICKET_PATH)
     return ticketAnswer(ticket)
