@@ -18,6 +18,7 @@ import healthRoutes from './routes/health.js'
 import metricsRoute from './routes/metrics.js'
 import { miniProgram, miniProgramRoutes } from './mini-program/index.js'
 import { officialAccount, officialAccountRoutes } from './official-account/index.js'
+import wechatApiRoutes from './wechat-api/routes.js'
 import { wecom, wecomRoutes } from './wecom/index.js'
 import { VERSION } from './version.js'
 
@@ -118,6 +119,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(officialAccountRoutes)
     await api.register(miniProgramRoutes)
     await api.register(wecomRoutes)
+    // WeChat's own paths (/cgi-bin/…), which no other route uses: behind the same caller keys and rate limits.
+    if (config.WECHAT_COMPAT_API) await api.register(wechatApiRoutes, { fingerprintKey: config.FINGERPRINT_KEY, configured: loadApps(config) !== undefined })
   })
   return app
 }

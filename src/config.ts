@@ -188,6 +188,11 @@ export const ConfigSchema = Type.Object({
     default: 15000,
     description: 'Longest a client may take to send a whole request, headers and body; past it, 408 (apiCode 1008) and the connection is closed.'
   }),
+  WECHAT_COMPAT_API: Type.Boolean({
+    default: false,
+    description: 'Answer WeChat\'s own token endpoints (GET /cgi-bin/token, POST /cgi-bin/stable_token, WeCom\'s GET /cgi-bin/gettoken) ' +
+      'from the cache, in WeChat\'s shapes, so that a WeChat SDK whose API host points here gets the shared token.'
+  }),
   DOCS_ENABLED: Type.Boolean({
     default: true,
     description: 'Serve the OpenAPI description at /openapi.json and the interactive docs at /docs (not behind caller keys); false turns both off.'

@@ -27,15 +27,16 @@ t.test('the apiCode table of docs/api.md is the one in api-codes.ts', async (t) 
 })
 
 t.test('every route docs/api.md lists is served, and it lists every route', async (t) => {
-  const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9' } })
+  const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9', WECHAT_COMPAT_API: 'true' } })
   const documented = [...api.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
     'POST /api/v3/decrypt-wechat-miniprogram-data', 'POST /api/v3/get-wechat-access-token', 'POST /api/v3/get-wechat-access-token-info', 'POST /api/v3/get-wechat-jsapi-ticket',
     'POST /api/v3/get-wechat-jssdk-signature', 'POST /api/v3/get-wechat-miniprogram-phone', 'POST /api/v3/get-wecom-access-token',
     'POST /api/v3/get-wecom-jsapi-ticket', 'POST /api/v3/get-wecom-jssdk-signature',
-    'POST /api/v3/refresh-wechat-access-token'
-  ])
+    'POST /api/v3/refresh-wechat-access-token',
+    'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get'
+  ].sort())
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
 })
 

@@ -108,6 +108,19 @@ export function createTicketService (opts: TicketServiceOptions) {
     return fromHot(anyAppId, secret, type) ?? await afterHotMiss(anyAppId, secret, type, ctx)
   }
 
+  /**
+   * The app's ticket of this type for a caller that proved nothing but the app's current access token (WeChat's own
+   * getticket, in dynamic mode, where the secret is not known here): served from the cache, or fetched with that
+   * token (no replacement of it: that takes the secret). `fp` is the fingerprint of the secret of that token's entry.
+   */
+  async function forCurrentToken (appId: string, fp: string, accessToken: string, type: TicketType, ctx: CallContext): Promise<ServedToken> {
+    const scoped = { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
+    return await lifecycles[type].get(appId, fp, fp, {
+      verified: async () => true,
+      fetch: (deadline) => async (control) => await wechat.fetchTicket(accessToken, type, { ...control, deadline })
+    }, scoped)
+  }
+
   /** The wx.config fields for a page url (an absolute http(s) url; its #fragment is ignored), past the hot cache. */
   async function signature (anyAppId: string, secret: string, url: string, ctx: CallContext): Promise<JssdkSignature> {
     const ticket = await afterHotMiss(anyAppId, secret, 'jsapi', ctx)
@@ -142,7 +155,7 @@ export function createTicketService (opts: TicketServiceOptions) {
     await Promise.all(Object.values(lifecycles).map(async (lifecycle) => { await lifecycle.close() }))
   }
 
-  return { fromHot, getTicket, afterHotMiss, signature, signed, refreshIfDue, known, close }
+  return { fromHot, getTicket, afterHotMiss, forCurrentToken, signature, signed, refreshIfDue, known, close }
 }
 
 export type TicketService = ReturnType<typeof createTicketService>

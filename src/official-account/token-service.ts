@@ -248,6 +248,8 @@ export function createTokenService (opts: TokenServiceOptions) {
     refreshIfDue,
     /** The app's fingerprint of a secret, once checked against WECHAT_APPS (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
     admit,
+    /** The configured secret of an app of WECHAT_APPS (kept in process memory only), or undefined. */
+    configuredSecret: (appId: string): string | undefined => opts.apps?.get(appId),
     refusedAgainRecently: async (appId: string) => await guards.refusedAgainRecently(normalized(appId)),
     rememberRefusedAgain: async (appId: string, _secret: string, message: string) => { await guards.rememberRefusedAgain(normalized(appId), message) },
     credential,

@@ -12,7 +12,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** The body field that names the app a request is for, in the route's own schema (default appId). */
-    appField?: 'appId' | 'extIdpConnidentifier' | 'corpId'
+    appField?: 'appId' | 'extIdpConnidentifier' | 'corpId' | 'appid' | 'corpid'
   }
 }
 
@@ -22,10 +22,12 @@ declare module 'fastify' {
  */
 function appKeyOf (request: FastifyRequest): string {
   const field = request.routeOptions.config.appField ?? 'appId'
-  const value = (request.body as Record<string, unknown>)[field]
+  // The WeChat-shaped GET endpoints name the app in their query string, which their schema validated as well.
+  const fields = (request.body ?? request.query) as Record<string, unknown> | undefined
+  const value = fields?.[field]
   if (typeof value !== 'string') return 'app:-'
-  if (field === 'appId') return `app:${value.toLowerCase()}`
-  return field === 'corpId' ? `corp:${value}` : `identifier:${value}`
+  if (field === 'appId' || field === 'appid') return `app:${value.toLowerCase()}`
+  return field === 'corpId' || field === 'corpid' ? `corp:${value}` : `identifier:${value}`
 }
 
 export default fp<{ config: Config }>(async (app, { config }) => {

@@ -213,6 +213,8 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     rememberRefusedAgain: async (corpId: string, secret: string, message: string) => { await guards.rememberRefusedAgain(admit(corpId, secret).owner, message) },
     refreshIfDue,
     owners: () => [...byOwner.keys()],
+    /** The configured application whose token this owner holds, or undefined. */
+    applicationByOwner: (owner: string) => byOwner.get(owner),
     known: lifecycle.known,
     close
   }

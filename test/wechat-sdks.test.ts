@@ -1,0 +1,123 @@
+/**
+ * WeChat SDKs from npm, unchanged but for their API host (and a caller key header), pointed at the service's WeChat-
+ * shaped endpoints: node-webot's wechat-api and node-easywechat (Official Account), node-easywechat's Work module and
+ * wechat-enterprise-api (WeCom). A herd of separate SDK instances (each with a cache of its own, as separate
+ * processes have) over three service instances costs one upstream token fetch.
+ */
+import { promisify } from 'node:util'
+import t, { type Test } from 'tap'
+import WechatAPI from 'wechat-api'
+import WechatEnterpriseAPI from 'wechat-enterprise-api'
+import { CacheInterface, OfficialAccount, Work } from 'node-easywechat'
+import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CALLER_KEYS, CORP_ID, startMock, startWecomMock } from './helpers/build.js'
+import { fleetRedis } from './helpers/fleet.js'
+import { listen } from './helpers/raw-http.js'
+
+const KEY = CALLER_KEYS[0]!
+const HERD = 50
+
+/** A cache per SDK instance, in memory (node-easywechat's default is files in the working directory, shared). */
+class MemoryCache extends CacheInterface {
+  private readonly values = new Map<string, { value: unknown, until: number }>()
+  override async get (key: string): Promise<unknown> {
+    const kept = this.values.get(key)
+    return kept !== undefined && (kept.until === 0 || kept.until > Date.now()) ? kept.value : null
+  }
+
+  override async has (key: string): Promise<boolean> { return await this.get(key) !== null }
+  override async set (key: string, value: unknown, lifetime = 0): Promise<boolean> {
+    this.values.set(key, { value, until: lifetime > 0 ? Date.now() + lifetime * 1000 : 0 })
+    return true
+  }
+
+  override async delete (key: string): Promise<boolean> { return this.values.delete(key) }
+}
+
+/** Three service instances on one Redis, with the WeChat-shaped endpoints and caller keys; their base URLs. */
+async function services (t: Test, upstream: string, env: Record<string, string> = {}): Promise<string[]> {
+  const { fleet } = await fleetRedis(t)
+  const { apps } = await fleet(t, 3, upstream, { WECHAT_COMPAT_API: 'true', AUTH_TOKENS: CALLER_KEYS.join(','), SCHEDULER_INTERVAL_SECONDS: '0', ...env })
+  return await Promise.all(apps.map(async (app) => `http://127.0.0.1:${await listen(app)}`))
+}
+
+t.test('wechat-api (node-webot): 50 SDK instances over 3 service instances share one token, fetched once', async (t) => {
+  const { mock, url } = await startMock(t)
+  const bases = await services(t, url)
+  const tokens = await Promise.all(Array.from({ length: HERD }, async (_, i) => {
+    const api = new WechatAPI(APP_ID, APP_SECRET)
+    api.endpoint = bases[i % bases.length]!
+    api.setOpts({ beforeRequest: (options) => { options.headers.authorization = `Bearer ${KEY}` } })
+    return (await promisify(api.getLatestToken.bind(api))()).accessToken
+  }))
+  t.equal(new Set(tokens).size, 1, 'one token for every SDK instance')
+  t.equal(mock.check(tokens[0]!), 'valid', 'WeChat\'s current token')
+  t.equal(mock.calls('stable_token', APP_ID), 1, 'one upstream fetch for the whole herd')
+
+  const tickets = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+    const api = new WechatAPI(APP_ID, APP_SECRET)
+    api.endpoint = bases[i % bases.length]!
+    api.setOpts({ beforeRequest: (options) => { options.headers.authorization = `Bearer ${KEY}` } })
+    return (await promisify(api.getTicket.bind(api))('jsapi')).ticket
+  }))
+  t.equal(new Set(tickets).size, 1, 'one JS-SDK ticket for every SDK instance')
+  t.equal(mock.calls('getticket', APP_ID), 1, 'fetched once')
+
+  const keyless = new WechatAPI(APP_ID, APP_SECRET)
+  keyless.endpoint = bases[0]!
+  const refused = await promisify(keyless.getLatestToken.bind(keyless))().catch((err: Error & { code?: number }) => err)
+  t.equal((refused as { code?: number }).code, 40164, 'without the caller key: WeChat\'s whitelist refusal, which the SDK reports')
+})
+
+t.test('node-easywechat: GET /cgi-bin/token and POST /cgi-bin/stable_token, 50 instances, one upstream fetch', async (t) => {
+  for (const stable of [false, true]) {
+    t.test(stable ? 'use_stable_access_token' : 'cgi-bin/token', async (t) => {
+      const { mock, url } = await startMock(t)
+      const bases = await services(t, url)
+      const tokens = await Promise.all(Array.from({ length: HERD }, async (_, i) => {
+        const account = new OfficialAccount({
+          app_id: APP_ID,
+          secret: APP_SECRET,
+          use_stable_access_token: stable,
+          http: { baseURL: bases[i % bases.length]!, headers: { authorization: `Bearer ${KEY}` } }
+        })
+        account.setCache(new MemoryCache())
+        return await account.getAccessToken().getToken()
+      }))
+      t.equal(new Set(tokens).size, 1, 'one token for every SDK instance')
+      t.equal(mock.check(tokens[0]!), 'valid')
+      t.equal(mock.calls('stable_token', APP_ID), 1, 'one upstream fetch for the whole herd')
+      const account = new OfficialAccount({ app_id: APP_ID, secret: APP_SECRET, use_stable_access_token: stable, http: { baseURL: bases[1]!, headers: { authorization: `Bearer ${KEY}` } } })
+      account.setCache(new MemoryCache())
+      const ticket = await account.getTicket().getTicket()
+      t.type(ticket, 'string', 'the JS-SDK ticket through getticket')
+      t.equal(mock.calls('getticket', APP_ID), 1)
+    })
+  }
+})
+
+t.test('WeCom: node-easywechat\'s Work and wechat-enterprise-api get the application\'s token from the cache', async (t) => {
+  const { mock, url } = await startWecomMock(t)
+  const bases = await services(t, 'http://127.0.0.1:9', { WECOM_API_BASE: url, WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }) })
+  const fromWork = await Promise.all(Array.from({ length: 25 }, async (_, i) => {
+    const work = new Work({ corp_id: CORP_ID, secret: AGENT_SECRET, http: { baseURL: bases[i % bases.length]!, headers: { authorization: `Bearer ${KEY}` } } })
+    work.setCache(new MemoryCache())
+    return await work.getAccessToken().getToken()
+  }))
+  const fromEnterprise = await Promise.all(Array.from({ length: 25 }, async (_, i) => {
+    const api = new WechatEnterpriseAPI(CORP_ID, AGENT_SECRET, AGENT_ID)
+    api.prefix = `${bases[i % bases.length]!}/cgi-bin/`
+    api.setOpts({ beforeRequest: (options) => { options.headers.authorization = KEY } })
+    return (await promisify(api.getLatestToken.bind(api))()).accessToken
+  }))
+  t.equal(new Set([...fromWork, ...fromEnterprise]).size, 1, 'one token for every SDK instance')
+  t.equal(mock.check(fromWork[0]!), 'valid')
+  t.equal(mock.calls('gettoken'), 1, 'one gettoken for all of them')
+
+  const work = new Work({ corp_id: CORP_ID, secret: AGENT_SECRET, http: { baseURL: bases[2]!, headers: { authorization: `Bearer ${KEY}` } } })
+  work.setCache(new MemoryCache())
+  const corpTicket = await work.getTicket().getTicket()
+  const agentTicket = await work.getTicket().getAgentTicket(Number(AGENT_ID))
+  t.equal(mock.checkTicket(corpTicket), 'valid', 'the corp ticket through get_jsapi_ticket')
+  t.equal(mock.checkTicket(agentTicket), 'valid', 'the application\'s through ticket/get?type=agent_config')
+  t.not(agentTicket, corpTicket)
+})
