@@ -2,8 +2,8 @@
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
  * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
  * prints figures as Markdown:
- * cache hits on both token routes, the ticket route, the signature route and the WeCom token route, with the hot cache
- * on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
+ * cache hits on both token routes, the ticket route, the signature route, the WeCom token route and WeChat's own
+ * GET /cgi-bin/token (WECHAT_COMPAT_API), with the hot cache on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
  * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's);
  * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
  * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
@@ -40,6 +40,8 @@ const OBSOLETE = '/api/v3/get-wechat-access-token'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const WECOM = '/api/v3/get-wecom-access-token'
+/** WeChat's own token endpoint (a GET: its query names the app), as a WeChat SDK pointed at the service calls it. */
+const WECHAT_TOKEN = '/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=0123456789abcdef0123456789abcdef'
 const CORP = 'ww0123456789abcdef'
 const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
 const body = JSON.stringify({ appId: APP, appSecret: SECRET })
@@ -98,10 +100,10 @@ function cpuMicros (pid: number): number {
 interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
 
 /** autocannon in a process of its own, as a load generator is run (its CLI, printing JSON). */
-async function autocannonRun (url: string, duration: number, payload: string): Promise<autocannon.Result> {
+async function autocannonRun (url: string, duration: number, payload: string | undefined): Promise<autocannon.Result> {
+  const request = payload === undefined ? ['-m', 'GET'] : ['-m', 'POST', '-H', 'content-type=application/json', '-b', payload]
   const child = spawn(process.execPath, [
-    'node_modules/autocannon/autocannon.js', '--json', '-c', String(connections), '-p', '1', '-d', String(duration),
-    '-m', 'POST', '-H', 'content-type=application/json', '-b', payload, url
+    'node_modules/autocannon/autocannon.js', '--json', '-c', String(connections), '-p', '1', '-d', String(duration), ...request, url
   ], { stdio: ['ignore', 'pipe', 'ignore'] })
   let out = ''
   child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
@@ -111,7 +113,7 @@ async function autocannonRun (url: string, duration: number, payload: string): P
 }
 
 async function load (server: Server, path: string, warmup: number): Promise<Run> {
-  const payload = bodies[path]!
+  const payload = bodies[path] // none: a GET
   await autocannonRun(server.base + path, warmup, payload)
   const cpuBefore = cpuMicros(server.child.pid!)
   const result = await autocannonRun(server.base + path, seconds, payload)
@@ -139,6 +141,7 @@ const serviceEnv = (hotMs: string) => ({
   // The WeCom scheduler would fetch before the cold burst does.
   SCHEDULER_INTERVAL_SECONDS: '0',
   HOT_CACHE_MS: hotMs,
+  WECHAT_COMPAT_API: 'true',
   LOG_LEVEL: 'warn'
 })
 console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}`)
@@ -151,6 +154,7 @@ if (only.has('hits')) {
     for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM]) {
       await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })
     }
+    await fetch(server.base + WECHAT_TOKEN)
   }
   const cases = [
     { name: 'bare Fastify route (ceiling)', server: bare, path: INFO },
@@ -159,11 +163,13 @@ if (only.has('hits')) {
     { name: 'cached ticket, hot cache on', server: hot, path: TICKET },
     { name: 'signature, hot cache on', server: hot, path: SIGNATURE },
     { name: 'WeCom token, hot cache on', server: hot, path: WECOM },
+    { name: 'GET /cgi-bin/token, hot cache on', server: hot, path: WECHAT_TOKEN },
     { name: 'cache hit, current route, hot cache off', server: cold, path: INFO },
     { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE },
     { name: 'cached ticket, hot cache off', server: cold, path: TICKET },
     { name: 'signature, hot cache off', server: cold, path: SIGNATURE },
-    { name: 'WeCom token, hot cache off', server: cold, path: WECOM }
+    { name: 'WeCom token, hot cache off', server: cold, path: WECOM },
+    { name: 'GET /cgi-bin/token, hot cache off', server: cold, path: WECHAT_TOKEN }
   ]
   const runs = cases.map((): Run[] => [])
   for (const c of cases) await load(c.server, c.path, 3) // every server warmed up before the first round
