@@ -4,9 +4,9 @@
  * Mini Program phone number (codes a test mints); and Mini Program logins (jscode2session, for wx.login codes a test
  * mints), with the open data WeChat encrypts under a login's session key. Used by the tests and by WECHAT_API_BASE=mock.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
+import { StandIn } from './server.js'
 
 export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber' | 'jscode2session'
 
@@ -97,8 +97,7 @@ const ERRMSG: Record<number, string> = {
   48006: 'forbid to clear quota because of reaching the limit'
 }
 
-export class MockWechat {
-  private readonly server = createServer((req, res) => { this.handle(req, res) })
+export class MockWechat extends StandIn {
   private readonly apps = new Map<string, AppState>()
   private readonly tokens = new Map<string, IssuedToken>()
   private readonly tickets = new Map<string, IssuedToken>()
@@ -111,7 +110,6 @@ export class MockWechat {
   private readonly rules: FaultRule[] = []
   private readonly issuedCount = new Map<string, number>()
   private readonly callCount = new Map<string, number>()
-  private offsetMs = 0
   readonly options: Required<Omit<MockWechatOptions, 'apps'>>
   /** Phone numbers answered and codes minted, for tests that search logs and stores for them. */
   readonly phonesAnswered: string[] = []
@@ -120,6 +118,7 @@ export class MockWechat {
   readonly sessionsAnswered: string[] = []
 
   constructor (options: MockWechatOptions = {}) {
+    super()
     this.options = {
       autoRegister: options.autoRegister ?? false,
       tokenTtlSeconds: options.tokenTtlSeconds ?? 7200,
@@ -133,25 +132,6 @@ export class MockWechat {
     }
     for (const [appId, secret] of Object.entries(options.apps ?? {})) this.setApp(appId, secret)
   }
-
-  /** Listens on a free loopback port; returns the base URL to give the client. */
-  async start (port = 0, host = '127.0.0.1'): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => resolve())
-    })
-    const address = this.server.address() as AddressInfo
-    return `http://${host}:${address.port}`
-  }
-
-  async close (): Promise<void> {
-    this.server.closeAllConnections()
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
-  }
-
-  now (): number { return Date.now() + this.offsetMs }
-  /** Moves this server's clock forward (expiry, grace periods, quota days). */
-  advance (ms: number): void { this.offsetMs += ms }
 
   setApp (appId: string, secret: string): void {
     const state = this.apps.get(appId)
@@ -253,19 +233,7 @@ export class MockWechat {
 
   private day (): number { return Math.floor((this.now() + BEIJING_OFFSET_MS) / DAY_MS) }
 
-  private count (map: Map<string, number>, key: string): void {
-    map.set(key, (map.get(key) ?? 0) + 1)
-  }
-
-  private handle (req: IncomingMessage, res: ServerResponse): void {
-    const chunks: Buffer[] = []
-    req.on('data', (chunk: Buffer) => chunks.push(chunk))
-    req.on('end', () => {
-      this.respond(req, res, Buffer.concat(chunks).toString('utf8')).catch(() => res.destroy())
-    })
-  }
-
-  private async respond (req: IncomingMessage, res: ServerResponse, rawBody: string): Promise<void> {
+  protected override async respond (req: IncomingMessage, res: ServerResponse, rawBody: string): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mock')
     const endpoint = endpointOf(url.pathname)
     if (!endpoint) {

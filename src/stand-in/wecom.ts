@@ -4,9 +4,9 @@
  * ticket with their hourly limits, WeCom's errcodes with their hint suffix, and the faults of the WeChat stand-in.
  * Its own server on its own port; used by the tests.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { randomBytes } from 'node:crypto'
+import { StandIn } from './server.js'
 import type { MockFault } from './wechat.js'
 
 export type WecomEndpoint = 'gettoken' | 'get_jsapi_ticket' | 'ticket/get'
@@ -72,8 +72,7 @@ const ERRMSG: Record<number, string> = {
   301002: 'not allow operate another agent with this accesstoken'
 }
 
-export class MockWecom {
-  private readonly server = createServer((req, res) => { this.handle(req, res) })
+export class MockWecom extends StandIn {
   private readonly corps = new Map<string, Corp>()
   private readonly tokens = new Map<string, IssuedToken>()
   private readonly tickets = new Map<string, IssuedTicket>()
@@ -82,10 +81,10 @@ export class MockWecom {
   private readonly rules: WecomFaultRule[] = []
   private readonly issuedCount = new Map<string, number>()
   private readonly callCount = new Map<string, number>()
-  private offsetMs = 0
   readonly options: Required<Omit<MockWecomOptions, 'corps'>>
 
   constructor (options: MockWecomOptions = {}) {
+    super()
     this.options = {
       tokenTtlSeconds: options.tokenTtlSeconds ?? 7200,
       ticketTtlSeconds: options.ticketTtlSeconds ?? 7200,
@@ -96,25 +95,6 @@ export class MockWecom {
       for (const [agentId, secret] of Object.entries(applications)) this.setApplication(corpId, agentId, secret)
     }
   }
-
-  /** Listens on a free loopback port; returns the base URL to give the client. */
-  async start (port = 0, host = '127.0.0.1'): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => resolve())
-    })
-    const address = this.server.address() as AddressInfo
-    return `http://${host}:${address.port}`
-  }
-
-  async close (): Promise<void> {
-    this.server.closeAllConnections()
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
-  }
-
-  now (): number { return Date.now() + this.offsetMs }
-  /** Moves this server's clock forward (expiry, the hourly limits). */
-  advance (ms: number): void { this.offsetMs += ms }
 
   /** Adds an application to a corp, or gives it a new secret (its token stays valid, as in WeCom). */
   setApplication (corpId: string, agentId: string, secret: string): void {
@@ -173,18 +153,7 @@ export class MockWecom {
     return issued.expiresAt > this.now() ? 'valid' : 'expired'
   }
 
-  private count (map: Map<string, number>, key: string): void {
-    map.set(key, (map.get(key) ?? 0) + 1)
-  }
-
-  private handle (req: IncomingMessage, res: ServerResponse): void {
-    req.resume()
-    req.on('end', () => {
-      this.respond(req, res).catch(() => res.destroy())
-    })
-  }
-
-  private async respond (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected override async respond (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mock')
     const endpoint = endpointOf(url.pathname)
     if (!endpoint) {
