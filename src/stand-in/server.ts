@@ -5,6 +5,15 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
+/** A fault a test injects into a stand-in's answers. */
+export type MockFault =
+  | { kind: 'errcode', errcode: number, errmsg?: string }
+  | { kind: 'latency', ms: number }
+  | { kind: 'hang' }
+  | { kind: 'http', status: number }
+  | { kind: 'drop' }
+  | { kind: 'garbage' }
+
 export abstract class StandIn {
   private readonly server = createServer((req, res) => { this.handle(req, res) })
   private offsetMs = 0
@@ -39,6 +48,28 @@ export abstract class StandIn {
   now (): number { return Date.now() + this.offsetMs }
   /** Moves this stand-in's clock forward (expiry, limits, quota days). */
   advance (ms: number): void { this.offsetMs += ms }
+
+  /**
+   * Plays a fault: true when it answered (or hung up, or will never answer), false when the request is to be answered
+   * as usual (after the latency). `error` makes the stand-in's errcode answer.
+   */
+  protected async fault (fault: MockFault | undefined, req: IncomingMessage, res: ServerResponse,
+    error: (errcode: number, errmsg?: string) => Record<string, unknown>): Promise<boolean> {
+    switch (fault?.kind) {
+      case undefined: return false
+      case 'hang': return true
+      case 'drop': req.socket.destroy(); return true
+      case 'http': res.writeHead(fault.status, { 'content-type': 'text/html' }).end('<html>error</html>'); return true
+      case 'garbage': res.writeHead(200, { 'content-type': 'text/html' }).end('<html>not json'); return true
+      case 'errcode': this.send(res, error(fault.errcode, fault.errmsg)); return true
+      case 'latency': await new Promise((resolve) => setTimeout(resolve, fault.ms)); return false
+    }
+  }
+
+  /** A JSON answer, as WeChat sends it. */
+  protected send (res: ServerResponse, payload: Record<string, unknown>): void {
+    res.writeHead(200, { 'content-type': 'application/json; encoding=utf-8' }).end(JSON.stringify(payload))
+  }
 
   protected count (map: Map<string, number>, key: string): void {
     map.set(key, (map.get(key) ?? 0) + 1)

@@ -6,17 +6,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
-import { StandIn } from './server.js'
+import { StandIn, type MockFault } from './server.js'
 
 export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber' | 'jscode2session'
 
-export type MockFault =
-  | { kind: 'errcode', errcode: number, errmsg?: string }
-  | { kind: 'latency', ms: number }
-  | { kind: 'hang' }
-  | { kind: 'http', status: number }
-  | { kind: 'drop' }
-  | { kind: 'garbage' }
+export type { MockFault } from './server.js'
 
 export interface FaultRule {
   fault: MockFault
@@ -256,17 +250,7 @@ export class MockWechat extends StandIn {
     if (appId) this.count(this.callCount, `${endpoint}:${appId}`)
     if (endpoint === 'stable_token' && body.force_refresh === true) this.count(this.callCount, `forced:${appId}`)
 
-    const fault = this.takeFault(endpoint, appId)
-    if (fault) {
-      switch (fault.kind) {
-        case 'hang': return
-        case 'drop': req.socket.destroy(); return
-        case 'http': res.writeHead(fault.status, { 'content-type': 'text/html' }).end('<html>error</html>'); return
-        case 'garbage': res.writeHead(200, { 'content-type': 'text/html' }).end('<html>not json'); return
-        case 'errcode': this.send(res, this.error(fault.errcode, fault.errmsg)); return
-        case 'latency': await new Promise((resolve) => setTimeout(resolve, fault.ms))
-      }
-    }
+    if (await this.fault(this.takeFault(endpoint, appId), req, res, (errcode, errmsg) => this.error(errcode, errmsg))) return
 
     this.send(res, this.answer(endpoint, req.method, url.searchParams, body, badJson))
   }
@@ -479,10 +463,6 @@ export class MockWechat extends StandIn {
   private error (errcode: number, errmsg?: string): Record<string, unknown> {
     const rid = [0, 0, 0].map(() => randomBytes(4).toString('hex')).join('-')
     return { errcode, errmsg: `${errmsg ?? ERRMSG[errcode] ?? 'error'} rid: ${rid}` }
-  }
-
-  private send (res: ServerResponse, payload: Record<string, unknown>): void {
-    res.writeHead(200, { 'content-type': 'application/json; encoding=utf-8' }).end(JSON.stringify(payload))
   }
 }
 

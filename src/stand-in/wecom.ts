@@ -6,8 +6,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { randomBytes } from 'node:crypto'
-import { StandIn } from './server.js'
-import type { MockFault } from './wechat.js'
+import { StandIn, type MockFault } from './server.js'
 
 export type WecomEndpoint = 'gettoken' | 'get_jsapi_ticket' | 'ticket/get'
 
@@ -166,18 +165,8 @@ export class MockWecom extends StandIn {
     this.count(this.callCount, endpoint)
     if (corpId) this.count(this.callCount, `${endpoint}:${corpId}`)
 
-    const fault = this.takeFault(endpoint, corpId, owner?.agentId)
     const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '')
-    if (fault) {
-      switch (fault.kind) {
-        case 'hang': return
-        case 'drop': req.socket.destroy(); return
-        case 'http': res.writeHead(fault.status, { 'content-type': 'text/html' }).end('<html>error</html>'); return
-        case 'garbage': res.writeHead(200, { 'content-type': 'text/html' }).end('<html>not json'); return
-        case 'errcode': this.send(res, this.error(fault.errcode, ip, fault.errmsg)); return
-        case 'latency': await new Promise((resolve) => setTimeout(resolve, fault.ms))
-      }
-    }
+    if (await this.fault(this.takeFault(endpoint, corpId, owner?.agentId), req, res, (errcode, errmsg) => this.error(errcode, ip, errmsg))) return
 
     const answer = this.answer(endpoint, query)
     this.send(res, typeof answer === 'number' ? this.error(answer, ip) : answer)
@@ -296,10 +285,6 @@ export class MockWecom extends StandIn {
       errcode,
       errmsg: `${errmsg ?? ERRMSG[errcode] ?? 'error'}, hint: [${hint}], from ip: ${ip}, more info at https://open.work.weixin.qq.com/devtool/query?e=${errcode}`
     }
-  }
-
-  private send (res: ServerResponse, payload: Record<string, unknown>): void {
-    res.writeHead(200, { 'content-type': 'application/json; encoding=utf-8' }).end(JSON.stringify(payload))
   }
 }
 
