@@ -7,13 +7,16 @@ export class AppError extends Error {
   readonly kind: ApiCodeName
   /** Seconds after which asking again can succeed (sent as retry-after), when the service knows. */
   readonly retryAfterSeconds: number | undefined
+  /** WeChat's errcode, when this repeats a refusal WeChat gave earlier (remembered, WeChat not asked again). */
+  readonly wechatErrcode: number | undefined
 
-  constructor (kind: ApiCodeName, message: string, options?: { cause?: unknown, retryAfterSeconds?: number }) {
+  constructor (kind: ApiCodeName, message: string, options?: { cause?: unknown, retryAfterSeconds?: number, wechatErrcode?: number | undefined }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'AppError'
     this.kind = kind
     this.apiCode = ApiCodes[kind].apiCode
     this.statusCode = ApiCodes[kind].statusCode
     this.retryAfterSeconds = options?.retryAfterSeconds
+    this.wechatErrcode = options?.wechatErrcode
   }
 }

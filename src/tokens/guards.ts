@@ -88,7 +88,8 @@ const BACKOFF_MEMORY_MS = 10 * 60_000
 /** How often a check of an unverified secret waiting for the caller's checks in flight looks again. */
 const ADMISSION_POLL_MS = 100
 
-interface Remembered { kind: string, message: string }
+/** A refusal remembered: its apiCode's name, its message, and WeChat's errcode when WeChat gave it. */
+interface Remembered { kind: string, message: string, errcode?: number }
 
 /** A run of failed fetches: how many, until when (epoch ms) nobody fetches, and the apiCode of the last. */
 interface Backoff { failures: number, until: number, last: number }
@@ -169,7 +170,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
   const negativeMs = opts.negativeCacheSeconds * 1000
   const windowMs = opts.unverifiedWindowSeconds * 1000
 
-  function refuse (reason: string, credential: Guarded, kind: keyof typeof ApiCodes, message: string, options?: { retryAfterSeconds: number }): AppError {
+  function refuse (reason: string, credential: Guarded, kind: keyof typeof ApiCodes, message: string, options?: { retryAfterSeconds?: number, wechatErrcode?: number | undefined }): AppError {
     metrics?.localRefusals.labels(reason, credential.name).inc()
     return new AppError(kind, message, options)
   }
@@ -190,7 +191,11 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
     const run = parseBackoff(backoff, now())
     const record = parseRemembered(appWide) ?? parseRemembered(forForced) ?? parseRemembered(forSecret)
     if (record) {
-      return { refusal: refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`), run }
+      return {
+        refusal: refuse('remembered', credential, record.kind as keyof typeof ApiCodes, `${record.message} (remembered; WeChat is not asked again for a while)`,
+          { wechatErrcode: Number.isSafeInteger(record.errcode) ? record.errcode : undefined }),
+        run
+      }
     }
     const left = run === undefined ? 0 : run.until - now()
     if (run === undefined || left <= 0) return { refusal: null, run }
@@ -224,7 +229,7 @@ export function createGuards (state: TokenStore, opts: GuardOptions) {
       await state.forget(appId, `unverified:${beijingDay(now())}`)
     }
     if (negativeMs <= 0) return
-    const record = JSON.stringify({ kind: err.kind, message: err.message } satisfies Remembered)
+    const record = JSON.stringify({ kind: err.kind, message: err.message, errcode: err.errcode } satisfies Remembered)
     if (spend.forced && err.kind === 'WECHAT_DAILY_QUOTA') {
       await state.setValue(appId, 'negative-forced', record, negativeMs)
     } else if (APP_WIDE_REMEMBERED.has(err.kind)) {

@@ -8,7 +8,7 @@ import type { FastifyError } from 'fastify'
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { toAppError } from '../plugins/envelope.js'
-import { WechatApiError, echoedErrcode } from '../wechat/errcodes.js'
+import { WechatApiError } from '../wechat/errcodes.js'
 
 /** What a WeChat SDK reads of an error: the errcode it branches on, and a message for people. */
 export interface WechatShapedError {
@@ -64,7 +64,7 @@ export function wechatShaped (err: unknown, dialect: Dialect): { body: WechatSha
   }
   // WeChat's refusal remembered (WeChat not asked again for a while): still WeChat's errcode, never "system error",
   // which SDKs retry.
-  const echoed = error.kind.startsWith('WECHAT_') ? echoedErrcode(error.message) : undefined
+  const echoed = error.wechatErrcode
   if (echoed !== undefined) return { body: { errcode: echoed, errmsg: `${error.message} (wechat-token-cache apiCode ${error.apiCode})` }, error }
   const about = err instanceof AppError ? undefined : fieldOf(err as FastifyError)
   const rule = about === undefined ? undefined : dialect.fields[about.field]

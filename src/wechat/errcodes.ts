@@ -99,15 +99,6 @@ const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = {
   token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN, wecom_ticket: WECOM_WITH_TOKEN
 }
 
-/**
- * The errcode of WeChat's refusal a message was made from (WechatApiError's own message, kept in a remembered refusal,
- * which is a plain AppError), or undefined.
- */
-export function echoedErrcode (message: string): number | undefined {
-  const match = /^WeChat errcode (-?\d+) \(/.exec(message)
-  return match ? Number(match[1]) : undefined
-}
-
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */
 export class WechatApiError extends AppError {
   readonly errcode: number

@@ -48,11 +48,12 @@ const WECOM_SERVE_MARGIN_MS = 5_000
 const CORP_REFUSED = 'wecom_corp_ticket:negative-by-application'
 
 /** The message of a remembered refusal, or undefined when absent or unreadable (a corrupted value is forgotten). */
-function rememberedMessage (raw: string | null): string | undefined {
+function rememberedRefusal (raw: string | null): { message: string, errcode: number | undefined } | undefined {
   if (raw === null) return undefined
   try {
-    const message = (JSON.parse(raw) as { message?: unknown } | null)?.message
-    return typeof message === 'string' ? message : undefined
+    const record = JSON.parse(raw) as { message?: unknown, errcode?: unknown } | null
+    if (typeof record?.message !== 'string') return undefined
+    return { message: record.message, errcode: typeof record.errcode === 'number' && Number.isSafeInteger(record.errcode) ? record.errcode : undefined }
   } catch {
     return undefined
   }
@@ -138,9 +139,10 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
    * application's fetch serves it.
    */
   async function byApplication (corpId: string, secret: string, application: WecomApplication, call: () => Promise<FetchedToken>): Promise<FetchedToken> {
-    const remembered = rememberedMessage(await store.getValue(application.owner, CORP_REFUSED))
+    const remembered = rememberedRefusal(await store.getValue(application.owner, CORP_REFUSED))
     if (remembered !== undefined) {
-      throw new AppError('WECHAT_IP_NOT_ALLOWED', `${remembered} (remembered for this application; WeChat is not asked again for a while)`)
+      throw new AppError('WECHAT_IP_NOT_ALLOWED', `${remembered.message} (remembered for this application; WeChat is not asked again for a while)`,
+        { wechatErrcode: remembered.errcode })
     }
     // Likewise a token WeCom refused again after it was replaced: each call made with it would spend the corp's
     // hourly budget on a refusal, and another application's request fetches the corp ticket meanwhile.
@@ -153,9 +155,9 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
     } catch (err) {
       if (!(err instanceof WechatApiError) || err.kind !== 'WECHAT_IP_NOT_ALLOWED') throw err
       if (opts.negativeCacheSeconds > 0) {
-        await store.setValue(application.owner, CORP_REFUSED, JSON.stringify({ message: err.message }), opts.negativeCacheSeconds * 1000).catch(() => {})
+        await store.setValue(application.owner, CORP_REFUSED, JSON.stringify({ message: err.message, errcode: err.errcode }), opts.negativeCacheSeconds * 1000).catch(() => {})
       }
-      throw new AppError(err.kind, err.message)
+      throw new AppError(err.kind, err.message, { wechatErrcode: err.errcode })
     }
   }
 
