@@ -13,19 +13,21 @@ export type MockFault =
   | { kind: 'http', status: number }
   | { kind: 'drop' }
   | { kind: 'garbage' }
+  | { kind: 'redirect', location: string }
 
 export abstract class StandIn {
   private readonly server = createServer((req, res) => { this.handle(req, res) })
   private offsetMs = 0
 
-  /** Answers a request whose body has arrived (as UTF-8 text); a rejection destroys the connection. */
-  protected abstract respond (req: IncomingMessage, res: ServerResponse, rawBody: string): Promise<void>
+  /** Answers a request whose body has arrived (as UTF-8 text, and as it came); a rejection destroys the connection. */
+  protected abstract respond (req: IncomingMessage, res: ServerResponse, rawBody: string, bytes: Buffer): Promise<void>
 
   private handle (req: IncomingMessage, res: ServerResponse): void {
     const chunks: Buffer[] = []
     req.on('data', (chunk: Buffer) => chunks.push(chunk))
     req.on('end', () => {
-      this.respond(req, res, Buffer.concat(chunks).toString('utf8')).catch(() => res.destroy())
+      const bytes = Buffer.concat(chunks)
+      this.respond(req, res, bytes.toString('utf8'), bytes).catch(() => res.destroy())
     })
   }
 
@@ -61,6 +63,7 @@ export abstract class StandIn {
       case 'drop': req.socket.destroy(); return true
       case 'http': res.writeHead(fault.status, { 'content-type': 'text/html' }).end('<html>error</html>'); return true
       case 'garbage': res.writeHead(200, { 'content-type': 'text/html' }).end('<html>not json'); return true
+      case 'redirect': res.writeHead(302, { location: fault.location, 'content-type': 'text/html' }).end('<html>moved</html>'); return true
       case 'errcode': this.send(res, error(fault.errcode, fault.errmsg)); return true
       case 'latency': await new Promise((resolve) => setTimeout(resolve, fault.ms)); return false
     }

@@ -2,13 +2,23 @@
  * A local stand-in for WeChat's API: the classic and stable token endpoints, token invalidation, quotas, errcodes with
  * their rid suffix and injectable faults; the calls made with a token: JS-SDK / card tickets (getticket) and the
  * Mini Program phone number (codes a test mints); and Mini Program logins (jscode2session, for wx.login codes a test
- * mints), with the open data WeChat encrypts under a login's session key. Used by the tests and by WECHAT_API_BASE=mock.
+ * mints), with the open data WeChat encrypts under a login's session key; and a few other API calls, with token
+ * checks: the callback IPs, the menu, a customer-service message, media upload and download. Used by the tests and by
+ * WECHAT_API_BASE=mock.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { createCipheriv, createHash, randomBytes } from 'node:crypto'
 import { StandIn, type MockFault } from './server.js'
 
-export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber' | 'jscode2session'
+export type MockEndpoint = 'token' | 'stable_token' | 'get_api_domain_ip' | 'clear_quota' | 'getticket' | 'getuserphonenumber' | 'jscode2session' |
+  ApiCall
+
+/** A few of WeChat's other API calls, answered with token checks (what passed-through calls are tested on). */
+export type ApiCall = 'getcallbackip' | 'menu/get' | 'message/custom/send' | 'media/upload' | 'media/get'
+const API_CALLS: readonly ApiCall[] = ['getcallbackip', 'menu/get', 'message/custom/send', 'media/upload', 'media/get']
+
+/** A message WeChat accepted on message/custom/send: for which app, and what was sent. */
+export interface DeliveredMessage { appId: string, body: Record<string, unknown> }
 
 export type { MockFault } from './server.js'
 
@@ -88,6 +98,8 @@ const ERRMSG: Record<number, string> = {
   45009: 'reach max api daily quota limit',
   45011: 'api minute-quota reach limit mustslower retry next minute',
   47001: 'data format error',
+  40007: 'invalid media_id',
+  44001: 'empty media data',
   48006: 'forbid to clear quota because of reaching the limit'
 }
 
@@ -110,6 +122,12 @@ export class MockWechat extends StandIn {
   readonly codesMinted: string[] = []
   /** Session keys, openids and unionids answered by jscode2session, for the same searches. */
   readonly sessionsAnswered: string[] = []
+  /** Messages accepted on message/custom/send, in order. */
+  readonly delivered: DeliveredMessage[] = []
+  /** Media uploaded, by media_id: the whole body as it arrived. */
+  private readonly media = new Map<string, Buffer>()
+  /** The headers of the last request to each endpoint. */
+  private readonly lastHeaders = new Map<MockEndpoint, IncomingMessage['headers']>()
 
   constructor (options: MockWechatOptions = {}) {
     super()
@@ -157,6 +175,19 @@ export class MockWechat extends StandIn {
 
   /** Every token it has issued, for tests that search logs and stores for them. */
   issuedTokens (): string[] { return [...this.everIssued] }
+
+  /** The headers of the last request made to an endpoint. */
+  headersOf (endpoint: MockEndpoint): IncomingMessage['headers'] | undefined { return this.lastHeaders.get(endpoint) }
+
+  /** The bytes of an uploaded medium, as they arrived. */
+  mediaBytes (mediaId: string): Buffer | undefined { return this.media.get(mediaId) }
+
+  /** Stores a medium, as if uploaded (for downloads); returns its media_id. */
+  putMedia (bytes: Buffer): string {
+    const mediaId = createHash('sha256').update(bytes).digest('base64url').slice(0, 32)
+    this.media.set(mediaId, bytes)
+    return mediaId
+  }
 
   /** Every ticket it has issued. */
   issuedTickets (): string[] { return [...this.everIssuedTickets] }
@@ -227,16 +258,17 @@ export class MockWechat extends StandIn {
 
   private day (): number { return Math.floor((this.now() + BEIJING_OFFSET_MS) / DAY_MS) }
 
-  protected override async respond (req: IncomingMessage, res: ServerResponse, rawBody: string): Promise<void> {
+  protected override async respond (req: IncomingMessage, res: ServerResponse, rawBody: string, bytes: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mock')
     const endpoint = endpointOf(url.pathname)
     if (!endpoint) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')
       return
     }
+    this.lastHeaders.set(endpoint, req.headers)
     let body: Record<string, unknown> = {}
     let badJson = false
-    if (req.method === 'POST' && rawBody.length > 0) {
+    if (req.method === 'POST' && rawBody.length > 0 && endpoint !== 'media/upload') {
       try {
         const parsed: unknown = JSON.parse(rawBody)
         if (typeof parsed === 'object' && parsed !== null) body = parsed as Record<string, unknown>
@@ -252,7 +284,52 @@ export class MockWechat extends StandIn {
 
     if (await this.fault(this.takeFault(endpoint, appId), req, res, (errcode, errmsg) => this.error(errcode, errmsg))) return
 
+    if (endpoint === 'media/get' && this.download(res, url.searchParams)) return
+    if (endpoint === 'media/upload') {
+      this.send(res, this.upload(url.searchParams, req.method, bytes))
+      return
+    }
     this.send(res, this.answer(endpoint, req.method, url.searchParams, body, badJson))
+  }
+
+  /** media/get: the medium's bytes as a file, as WeChat sends it (false: an error to answer as JSON). */
+  private download (res: ServerResponse, query: URLSearchParams): boolean {
+    const state = this.tokenOwner(query.get('access_token'))
+    const bytes = this.media.get(query.get('media_id') ?? '')
+    if (!isState(state) || bytes === undefined) return false
+    res.writeHead(200, {
+      'content-type': 'image/jpeg',
+      'content-disposition': `attachment; filename="${query.get('media_id') ?? ''}.jpg"`,
+      'content-length': String(bytes.length),
+      'cache-control': 'no-cache, must-revalidate'
+    }).end(bytes)
+    return true
+  }
+
+  /** media/upload: the body kept whole (the test reads it back), its media_id derived from it. */
+  private upload (query: URLSearchParams, method: string | undefined, bytes: Buffer): Record<string, unknown> {
+    if (method !== 'POST') return this.error(43002)
+    const state = this.tokenOwner(query.get('access_token'))
+    if (!isState(state)) return state
+    if (bytes.length === 0) return this.error(44001)
+    return { type: query.get('type') ?? 'image', media_id: this.putMedia(bytes), created_at: Math.floor(this.now() / 1000) }
+  }
+
+  /** An API call made with a token: the token checked first, as WeChat does, before anything is acted on. */
+  private apiCall (endpoint: ApiCall, method: string | undefined, query: URLSearchParams, body: Record<string, unknown>, badJson: boolean): Record<string, unknown> {
+    const state = this.tokenOwner(query.get('access_token'))
+    if (!isState(state)) return state
+    switch (endpoint) {
+      case 'getcallbackip': return { ip_list: ['101.226.103.61', '101.226.103.62'] }
+      case 'menu/get': return { menu: { button: [{ type: 'click', name: 'Today', key: 'V1001_TODAY' }] } }
+      case 'media/get': return this.error(40007)
+      case 'media/upload': return this.error(43002)
+      case 'message/custom/send':
+        if (method !== 'POST') return this.error(43002)
+        if (badJson || typeof body.touser !== 'string') return this.error(47001)
+        this.delivered.push({ appId: (this.tokens.get(query.get('access_token') as string) as IssuedToken).appId, body })
+        return { errcode: 0, errmsg: 'ok' }
+    }
   }
 
   private answer (endpoint: MockEndpoint, method: string | undefined, query: URLSearchParams,
@@ -269,6 +346,7 @@ export class MockWechat extends StandIn {
         if (method !== 'POST') return this.error(43002)
         return badJson ? this.error(47001) : this.phoneNumber(query.get('access_token'), body.code)
       case 'jscode2session': return this.codeToSession(query)
+      default: return this.apiCall(endpoint, method, query, body, badJson)
     }
   }
 
@@ -487,6 +565,8 @@ export function demoSessionKey (code: string): string {
 }
 
 function endpointOf (pathname: string): MockEndpoint | undefined {
+  const call = API_CALLS.find((name) => pathname.endsWith(`/cgi-bin/${name}`))
+  if (call !== undefined) return call
   if (pathname.endsWith('/sns/jscode2session')) return 'jscode2session'
   if (pathname.endsWith('/cgi-bin/ticket/getticket')) return 'getticket'
   if (pathname.endsWith('/wxa/business/getuserphonenumber')) return 'getuserphonenumber'

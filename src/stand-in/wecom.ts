@@ -1,14 +1,15 @@
 /**
  * A local stand-in for WeCom's (企业微信) API: application tokens (gettoken, one token per application of a corp, the
  * same one within its lifetime, ended early on demand), the corp's jsapi ticket and the application's agent_config
- * ticket with their hourly limits, WeCom's errcodes with their hint suffix, and the faults of the WeChat stand-in.
+ * ticket with their hourly limits, a member's details (user/get, with the token checks of every WeCom API call), WeCom's
+ * errcodes with their hint suffix, and the faults of the WeChat stand-in.
  * Its own server on its own port; used by the tests.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { randomBytes } from 'node:crypto'
 import { StandIn, type MockFault } from './server.js'
 
-export type WecomEndpoint = 'gettoken' | 'get_jsapi_ticket' | 'ticket/get'
+export type WecomEndpoint = 'gettoken' | 'get_jsapi_ticket' | 'ticket/get' | 'user/get'
 
 export interface WecomFaultRule {
   fault: MockFault
@@ -68,6 +69,7 @@ const ERRMSG: Record<number, string> = {
   45009: 'api freq out of limit',
   45033: 'api concurrent out of limit',
   60020: 'not allow to access from your ip',
+  60111: 'invalid string value `userid`',
   301002: 'not allow operate another agent with this accesstoken'
 }
 
@@ -178,6 +180,7 @@ export class MockWecom extends StandIn {
       case 'gettoken': return this.getToken(query.get('corpid'), query.get('corpsecret'))
       case 'get_jsapi_ticket': return this.corpTicket(query.get('access_token'))
       case 'ticket/get': return this.agentTicket(query.get('access_token'), query.get('type'))
+      case 'user/get': return this.member(query.get('access_token'), query.get('userid'))
     }
   }
 
@@ -256,6 +259,14 @@ export class MockWecom extends StandIn {
     return this.ticketAnswer(application.ticket)
   }
 
+  /** A member of the token's corp: made up from the userid (60111 without one), as WeCom answers it. */
+  private member (token: string | null, userId: string | null): Record<string, unknown> | number {
+    const owner = this.tokenOwner(token)
+    if (typeof owner === 'number') return owner
+    if (!userId) return 60111
+    return { errcode: 0, errmsg: 'ok', userid: userId, name: `member ${userId}`, department: [1], status: 1 }
+  }
+
   /** Drops the answers older than an hour; counts this one unless the limit is reached. */
   private withinLimit (calls: number[], limit: number): boolean {
     const now = this.now()
@@ -292,5 +303,6 @@ function endpointOf (pathname: string): WecomEndpoint | undefined {
   if (pathname.endsWith('/cgi-bin/gettoken')) return 'gettoken'
   if (pathname.endsWith('/cgi-bin/get_jsapi_ticket')) return 'get_jsapi_ticket'
   if (pathname.endsWith('/cgi-bin/ticket/get')) return 'ticket/get'
+  if (pathname.endsWith('/cgi-bin/user/get')) return 'user/get'
   return undefined
 }
