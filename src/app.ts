@@ -120,7 +120,23 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(miniProgramRoutes)
     await api.register(wecomRoutes)
     // WeChat's own paths (/cgi-bin/…), which no other route uses: behind the same caller keys and rate limits.
-    if (config.WECHAT_COMPAT_API) await api.register(wechatApiRoutes, { fingerprintKey: config.FINGERPRINT_KEY, configured: loadApps(config) !== undefined })
+    if (config.WECHAT_COMPAT_API) {
+      await api.register(wechatApiRoutes, {
+        fingerprintKey: config.FINGERPRINT_KEY,
+        configured: loadApps(config) !== undefined,
+        now,
+        passthrough: config.WECHAT_PASSTHROUGH
+          ? {
+              metrics,
+              bodyLimitBytes: config.WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES,
+              timeoutMs: config.WECHAT_PASSTHROUGH_TIMEOUT_MS,
+              connections: config.WECHAT_PASSTHROUGH_CONNECTIONS,
+              connectTimeoutMs: config.WECHAT_CONNECT_TIMEOUT_MS,
+              now
+            }
+          : undefined
+      })
+    }
   })
   return app
 }

@@ -193,6 +193,30 @@ export const ConfigSchema = Type.Object({
     description: 'Answer WeChat\'s own token endpoints (GET /cgi-bin/token, POST /cgi-bin/stable_token, WeCom\'s GET /cgi-bin/gettoken) ' +
       'from the cache, in WeChat\'s shapes, so that a WeChat SDK whose API host points here gets the shared token.'
   }),
+  WECHAT_PASSTHROUGH: Type.Boolean({
+    default: false,
+    description: 'Pass every other WeChat API call under WeChat\'s own paths (/cgi-bin/…, /sns/…, /wxa/…) on to WECHAT_API_BASE, or to WECOM_API_BASE ' +
+      'for a WeCom token handed out here, so that only this service\'s address calls WeChat; a token WeChat refuses is replaced once and the call sent ' +
+      'again. Needs WECHAT_COMPAT_API=true and caller keys (AUTH_TOKENS).'
+  }),
+  WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES: Type.Integer({
+    minimum: 1024,
+    maximum: 104857600,
+    default: 20971520,
+    description: 'Largest body of a passed-through call (media uploads: WeChat takes up to 20 MB); a larger one is refused (apiCode 1003).'
+  }),
+  WECHAT_PASSTHROUGH_TIMEOUT_MS: Type.Integer({
+    minimum: 1000,
+    maximum: 600000,
+    default: 60000,
+    description: 'Longest a passed-through call may take upstream, from sending it to the last byte of WeChat\'s answer.'
+  }),
+  WECHAT_PASSTHROUGH_CONNECTIONS: Type.Integer({
+    minimum: 1,
+    maximum: 4096,
+    default: 64,
+    description: 'Connections kept to each WeChat origin for passed-through calls (apart from the pool of token fetches).'
+  }),
   DOCS_ENABLED: Type.Boolean({
     default: true,
     description: 'Serve the OpenAPI description at /openapi.json and the interactive docs at /docs (not behind caller keys); false turns both off.'
@@ -288,12 +312,19 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     throw new Error(`env/REFRESH_AHEAD_SECONDS must exceed TOKEN_SERVE_MARGIN_SECONDS (in stable mode it counts as at most ${STABLE_AHEAD_SECONDS}), ` +
       'or tokens would stop being served before any refresh ahead ran')
   }
+  if (config.WECHAT_PASSTHROUGH && !config.WECHAT_COMPAT_API) {
+    throw new Error('env/WECHAT_PASSTHROUGH needs WECHAT_COMPAT_API=true: WeChat\'s token endpoints must be answered from the cache, ' +
+      'never passed on (a token fetched past the cache would retire the one every other caller holds)')
+  }
   for (const [name, replacement] of Object.entries(OBSOLETE)) {
     if (env[name] !== undefined) throw new Error(`env/${name} no longer exists: ${replacement}`)
   }
   loadIdentifiers(config, loadApps(config))
   loadWecomApps(config)
-  loadCallerKeys(config)
+  if (config.WECHAT_PASSTHROUGH && loadCallerKeys(config).length === 0) {
+    throw new Error('env/WECHAT_PASSTHROUGH needs caller keys (AUTH_TOKENS or AUTH_TOKENS_FILE): passed-through calls leave from the address ' +
+      'on WeChat\'s IP whitelist, which must not relay anyone\'s calls')
+  }
   return config
 }
 

@@ -282,6 +282,29 @@ export function createMetrics (options: MetricsOptions = {}) {
       buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers
     }),
+    passthroughCalls: new Counter({
+      name: 'wxtoken_passthrough_calls_total',
+      help: 'WeChat API calls passed through (WECHAT_PASSTHROUGH), by upstream (wechat, wecom) and outcome: answered (WeChat answered, ' +
+        'whatever it said), failed (WeChat unreachable, or no answer within WECHAT_PASSTHROUGH_TIMEOUT_MS), refused (refused here: a path ' +
+        'not passed through, a body too large).',
+      labelNames: ['upstream', 'outcome'] as const,
+      registers
+    }),
+    passthroughSeconds: new Histogram({
+      name: 'wxtoken_passthrough_seconds',
+      help: 'Time from sending a passed-through call to WeChat\'s answer headers, by upstream.',
+      labelNames: ['upstream'] as const,
+      buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers
+    }),
+    passthroughRepairs: new Counter({
+      name: 'wxtoken_passthrough_token_repairs_total',
+      help: 'Passed-through calls WeChat refused for a token handed out here (40001, 42001, 40014), by upstream and outcome: replaced (the ' +
+        'token was replaced and the call sent again), resent (sent again with the token that had already replaced it), passed_on (WeChat\'s ' +
+        'answer passed on: not replaceable now, or the body too large to send again), refused_again (refused with the new token too).',
+      labelNames: ['upstream', 'outcome'] as const,
+      registers
+    }),
     lockWaits,
     lockTimeouts: new Counter({
       name: 'wxtoken_lock_wait_timeouts_total',
@@ -339,6 +362,10 @@ export function createMetrics (options: MetricsOptions = {}) {
         for (const reason of ['budget', 'unverified', 'forced_refresh', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, credential).inc(0)
       }
       for (const outcome of ['refreshed', 'refused']) metrics.forcedRefreshes.labels(outcome).inc(0)
+      for (const upstream of ['wechat', 'wecom']) {
+        for (const outcome of ['answered', 'failed', 'refused']) metrics.passthroughCalls.labels(upstream, outcome).inc(0)
+        for (const outcome of ['replaced', 'resent', 'passed_on', 'refused_again']) metrics.passthroughRepairs.labels(upstream, outcome).inc(0)
+      }
       metrics.upstreamBackoffs.labels('code2session').inc(0)
       for (const reason of ['budget', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, 'code2session').inc(0)
       for (const reason of ['session_key', 'app']) metrics.decryptRefusals.labels(reason).inc(0)

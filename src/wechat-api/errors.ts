@@ -4,7 +4,7 @@
  * "WeChat's own API"). An errcode that makes SDKs fetch a new token (40001, 42001, 40014) is never answered for a
  * refusal of this service's own, so that no SDK loops on one.
  */
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ApiCodeName } from '../api-codes.js'
 import { AppError } from '../errors.js'
 import { toAppError } from '../plugins/envelope.js'
@@ -70,4 +70,15 @@ export function wechatShaped (err: unknown, dialect: Dialect): { body: WechatSha
   const rule = about === undefined ? undefined : dialect.fields[about.field]
   const [errcode, text] = rule !== undefined ? (about!.missing ? rule.missing : rule.invalid) : dialect.own?.[error.kind] ?? OWN[error.kind] ?? BUSY
   return { body: { errcode, errmsg: `${text}: ${error.message} (wechat-token-cache apiCode ${error.apiCode})` }, error }
+}
+
+/** A route's error handler: every refusal in WeChat's shape (HTTP 200), counted under the apiCode's statusCode. */
+export function wechatErrorHandler (app: FastifyInstance, dialect: Dialect) {
+  return (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const { body, error } = wechatShaped(err, dialect)
+    if (error.statusCode >= 500) request.log.error({ err: error.cause ?? error, apiCode: error.apiCode }, 'WeChat-shaped endpoint failed')
+    app.finish(request, reply, error.statusCode, request.routeOptions.url)
+    if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
+    reply.code(200).send(body)
+  }
 }

@@ -6,7 +6,6 @@
  */
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { StoreError } from '../store/types.js'
@@ -14,8 +13,9 @@ import { WechatApiError } from '../wechat/errcodes.js'
 import { APP_ID_PATTERN, APP_SECRET_PATTERN, CallerKeySecurity } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { WecomTokenRequestSchema } from '../wecom/routes.js'
-import { wechatShaped, type Dialect } from './errors.js'
+import { wechatErrorHandler, type Dialect } from './errors.js'
 import { createHandedOut } from './handed-out.js'
+import passthroughRoutes, { type PassthroughOptions } from './passthrough.js'
 import type { TicketType } from '../tokens/credential.js'
 
 export const TOKEN_PATH = '/cgi-bin/token'
@@ -127,8 +127,18 @@ function refusedByWechat (): AppError {
     'it is replaced by a forced refresh (POST /cgi-bin/stable_token with force_refresh) or when it expires')
 }
 
-const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | undefined, configured: boolean }> = async (app, { fingerprintKey, configured }) => {
-  const handedOut = createHandedOut({ store: app.store, fingerprintKey })
+export interface WechatApiOptions {
+  fingerprintKey?: string | undefined
+  /** Whether WECHAT_APPS is set (an app missing from it is no longer served). */
+  configured: boolean
+  /** WECHAT_PASSTHROUGH: every other WeChat call passed through (src/wechat-api/passthrough.ts). */
+  passthrough?: Omit<PassthroughOptions, 'handedOut'> | undefined
+  now?: (() => number) | undefined
+}
+
+const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app, { fingerprintKey, configured, passthrough, now }) => {
+  const handedOut = createHandedOut({ store: app.store, fingerprintKey, ...(now ? { now } : {}) })
+  if (passthrough !== undefined) await app.register(passthroughRoutes, { ...passthrough, handedOut })
   /** Remembers a token handed out (at its first serving here: the hot path writes nothing). */
   async function handOut (token: ServedToken, subject: string): Promise<ServedToken> {
     if (!handedOut.known(token, subject)) {
@@ -139,16 +149,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<{ fingerprintKey?: string | und
     }
     return token
   }
-  /** Every refusal, in WeChat's shape (HTTP 200), counted under the apiCode's statusCode. */
-  function refuse (dialect: Dialect) {
-    return (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
-      const { body, error } = wechatShaped(err, dialect)
-      if (error.statusCode >= 500) request.log.error({ err: error.cause ?? error, apiCode: error.apiCode }, 'WeChat-shaped endpoint failed')
-      app.finish(request, reply, error.statusCode, request.routeOptions.url)
-      if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
-      reply.code(200).send(body)
-    }
-  }
+  const refuse = (dialect: Dialect) => wechatErrorHandler(app, dialect)
   const response = { 200: Type.Union([WechatTokenSchema, WechatErrorSchema]) }
 
   app.get(TOKEN_PATH, {

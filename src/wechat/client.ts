@@ -315,6 +315,8 @@ export function createWechatClient (opts: WechatClientOptions) {
 
   return {
     mode: opts.mode,
+    /** The API base the client calls (the stand-in's, when it runs in process). */
+    baseUrl: opts.baseUrl,
     fetchToken,
     fetchTicket,
     fetchPhoneNumber,

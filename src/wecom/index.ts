@@ -10,7 +10,7 @@ import type { ProductOptions } from '../official-account/index.js'
 import { createScheduler } from '../official-account/scheduler.js'
 import { MockWecom } from '../stand-in/wecom.js'
 import { clientOptions } from '../plugins/wechat.js'
-import { createWechatClient } from '../wechat/client.js'
+import { createWechatClient, type WechatClient } from '../wechat/client.js'
 import { createWecomTicketService, type WecomTicketService } from './ticket-service.js'
 import { createWecomTokenService, type WecomServiceOptions, type WecomTokenService } from './token-service.js'
 
@@ -20,6 +20,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     wecomTokens: WecomTokenService
     wecomTickets: WecomTicketService
+    /** The WeCom API client (its base is where passed-through WeCom calls go). */
+    wecomClient: WechatClient
   }
 }
 
@@ -35,6 +37,7 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
   }
   const client = createWechatClient({ baseUrl, mode: 'stable', ...clientOptions(config, metrics, now) })
   app.addHook('onClose', async () => { await client.close() })
+  app.decorate('wecomClient', client)
   const shared: WecomServiceOptions = {
     store: app.store,
     wecom: client,

@@ -1,0 +1,370 @@
+/**
+ * Every other WeChat API call, passed through (WECHAT_PASSTHROUGH=true): a WeChat SDK whose API host is this service
+ * sends all its calls here, and only this service's address calls WeChat (the one address on the IP whitelist).
+ *
+ * - Where: WeChat's own path roots (`/cgi-bin/…`, `/sns/…`, `/wxa/…` and the rest of PASSTHROUGH_ROOTS), GET and POST,
+ *   to WECHAT_API_BASE; a call carrying a WeCom token this service handed out goes to WECOM_API_BASE instead. The
+ *   upstream path is built from the route the router matched and the rest of the path it captured, checked to hold
+ *   only what WeChat's paths hold: no host, no absolute form, no `.` or `..` segment reaches the upstream.
+ * - What: the method, path and query as sent; the body streamed (at most WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES), with
+ *   its content-type and nothing else of the caller's headers (its caller key stays here); WeChat's answer streamed
+ *   back as WeChat sent it (JSON, images, files, a redirect not followed), within WECHAT_PASSTHROUGH_TIMEOUT_MS.
+ * - The token and ticket endpoints are never passed on: they are answered from the cache (routes.ts), and a fetch
+ *   past the cache would retire the token every other caller holds.
+ * - A refused token is repaired here: when WeChat answers 40001 / 42001 / 40014 to a call made with a token this
+ *   service handed out, the owner's token is replaced once while the refused one is still current (the rule of every
+ *   call made with a token, src/tokens/with-token.ts: a normal fetch, refused-again remembered), and the call is sent
+ *   again, once, with the owner's current token (WeChat refuses such calls before acting on them). A fleet of SDKs
+ *   holding the refused token costs one replacement; a token never handed out here gets WeChat's answer as it is.
+ *
+ * Nothing of a call's target is logged: its query holds the token, and for some calls a secret.
+ */
+import { Readable } from 'node:stream'
+import { Agent } from 'undici'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { AppError } from '../errors.js'
+import type { Metrics } from '../metrics.js'
+import { context } from '../request-context.js'
+import { usable } from '../tokens/rules.js'
+import type { TokenHolder } from '../tokens/with-token.js'
+import { wechatErrorHandler, type Dialect } from './errors.js'
+import type { HandedOut } from './handed-out.js'
+
+/** The first segment of WeChat's API paths (Official Accounts, Mini Programs, WeCom): what is passed through. */
+export const PASSTHROUGH_ROOTS = [
+  'cgi-bin', 'sns', 'wxa', 'wxaapi', 'wxopen', 'datacube', 'card', 'customservice', 'merchant', 'shop', 'product',
+  'channels', 'semantic', 'shakearound', 'bizwifi', 'tcb', 'union', 'intp', 'express', 'marketing', 'xpay'
+] as const
+
+/**
+ * The endpoints answered from the cache, by path (lower case): never passed on, whatever the method or the spelling
+ * (WeChat's answer to the other method, as WeChat gives it).
+ */
+const ANSWERED_HERE = new Map<string, [number, string]>([
+  ['cgi-bin/token', [43001, 'require GET method']],
+  ['cgi-bin/gettoken', [43001, 'require GET method']],
+  ['cgi-bin/ticket/getticket', [43001, 'require GET method']],
+  ['cgi-bin/get_jsapi_ticket', [43001, 'require GET method']],
+  ['cgi-bin/ticket/get', [43001, 'require GET method']],
+  ['cgi-bin/stable_token', [43002, 'require POST method']]
+])
+
+/** What a segment of WeChat's API paths holds. */
+const SEGMENT = /^[A-Za-z0-9_\-.]{1,128}$/
+/** What a query holds: visible ASCII only (Node's parser already refuses spaces and controls), and no fragment. */
+const QUERY = /^[\x21-\x22\x24-\x7e]{0,8192}$/
+/** The errcodes that mean "this token is not (or no longer) valid": WeChat's and WeCom's. */
+const TOKEN_REFUSED = new Set([40001, 42001, 40014])
+/** The longest answer read whole to see whether it refused the token (WeChat's refusals are ~150 bytes). */
+const PEEK_BYTES = 4096
+/** The longest body kept to send again after a refusal; a larger one streams through once. */
+const REPLAY_BYTES = 1024 * 1024
+/** The caller's headers that go upstream; everything else (its caller key, cookies, forwarding headers) stays here. */
+const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'accept']
+/** WeChat's headers that are about the hop, not the answer. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'trailers',
+  'transfer-encoding', 'upgrade', 'x-request-id'])
+
+const DIALECT: Dialect = {
+  own: {
+    PASSTHROUGH_REFUSED: [40097, 'invalid args'],
+    BODY_TOO_LARGE: [40006, 'invalid media size']
+  },
+  fields: {}
+}
+
+export interface PassthroughOptions {
+  handedOut: HandedOut
+  metrics: Metrics
+  bodyLimitBytes: number
+  timeoutMs: number
+  connections: number
+  connectTimeoutMs: number
+  now?: (() => number) | undefined
+}
+
+type Upstream = 'wechat' | 'wecom'
+
+/** Where a call goes, and who can repair its token when WeChat refuses it. */
+interface Target {
+  upstream: Upstream
+  /** The origin and the path prefix of the upstream's base. */
+  origin: string
+  prefix: string
+  /** The owner of the token the call carries, when this service handed it out. */
+  owner?: { key: string, holder: TokenHolder | undefined, id: string, secret: string | undefined }
+}
+
+function baseOf (url: string): { origin: string, prefix: string } {
+  const base = new URL(url)
+  return { origin: base.origin, prefix: base.pathname.replace(/\/+$/, '') }
+}
+
+/** The upstream path of the call: the matched root and the captured rest, checked segment by segment. */
+function pathOf (root: string, rest: string, method: string): string {
+  const segments = rest.split('/')
+  if (!segments.every((segment) => SEGMENT.test(segment) && segment !== '.' && segment !== '..')) {
+    throw new AppError('PASSTHROUGH_REFUSED', 'This path holds an empty, "." or ".." segment, or a character WeChat\'s API paths do not hold')
+  }
+  const path = `${root}/${rest}`
+  const here = ANSWERED_HERE.get(path.toLowerCase())
+  if (here !== undefined) {
+    throw new AppError('PASSTHROUGH_REFUSED', `${here[1]}: ${method} /${path} is answered from the cache with its own method, never passed on`,
+      { wechatErrcode: here[0] })
+  }
+  return `/${path}`
+}
+
+/** The body of a call as it streams upstream: counted against the limit, and kept (when small) to be sent again. */
+function countedBody (source: Readable, limit: number, kept: Buffer[] | null): AsyncIterable<Buffer> & { replayable: () => boolean } {
+  let size = 0
+  let done = false
+  const iterable = (async function * () {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      size += chunk.length
+      if (size > limit) throw new AppError('BODY_TOO_LARGE', `The body is larger than WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES (${limit})`)
+      if (kept !== null && size <= REPLAY_BYTES) kept.push(chunk)
+      yield chunk
+    }
+    done = true
+  })()
+  return Object.assign(iterable, { replayable: () => done && kept !== null && size <= REPLAY_BYTES })
+}
+
+/**
+ * Reads the start of an answer: the whole of it when it ends within PEEK_BYTES (then whether it refused the token can
+ * be read), and a stream of all of it either way.
+ */
+async function peek (body: Readable): Promise<{ whole: Buffer | undefined, stream: Readable }> {
+  const iterator = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  const head: Buffer[] = []
+  let size = 0
+  for (;;) {
+    const next = await iterator.next()
+    if (next.done === true) return { whole: Buffer.concat(head), stream: Readable.from(head) }
+    head.push(next.value)
+    size += next.value.length
+    if (size > PEEK_BYTES) break
+  }
+  const rest = async function * () {
+    let finished = false
+    try {
+      yield * head
+      for (;;) {
+        const next = await iterator.next()
+        if (next.done === true) break
+        yield next.value
+      }
+      finished = true
+    } finally {
+      if (!finished) body.destroy()
+    }
+  }
+  return { whole: undefined, stream: Readable.from(rest()) }
+}
+
+/** WeChat's errcode in a whole answer, if it is a JSON object with one. */
+function errcodeOf (whole: Buffer | undefined): number | undefined {
+  if (whole === undefined || whole.length === 0 || whole[0] !== 0x7b) return undefined
+  try {
+    const errcode = (JSON.parse(whole.toString('utf8')) as { errcode?: unknown }).errcode
+    return typeof errcode === 'number' ? errcode : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) => {
+  const { handedOut, metrics } = opts
+  const now = opts.now ?? Date.now
+  const agent = new Agent({
+    connections: opts.connections,
+    connectTimeout: opts.connectTimeoutMs,
+    headersTimeout: opts.timeoutMs,
+    bodyTimeout: opts.timeoutMs
+  })
+  app.addHook('onClose', async () => { await agent.close() })
+  const bases: Record<Upstream, { origin: string, prefix: string }> = {
+    wechat: baseOf(app.wechat.baseUrl),
+    wecom: baseOf(app.wecomClient.baseUrl)
+  }
+
+  // The body is not parsed: it streams upstream as it arrives, whatever its type (JSON, a multipart upload).
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+
+  /** Where a call with this token goes, and its owner when the token was handed out here (the store unreadable: none). */
+  async function targetOf (token: string | null): Promise<Target> {
+    const subject = token === null ? undefined : await handedOut.subjectOf(token).catch(() => undefined)
+    if (subject !== undefined) {
+      const wecomOwner = app.wecomTokens.credential.ownerOf(subject)
+      const application = wecomOwner === undefined ? undefined : app.wecomTokens.applicationByOwner(wecomOwner)
+      if (wecomOwner !== undefined) {
+        return {
+          upstream: 'wecom',
+          ...bases.wecom,
+          owner: { key: wecomOwner, holder: application === undefined ? undefined : app.wecomTokens, id: application?.corpId ?? '', secret: application?.secret }
+        }
+      }
+      const appId = app.tokens.credential.ownerOf(subject)
+      if (appId !== undefined) {
+        const secret = app.tokens.configuredSecret(appId)
+        return { upstream: 'wechat', ...bases.wechat, owner: { key: appId, holder: secret === undefined ? undefined : app.tokens, id: appId, secret } }
+      }
+    }
+    return { upstream: 'wechat', ...bases.wechat }
+  }
+
+  interface Sent { statusCode: number, headers: Record<string, string | string[] | undefined>, body: Readable }
+
+  async function send (target: Target, method: 'GET' | 'POST', path: string, query: string, headers: Record<string, string>,
+    body: AsyncIterable<Buffer> | Buffer | undefined, signal: AbortSignal): Promise<Sent> {
+    const started = performance.now()
+    try {
+      const res = await agent.request({
+        origin: target.origin,
+        path: `${target.prefix}${path}${query === '' ? '' : `?${query}`}`,
+        method,
+        headers,
+        ...(body === undefined ? {} : { body: Buffer.isBuffer(body) ? body : Readable.from(body) }),
+        signal
+      })
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body }
+    } finally {
+      metrics.passthroughSeconds.labels(target.upstream).observe((performance.now() - started) / 1000)
+    }
+  }
+
+  /**
+   * The token to send the call again with after WeChat refused `refused`: the owner's current one when another
+   * already replaced it, else a replacement (once, within the rules of calls made with a token); undefined when
+   * there is none to try.
+   */
+  async function repaired (owner: NonNullable<Target['owner']>, refused: string, request: FastifyRequest): Promise<{ token: string, replaced: boolean } | undefined> {
+    const current = await app.store.get(owner.key)
+    if (current !== null && current.accessToken !== refused && usable(current, current.secretFingerprint, 0, now())) {
+      return { token: current.accessToken, replaced: false }
+    }
+    if (owner.holder === undefined || owner.secret === undefined) return undefined
+    if (await owner.holder.refusedAgainRecently(owner.id, owner.secret)) return undefined
+    const ctx = context(request, owner.id)
+    const outcome = await owner.holder.refreshReported(owner.id, owner.secret, refused, ctx, { force: false })
+    const token = outcome.token?.accessToken
+    if (token !== undefined && token !== refused) return { token, replaced: true }
+    // WeChat gave the refused token back (it is still WeChat's current one, refused for this call alone): fetching
+    // again would give it again, so the refusal is remembered as for a replaced token refused again.
+    if (token === refused) await owner.holder.rememberRefusedAgain(owner.id, owner.secret, 'WeChat gave the refused token back, on a passed-through call')
+    return undefined
+  }
+
+  function answer (request: FastifyRequest, reply: FastifyReply, sent: Sent, stream: Readable): FastifyReply {
+    for (const [name, value] of Object.entries(sent.headers)) {
+      if (value !== undefined && !HOP_BY_HOP.has(name)) reply.header(name, value)
+    }
+    app.finish(request, reply, sent.statusCode, request.routeOptions.url)
+    return reply.code(sent.statusCode).send(stream)
+  }
+
+  async function handle (request: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply): Promise<FastifyReply> {
+    const method = request.method === 'POST' ? 'POST' : 'GET'
+    const root = (request.routeOptions.url ?? '').split('/')[1] ?? ''
+    const path = pathOf(root, request.params['*'], method)
+    const raw = request.raw.url ?? ''
+    const mark = raw.indexOf('?')
+    const query = mark === -1 ? '' : raw.slice(mark + 1)
+    if (!QUERY.test(query)) throw new AppError('PASSTHROUGH_REFUSED', 'The query holds a character WeChat\'s API queries do not hold')
+    const params = new URLSearchParams(query)
+    const token = params.get('access_token')
+    const target = await targetOf(token)
+
+    const headers: Record<string, string> = {}
+    for (const name of FORWARDED_REQUEST_HEADERS) {
+      const value = request.headers[name]
+      if (typeof value === 'string') headers[name] = value
+    }
+    let body: ReturnType<typeof countedBody> | undefined
+    const kept: Buffer[] | null = target.owner === undefined ? null : []
+    if (method === 'POST') {
+      const declared = Number(request.headers['content-length'] ?? 0)
+      if (declared > opts.bodyLimitBytes) {
+        reply.header('connection', 'close')
+        throw new AppError('BODY_TOO_LARGE', `The body is larger than WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES (${opts.bodyLimitBytes})`)
+      }
+      body = countedBody(request.raw, opts.bodyLimitBytes, kept)
+    } else {
+      delete headers['content-length']
+    }
+
+    const abort = new AbortController()
+    const timer = setTimeout(() => abort.abort(), opts.timeoutMs)
+    const outcome = (value: 'answered' | 'failed' | 'refused'): void => { metrics.passthroughCalls.labels(target.upstream, value).inc() }
+    let sent: Sent
+    try {
+      sent = await send(target, method, path, query, headers, body, abort.signal)
+    } catch (err) {
+      clearTimeout(timer)
+      if (err instanceof AppError) {
+        outcome('refused')
+        reply.header('connection', 'close')
+        throw err
+      }
+      outcome('failed')
+      request.log.warn({ upstream: target.upstream, route: request.routeOptions.url, code: (err as { code?: unknown }).code }, 'a passed-through call got no answer from WeChat')
+      throw new AppError('WECHAT_UNAVAILABLE', 'WeChat could not be reached, or did not answer within WECHAT_PASSTHROUGH_TIMEOUT_MS')
+    }
+    outcome('answered')
+    let whole: Buffer | undefined
+    let stream: Readable
+    try {
+      ({ whole, stream } = await peek(sent.body))
+    } catch {
+      clearTimeout(timer)
+      throw new AppError('WECHAT_UNAVAILABLE', 'WeChat\'s answer broke off, or did not arrive within WECHAT_PASSTHROUGH_TIMEOUT_MS')
+    }
+    const errcode = errcodeOf(whole)
+    const repairs = (value: 'replaced' | 'resent' | 'passed_on' | 'refused_again'): void => { metrics.passthroughRepairs.labels(target.upstream, value).inc() }
+    if (errcode !== undefined && TOKEN_REFUSED.has(errcode) && target.owner !== undefined && token !== null) {
+      const again = body === undefined || body.replayable() ? await repaired(target.owner, token, request).catch(() => undefined) : undefined
+      if (again === undefined) {
+        repairs('passed_on')
+      } else {
+        params.set('access_token', again.token)
+        const resent = await send(target, method, path, params.toString(), headers, kept === null || body === undefined ? undefined : Buffer.concat(kept), abort.signal)
+          .catch(() => undefined)
+        const reread = resent === undefined ? undefined : await peek(resent.body).catch(() => undefined)
+        if (resent !== undefined && reread !== undefined) {
+          ({ whole, stream } = reread)
+          sent = resent
+          const still = errcodeOf(whole)
+          if (still !== undefined && TOKEN_REFUSED.has(still)) {
+            repairs('refused_again')
+            if (again.replaced && target.owner.holder !== undefined && target.owner.secret !== undefined) {
+              await target.owner.holder.rememberRefusedAgain(target.owner.id, target.owner.secret,
+                `WeChat refused the replaced token too, on a passed-through call (errcode ${still})`).catch(() => {})
+            }
+          } else {
+            repairs(again.replaced ? 'replaced' : 'resent')
+          }
+        } else {
+          repairs('passed_on')
+        }
+      }
+    }
+    stream.once('close', () => clearTimeout(timer))
+    return answer(request, reply, sent, stream)
+  }
+
+  for (const root of PASSTHROUGH_ROOTS) {
+    app.route<{ Params: { '*': string } }>({
+      method: ['GET', 'POST'],
+      url: `/${root}/*`,
+      exposeHeadRoute: false,
+      schema: { hide: true },
+      errorHandler: wechatErrorHandler(app as unknown as FastifyInstance, DIALECT),
+      onRequest: app.limits.perCaller,
+      handler: handle
+    })
+  }
+}
+
+export default passthrough
