@@ -8,6 +8,8 @@ declare module 'wechat-api' {
     getLatestToken (callback: Callback<{ accessToken: string, expireTime: number }>): void
     getIp (callback: Callback<{ ip_list: string[] }>): void
     getTicket (type: string, callback: Callback<{ ticket: string, expireTime: number }>): void
+    getMenu (callback: Callback<{ menu: { button: unknown[] } }>): void
+    sendText (openid: string, text: string, callback: Callback<{ errcode: number, errmsg: string }>): void
   }
   export default WechatAPI
 }
@@ -19,6 +21,7 @@ declare module 'wechat-enterprise-api' {
     prefix: string
     setOpts (opts: { beforeRequest?: (options: { headers: Record<string, string> }) => void, timeout?: number }): void
     getLatestToken (callback: Callback<{ accessToken: string }>): void
+    getUser (userid: string, callback: Callback<{ errcode: number, userid: string, name: string }>): void
   }
   export default WechatEnterpriseAPI
 }
