@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
+import { Readable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import t from 'tap'
@@ -39,7 +40,7 @@ async function call (app: FastifyInstance, method: 'GET' | 'POST', url: string, 
     headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
     ...(payload === undefined ? {} : { payload: JSON.stringify(payload) })
   })
-  return { res, body: res.headers['content-type']?.includes('json') === true ? res.json() as Record<string, unknown> : undefined }
+  return { res, body: String(res.headers['content-type'] ?? '').includes('json') ? res.json() as Record<string, unknown> : undefined }
 }
 
 async function tokenOf (app: FastifyInstance): Promise<string> {
@@ -98,7 +99,7 @@ t.test('without a caller key nothing passes through: WeChat\'s whitelist refusal
   const { mock, url } = await startMock(t)
   const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
   const token = await tokenOf(app)
-  for (const headers of [{}, { authorization: 'Bearer not-a-key-0000000000' }]) {
+  for (const headers of [{}, { authorization: 'Bearer not-a-key-0000000000' }] as Array<Record<string, string>>) {
     const { body } = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`, undefined, headers)
     t.equal(body?.errcode, 40164, String(body?.errmsg))
   }
@@ -172,7 +173,7 @@ t.test('bodies stream both ways: a 3 MB upload arrives whole; a file comes back 
     Buffer.from(`\r\n--${boundary}--\r\n`)
   ])
   // Chunked, in pieces: nothing waits for the whole body before sending it on.
-  const pieces = (async function * () { for (let at = 0; at < body.length; at += 65536) yield body.subarray(at, at + 65536) })()
+  const pieces = Readable.from((async function * () { for (let at = 0; at < body.length; at += 65536) yield body.subarray(at, at + 65536) })())
   const res = await request(`http://127.0.0.1:${port}/cgi-bin/media/upload?access_token=${token}&type=image`, {
     method: 'POST', headers: { ...auth, 'content-type': `multipart/form-data; boundary=${boundary}` }, body: pieces
   })
@@ -202,7 +203,7 @@ t.test('a body over WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES is refused, declared or 
   const streamed = await request(`http://127.0.0.1:${port}/cgi-bin/media/upload?access_token=${token}`, {
     method: 'POST',
     headers: { ...auth, 'content-type': 'application/octet-stream' },
-    body: (async function * () { for (let at = 0; at < big.length; at += 8192) yield big.subarray(at, at + 8192) })()
+    body: Readable.from((async function * () { for (let at = 0; at < big.length; at += 8192) yield big.subarray(at, at + 8192) })())
   }).then(async (res) => await res.body.json() as Record<string, unknown>).catch((err: Error) => ({ closed: err.message }))
   for (const [name, answer] of [['declared', declared], ['streamed', streamed]] as const) {
     // Answered 40006 before the client finished sending, or the connection closed on it: either way refused.
@@ -340,4 +341,15 @@ t.test('an index of tokens the store lost is written again by the instance that 
   const found = await call(apps[1]!, 'GET', `/cgi-bin/user/get?access_token=${held}&userid=b`)
   t.equal(found.body?.userid, 'b', JSON.stringify(found.body))
   t.ok(wecom.calls('user/get', CORP_ID) >= 1)
+})
+
+t.test('with WECHAT_PASSTHROUGH, /openapi.json describes the pass-through once (under /cgi-bin/), and stays valid', async (t) => {
+  const { url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, Record<string, { operationId?: string }>> }
+  t.same(Object.keys(doc.paths['/cgi-bin/{*}'] ?? {}).sort(), ['get', 'post'])
+  t.notOk(Object.keys(doc.paths).some((path) => path.startsWith('/sns/')), 'the other roots are not repeated')
+  const { Validator } = await import('@seriousme/openapi-schema-validator')
+  const result = await new Validator().validate(doc as unknown as Parameters<InstanceType<typeof Validator>['validate']>[0])
+  t.equal(result.valid, true, JSON.stringify(result.errors ?? '').slice(0, 2000))
 })

@@ -23,6 +23,7 @@ import { Readable } from 'node:stream'
 import { Agent } from 'undici'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
+import { CallerKeySecurity } from '../schemas/token.js'
 import type { Metrics } from '../metrics.js'
 import { context } from '../request-context.js'
 import { usable } from '../tokens/rules.js'
@@ -267,12 +268,22 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
 
   async function handle (request: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply): Promise<FastifyReply> {
     const method = request.method === 'POST' ? 'POST' : 'GET'
+    /** A refusal of the service's own, counted under the upstream the call would have gone to. */
+    const refused = (upstream: Upstream, err: AppError): AppError => {
+      metrics.passthroughCalls.labels(upstream, 'refused').inc()
+      return err
+    }
     const root = (request.routeOptions.url ?? '').split('/')[1] ?? ''
-    const path = pathOf(root, request.params['*'], method)
+    let path: string
+    try {
+      path = pathOf(root, request.params['*'], method)
+    } catch (err) {
+      throw err instanceof AppError ? refused('wechat', err) : err
+    }
     const raw = request.raw.url ?? ''
     const mark = raw.indexOf('?')
     const query = mark === -1 ? '' : raw.slice(mark + 1)
-    if (!QUERY.test(query)) throw new AppError('PASSTHROUGH_REFUSED', 'The query holds a character WeChat\'s API queries do not hold')
+    if (!QUERY.test(query)) throw refused('wechat', new AppError('PASSTHROUGH_REFUSED', 'The query holds a character WeChat\'s API queries do not hold'))
     const params = new URLSearchParams(query)
     const token = params.get('access_token')
     const target = await targetOf(token)
@@ -288,7 +299,7 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
       const declared = Number(request.headers['content-length'] ?? 0)
       if (declared > opts.bodyLimitBytes) {
         reply.header('connection', 'close')
-        throw new AppError('BODY_TOO_LARGE', `The body is larger than WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES (${opts.bodyLimitBytes})`)
+        throw refused(target.upstream, new AppError('BODY_TOO_LARGE', `The body is larger than WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES (${opts.bodyLimitBytes})`))
       }
       body = countedBody(request.raw, opts.bodyLimitBytes, kept)
     } else {
@@ -297,16 +308,15 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
 
     const abort = new AbortController()
     const timer = setTimeout(() => abort.abort(), opts.timeoutMs)
-    const outcome = (value: 'answered' | 'failed' | 'refused'): void => { metrics.passthroughCalls.labels(target.upstream, value).inc() }
+    const outcome = (value: 'answered' | 'failed'): void => { metrics.passthroughCalls.labels(target.upstream, value).inc() }
     let sent: Sent
     try {
       sent = await send(target, method, path, query, headers, body, abort.signal)
     } catch (err) {
       clearTimeout(timer)
       if (err instanceof AppError) {
-        outcome('refused')
         reply.header('connection', 'close')
-        throw err
+        throw refused(target.upstream, err)
       }
       outcome('failed')
       request.log.warn({ upstream: target.upstream, route: request.routeOptions.url, code: (err as { code?: unknown }).code }, 'a passed-through call got no answer from WeChat')
@@ -355,15 +365,30 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
   }
 
   for (const root of PASSTHROUGH_ROOTS) {
-    app.route<{ Params: { '*': string } }>({
-      method: ['GET', 'POST'],
-      url: `/${root}/*`,
-      exposeHeadRoute: false,
-      schema: { hide: true },
-      errorHandler: wechatErrorHandler(app as unknown as FastifyInstance, DIALECT),
-      onRequest: app.limits.perCaller,
-      handler: handle
-    })
+    for (const method of ['GET', 'POST'] as const) {
+      app.route<{ Params: { '*': string } }>({
+        method,
+        url: `/${root}/*`,
+        exposeHeadRoute: false,
+        // Described once, under /cgi-bin/ (the other roots pass through alike).
+        schema: root === 'cgi-bin'
+          ? {
+              summary: `Any other WeChat (or WeCom) API call made with ${method}, passed through (WECHAT_PASSTHROUGH)`,
+              description: `GET and POST under /${PASSTHROUGH_ROOTS.join('/, /')}/ go to WECHAT_API_BASE (WECOM_API_BASE for a WeCom token ` +
+                'handed out here) with their path, query and body, and WeChat\'s answer comes back as WeChat sent it. A call WeChat refuses ' +
+                'for a token handed out here (40001, 42001, 40014) is sent again once with the owner\'s current token, replaced first while ' +
+                'the refused one is current. The token and ticket endpoints are never passed on. Refusals here are {errcode, errmsg}.',
+              operationId: method === 'GET' ? 'wechatPassthroughGet' : 'wechatPassthroughPost',
+              tags: ['wechat-api'],
+              security: CallerKeySecurity,
+              response: { 200: { description: 'WeChat\'s answer, as WeChat sent it (JSON, an image, a file); a refusal here is {errcode, errmsg}' } }
+            }
+          : { hide: true },
+        errorHandler: wechatErrorHandler(app as unknown as FastifyInstance, DIALECT),
+        onRequest: app.limits.perCaller,
+        handler: handle
+      })
+    }
   }
 }
 
