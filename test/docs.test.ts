@@ -2,6 +2,7 @@ import t from 'tap'
 import { readFile } from 'node:fs/promises'
 import { ApiCodes } from '../src/api-codes.js'
 import { ConfigSchema } from '../src/config.js'
+import { PASSTHROUGH_ROOTS } from '../src/wechat-api/passthrough.js'
 import { build } from './helpers/build.js'
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
@@ -27,7 +28,7 @@ t.test('the apiCode table of docs/api.md is the one in api-codes.ts', async (t) 
 })
 
 t.test('every route docs/api.md lists is served, and it lists every route', async (t) => {
-  const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9', WECHAT_COMPAT_API: 'true' } })
+  const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9', WECHAT_COMPAT_API: 'true', WECHAT_PASSTHROUGH: 'true', AUTH_TOKENS: 'caller-key-0123456789' } })
   const documented = [...api.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
@@ -35,9 +36,16 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'POST /api/v3/get-wechat-jssdk-signature', 'POST /api/v3/get-wechat-miniprogram-phone', 'POST /api/v3/get-wecom-access-token',
     'POST /api/v3/get-wecom-jsapi-ticket', 'POST /api/v3/get-wecom-jssdk-signature',
     'POST /api/v3/refresh-wechat-access-token',
-    'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get'
+    'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get',
+    'GET /cgi-bin/*', 'POST /cgi-bin/*'
   ].sort())
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
+  const sdks = await doc('wechat-sdks.md')
+  for (const root of PASSTHROUGH_ROOTS) {
+    t.ok(api.includes(`\`/${root}/\``) || root === 'cgi-bin', `docs/api.md names /${root}/`)
+    t.ok(sdks.includes(`\`/${root}/\``), `docs/wechat-sdks.md names /${root}/`)
+    t.ok(app.hasRoute({ method: 'POST', url: `/${root}/*` }), `/${root}/ passes through`)
+  }
 })
 
 t.test('npm start, the image and docs/operations.md give the service the same heap limit', async (t) => {
