@@ -9,7 +9,9 @@
  * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
  * connections that never complete a request (silent, then slowloris), each opened again as soon as it is closed, holds
  * a service with MAX_CONNECTIONS=1000: on new connections, on one kept-alive connection, with headers and body 100 ms
- * apart, and on a kept-alive connection idle 2.5 s (past CONNECTION_GRACE_MS) between requests.
+ * apart, and on a kept-alive connection idle 2.5 s (past CONNECTION_GRACE_MS) between requests. Off by default,
+ * BENCH_ONLY=passthrough: what a passed-through call (WECHAT_PASSTHROUGH) adds to WeChat's own time, one request at a
+ * time, against the same call made to the stand-in directly, in interleaved rounds.
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
@@ -543,6 +545,67 @@ if (only.has('scrape')) {
   console.log('| case | token requests/s | p50 ms | p99 ms | max ms | token errors | service CPU % | looping requests/s | MB/s answered to the loop |')
   console.log('|---|---|---|---|---|---|---|---|---|')
   for (const row of rows) console.log(row)
+}
+
+if (only.has('passthrough')) {
+  const KEY = 'bench-caller-key-000000000001'
+  const server = await startServer({ ...serviceEnv('2000'), WECHAT_PASSTHROUGH: 'true', AUTH_TOKENS: KEY })
+  const token = (await (await fetch(server.base + WECHAT_TOKEN, { headers: { authorization: KEY } })).json() as { access_token: string }).access_token
+  const direct = new Pool(upstream, { connections: 1 })
+  const through = new Pool(server.base, { connections: 1 })
+  const message = JSON.stringify({ touser: 'oBench', msgtype: 'text', text: { content: 'x'.repeat(200) } })
+  const calls = [
+    { name: 'GET /cgi-bin/menu/get', method: 'GET' as const, path: `/cgi-bin/menu/get?access_token=${token}` },
+    { name: 'POST /cgi-bin/message/custom/send (a 260-byte body)', method: 'POST' as const, path: `/cgi-bin/message/custom/send?access_token=${token}`, body: message },
+    { name: 'GET /cgi-bin/media/get (a 1 MiB file)', method: 'GET' as const, path: `/cgi-bin/media/get?access_token=${token}&media_id=${mock.putMedia(Buffer.alloc(1048576, 7))}` }
+  ]
+  const perRound = 1000
+  /** Milliseconds of each of `n` calls made one after another on one kept-alive connection. */
+  async function timed (pool: Pool, call: typeof calls[number], n: number, auth: boolean): Promise<number[]> {
+    const times: number[] = []
+    for (let i = 0; i < n; i++) {
+      const started = performance.now()
+      const res = await pool.request({
+        method: call.method,
+        path: call.path,
+        headers: { ...(auth ? { authorization: KEY } : {}), ...(call.body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(call.body === undefined ? {} : { body: call.body })
+      })
+      await res.body.arrayBuffer()
+      if (res.statusCode !== 200) throw new Error(`${call.name}: HTTP ${res.statusCode}`)
+      times.push(performance.now() - started)
+    }
+    return times
+  }
+  const quantile = (values: number[], q: number): number => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))]!
+  console.log('\npassed-through calls (WECHAT_PASSTHROUGH) against the same calls made to the stand-in directly: one at a time on one ' +
+    `kept-alive connection each, ${rounds} interleaved rounds of ${perRound}; the stand-in answers at once, so its time is the machine's\n`)
+  console.log('| call | direct p50 ms | through p50 ms | added p50 ms | direct p99 ms | through p99 ms | added p99 ms | added p50 per round |')
+  console.log('|---|---|---|---|---|---|---|---|')
+  for (const call of calls) {
+    await timed(direct, call, 200, false)
+    await timed(through, call, 200, true)
+    const directTimes: number[] = []
+    const throughTimes: number[] = []
+    const added: number[] = []
+    for (let round = 0; round < rounds; round++) {
+      const first = round % 2 === 0
+      const a = first ? await timed(direct, call, perRound, false) : []
+      const b = await timed(through, call, perRound, true)
+      const c = first ? [] : await timed(direct, call, perRound, false)
+      const d = [...a, ...c]
+      directTimes.push(...d)
+      throughTimes.push(...b)
+      added.push(quantile(b, 0.5) - quantile(d, 0.5))
+    }
+    const f = (n: number) => n.toFixed(3)
+    console.log(`| ${call.name} | ${f(quantile(directTimes, 0.5))} | ${f(quantile(throughTimes, 0.5))} | ${f(median(added))} | ` +
+      `${f(quantile(directTimes, 0.99))} | ${f(quantile(throughTimes, 0.99))} | ${f(quantile(throughTimes, 0.99) - quantile(directTimes, 0.99))} | ` +
+      `${added.map(f).join(', ')} |`)
+  }
+  await direct.close()
+  await through.close()
+  await stopServer(server)
 }
 
 await mock.close()
