@@ -294,6 +294,19 @@ t.test('a refusal that persists costs one token fetch per NEGATIVE_CACHE_SECONDS
   }
 })
 
+t.test('an app\'s token refused under /sns/ (where calls take a user\'s OAuth token) is not replaced', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
+  const held = await tokenOf(app)
+  // The stand-in's one /sns/ call, made to answer 40001 as /sns/userinfo does for a token that is not a user's.
+  mock.inject({ fault: { kind: 'errcode', errcode: 40001 } })
+  const again = await call(app, 'GET', `/sns/jscode2session?access_token=${held}&openid=oUser0001`)
+  mock.clearFaults()
+  t.equal(again.body?.errcode, 40001, String(again.body?.errmsg))
+  t.equal(mock.calls('stable_token', APP_ID), 1, 'no token fetch')
+  t.equal(mock.check(held), 'valid')
+})
+
 t.test('a token not handed out here gets WeChat\'s answer as it is; without the app\'s secret (dynamic mode) nothing is replaced', async (t) => {
   const { mock, url } = await startMock(t)
   const { app } = await build(t, { upstream: url, env: on })

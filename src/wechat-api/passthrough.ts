@@ -54,7 +54,10 @@ const ANSWERED_HERE = new Map<string, [number, string]>([
 const SEGMENT = /^[A-Za-z0-9_\-.]{1,128}$/
 /** What a query holds: visible ASCII only (Node's parser already refuses spaces and controls), and no fragment. */
 const QUERY = /^[\x21-\x22\x24-\x7e]{0,8192}$/
-/** The errcodes that mean "this token is not (or no longer) valid": WeChat's and WeCom's. */
+/**
+ * The errcodes that mean "this token is not (or no longer) valid": WeChat's and WeCom's. Not under /sns/, whose calls
+ * take a user's OAuth token: an app's token sent there is refused as the wrong kind, and says nothing of the app's.
+ */
 const TOKEN_REFUSED = new Set([40001, 42001, 40014])
 /** The longest answer read whole to see whether it refused the token (WeChat's refusals are ~150 bytes). */
 const PEEK_BYTES = 4096
@@ -333,7 +336,7 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
     }
     const errcode = errcodeOf(whole)
     const repairs = (value: 'replaced' | 'resent' | 'passed_on' | 'refused_again'): void => { metrics.passthroughRepairs.labels(target.upstream, value).inc() }
-    if (errcode !== undefined && TOKEN_REFUSED.has(errcode) && target.owner !== undefined && token !== null) {
+    if (errcode !== undefined && TOKEN_REFUSED.has(errcode) && target.owner !== undefined && token !== null && root !== 'sns') {
       const again = body === undefined || body.replayable() ? await repaired(target.owner, token, request).catch(() => undefined) : undefined
       if (again === undefined) {
         repairs('passed_on')
