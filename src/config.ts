@@ -321,7 +321,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   loadIdentifiers(config, loadApps(config))
   loadWecomApps(config)
-  if (config.WECHAT_PASSTHROUGH && loadCallerKeys(config).length === 0) {
+  const callerKeys = loadCallerKeys(config)
+  if (config.WECHAT_PASSTHROUGH && callerKeys.length === 0) {
     throw new Error('env/WECHAT_PASSTHROUGH needs caller keys (AUTH_TOKENS or AUTH_TOKENS_FILE): passed-through calls leave from the address ' +
       'on WeChat\'s IP whitelist, which must not relay anyone\'s calls')
   }
