@@ -285,8 +285,8 @@ export function createMetrics (options: MetricsOptions = {}) {
     passthroughCalls: new Counter({
       name: 'wxtoken_passthrough_calls_total',
       help: 'WeChat API calls passed through (WECHAT_PASSTHROUGH), by upstream (wechat, wecom) and outcome: answered (WeChat answered, ' +
-        'whatever it said), failed (WeChat unreachable, or no answer within WECHAT_PASSTHROUGH_TIMEOUT_MS), refused (refused here: a path ' +
-        'not passed through, a body too large).',
+        'whatever it said), failed (WeChat unreachable, its answer broken off, or no answer within WECHAT_PASSTHROUGH_TIMEOUT_MS), refused ' +
+        '(refused here: a path not passed through, a body too large, too many calls in flight), abandoned (the caller closed its connection first).',
       labelNames: ['upstream', 'outcome'] as const,
       registers
     }),
@@ -363,7 +363,7 @@ export function createMetrics (options: MetricsOptions = {}) {
       }
       for (const outcome of ['refreshed', 'refused']) metrics.forcedRefreshes.labels(outcome).inc(0)
       for (const upstream of ['wechat', 'wecom']) {
-        for (const outcome of ['answered', 'failed', 'refused']) metrics.passthroughCalls.labels(upstream, outcome).inc(0)
+        for (const outcome of ['answered', 'failed', 'refused', 'abandoned']) metrics.passthroughCalls.labels(upstream, outcome).inc(0)
         for (const outcome of ['replaced', 'resent', 'passed_on', 'refused_again']) metrics.passthroughRepairs.labels(upstream, outcome).inc(0)
       }
       metrics.upstreamBackoffs.labels('code2session').inc(0)

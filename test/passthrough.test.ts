@@ -13,6 +13,8 @@ import type { FastifyInstance } from 'fastify'
 import { loadConfig } from '../src/config.js'
 import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CALLER_KEYS, CORP_ID, TestClock, build, startMock, startWecomMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
+import { until } from './helpers/until.js'
+import { once } from 'node:events'
 import { listen } from './helpers/raw-http.js'
 import { connect } from 'node:net'
 
@@ -365,4 +367,77 @@ t.test('with WECHAT_PASSTHROUGH, /openapi.json describes the pass-through once (
   const { Validator } = await import('@seriousme/openapi-schema-validator')
   const result = await new Validator().validate(doc as unknown as Parameters<InstanceType<typeof Validator>['validate']>[0])
   t.equal(result.valid, true, JSON.stringify(result.errors ?? '').slice(0, 2000))
+})
+
+t.test('an SDK holding an old token is repaired even when the token that replaced it is refused too', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
+  const first = await tokenOf(app)
+  mock.revokeTokens(APP_ID)
+  t.ok((await call(app, 'GET', `/cgi-bin/menu/get?access_token=${first}`)).body?.menu, 'replaced once')
+  // The replacement is retired too (another system fetched a token); the SDK still holds the first one.
+  mock.revokeTokens(APP_ID)
+  const answer = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${first}&lang=zh_CN`)
+  t.ok(answer.body?.menu, JSON.stringify(answer.body))
+  t.equal(mock.issued(APP_ID), 3, 'the refused replacement was replaced, once')
+  t.equal(mock.targetOf('menu/get'), `/cgi-bin/menu/get?access_token=${encodeURIComponent(await tokenOf(app))}&lang=zh_CN`, 'sent with the current token')
+})
+
+t.test('a call sent again keeps its query as the caller wrote it, but the token; two access_tokens are refused', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
+  const held = await tokenOf(app)
+  mock.revokeTokens(APP_ID)
+  const query = 'name=%D6%D0&c=%ZZ&b=~&lang=zh_CN'
+  const answer = await call(app, 'GET', `/cgi-bin/menu/get?${query}&access_token=${held}`)
+  t.ok(answer.body?.menu)
+  t.equal(mock.targetOf('menu/get'), `/cgi-bin/menu/get?${query}&access_token=${encodeURIComponent(await tokenOf(app))}`, 'nothing else re-encoded')
+  const two = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${held}&access_token=other`)
+  t.equal(two.body?.errcode, 40097, String(two.body?.errmsg))
+})
+
+t.test('a caller that hangs up is not WeChat failing: counted abandoned, nothing logged as an error', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
+  const token = await tokenOf(app)
+  const port = await listen(app)
+  for (let i = 0; i < 3; i++) {
+    const socket = connect({ port, host: '127.0.0.1' })
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    socket.write(`POST /cgi-bin/media/upload?access_token=${token} HTTP/1.1\r\nhost: x\r\nauthorization: ${KEY}\r\n` +
+      'content-type: application/octet-stream\r\ncontent-length: 100000\r\n\r\n')
+    socket.write(randomBytes(1000))
+    socket.destroy()
+  }
+  const metrics = async (): Promise<string> => (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.ok(await until(async () => (await metrics()).includes('wxtoken_passthrough_calls_total{upstream="wechat",outcome="abandoned"} 3'), 5000), 'three abandoned')
+  t.match(await metrics(), 'wxtoken_passthrough_calls_total{upstream="wechat",outcome="failed"} 0')
+  t.notOk(logs.records.some((r) => Number(r.level) >= 50), 'no error logged')
+  t.equal(mock.calls('media/upload'), 0)
+})
+
+t.test('a caller that stops reading holds at most half the connections to WeChat, and only until it is cut off', async (t) => {
+  const { mock, url } = await startMock(t)
+  const { app } = await build(t, {
+    upstream: url,
+    env: { ...on, WECHAT_APPS: configured, WECHAT_PASSTHROUGH_CONNECTIONS: '2', WECHAT_PASSTHROUGH_TIMEOUT_MS: '60000' }
+  })
+  const token = await tokenOf(app)
+  const port = await listen(app)
+  const mediaId = mock.putMedia(randomBytes(16 * 1024 * 1024))
+  const stalled = connect({ port, host: '127.0.0.1' })
+  stalled.on('error', () => {})
+  await once(stalled, 'connect')
+  stalled.pause()
+  stalled.write(`GET /cgi-bin/media/get?access_token=${token}&media_id=${mediaId} HTTP/1.1\r\nhost: x\r\nauthorization: ${KEY}\r\n\r\n`)
+  t.ok(await until(() => mock.calls('media/get') === 1), 'the download began')
+  const same = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`)
+  t.equal(same.body?.errcode, 45011, 'the same caller past half the connections: refused')
+  const other = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`, undefined, { authorization: `Bearer ${CALLER_KEYS[1]!}` })
+  t.ok(other.body?.menu, 'another caller is answered meanwhile')
+  // Cut off once it has read nothing for 10 s (long before the 60 s timeout): its call is no longer in flight.
+  t.ok(await until(async () => (await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`)).body?.menu !== undefined, 20_000, 200),
+    'the reader that stopped was cut off, and its caller is served again')
+  stalled.destroy()
 })

@@ -126,8 +126,9 @@ export class MockWechat extends StandIn {
   readonly delivered: DeliveredMessage[] = []
   /** Media uploaded, by media_id: the whole body as it arrived. */
   private readonly media = new Map<string, Buffer>()
-  /** The headers of the last request to each endpoint. */
+  /** The headers and the target (path and query, as sent) of the last request to each endpoint. */
   private readonly lastHeaders = new Map<MockEndpoint, IncomingMessage['headers']>()
+  private readonly lastTargets = new Map<MockEndpoint, string>()
 
   constructor (options: MockWechatOptions = {}) {
     super()
@@ -178,6 +179,9 @@ export class MockWechat extends StandIn {
 
   /** The headers of the last request made to an endpoint. */
   headersOf (endpoint: MockEndpoint): IncomingMessage['headers'] | undefined { return this.lastHeaders.get(endpoint) }
+
+  /** The target of the last request made to an endpoint, as it was sent (path and query). */
+  targetOf (endpoint: MockEndpoint): string | undefined { return this.lastTargets.get(endpoint) }
 
   /** The bytes of an uploaded medium, as they arrived. */
   mediaBytes (mediaId: string): Buffer | undefined { return this.media.get(mediaId) }
@@ -266,6 +270,7 @@ export class MockWechat extends StandIn {
       return
     }
     this.lastHeaders.set(endpoint, req.headers)
+    this.lastTargets.set(endpoint, req.url ?? '')
     let body: Record<string, unknown> = {}
     let badJson = false
     if (req.method === 'POST' && rawBody.length > 0 && endpoint !== 'media/upload') {

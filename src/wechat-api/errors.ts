@@ -76,7 +76,8 @@ export function wechatShaped (err: unknown, dialect: Dialect): { body: WechatSha
 export function wechatErrorHandler (app: FastifyInstance, dialect: Dialect) {
   return (err: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const { body, error } = wechatShaped(err, dialect)
-    if (error.statusCode >= 500) request.log.error({ err: error.cause ?? error, apiCode: error.apiCode }, 'WeChat-shaped endpoint failed')
+    if (error.kind === 'INTERNAL') request.log.error({ err: error.cause ?? error, apiCode: error.apiCode }, 'WeChat-shaped endpoint failed')
+    else if (error.statusCode >= 500) request.log.warn({ cause: error.cause, apiCode: error.apiCode }, error.message)
     app.finish(request, reply, error.statusCode, request.routeOptions.url)
     if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds))
     reply.code(200).send(body)

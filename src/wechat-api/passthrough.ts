@@ -25,6 +25,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import { AppError } from '../errors.js'
 import { CallerKeySecurity } from '../schemas/token.js'
 import type { Metrics } from '../metrics.js'
+import { originOf } from '../plugins/auth.js'
 import { context } from '../request-context.js'
 import { usable } from '../tokens/rules.js'
 import type { TokenHolder } from '../tokens/with-token.js'
@@ -61,8 +62,13 @@ const QUERY = /^[\x21-\x22\x24-\x7e]{0,8192}$/
 const TOKEN_REFUSED = new Set([40001, 42001, 40014])
 /** The longest answer read whole to see whether it refused the token (WeChat's refusals are ~150 bytes). */
 const PEEK_BYTES = 4096
-/** The longest body kept to send again after a refusal; a larger one streams through once. */
-const REPLAY_BYTES = 1024 * 1024
+/**
+ * The longest body kept to send again after a refusal (API calls' JSON bodies are a few KB); a larger one (an upload)
+ * streams through once. Kept per call in flight, so it bounds memory by the connections.
+ */
+const REPLAY_BYTES = 64 * 1024
+/** How long an answer may wait for a caller that does not read it before the call is cut off, at most. */
+const STALL_MS = 10_000
 /** The caller's headers that go upstream; everything else (its caller key, cookies, forwarding headers) stays here. */
 const FORWARDED_REQUEST_HEADERS = ['content-type', 'content-length', 'accept']
 /** WeChat's headers that are about the hop, not the answer. */
@@ -137,9 +143,10 @@ function countedBody (source: Readable, limit: number, kept: Buffer[] | null): A
 
 /**
  * Reads the start of an answer: the whole of it when it ends within PEEK_BYTES (then whether it refused the token can
- * be read), and a stream of all of it either way.
+ * be read), and a stream of all of it either way. A caller that reads none of the rest for `stallMs` is cut off, so
+ * that one that stops reading does not hold a connection to WeChat for the whole timeout.
  */
-async function peek (body: Readable): Promise<{ whole: Buffer | undefined, stream: Readable }> {
+async function peek (body: Readable, stallMs: number): Promise<{ whole: Buffer | undefined, stream: Readable }> {
   const iterator = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
   const head: Buffer[] = []
   let size = 0
@@ -150,21 +157,40 @@ async function peek (body: Readable): Promise<{ whole: Buffer | undefined, strea
     size += next.value.length
     if (size > PEEK_BYTES) break
   }
+  let stall: NodeJS.Timeout | undefined
   const rest = async function * () {
     let finished = false
+    const waiting = async function * (chunk: Buffer) {
+      stall = setTimeout(() => { out.destroy(new Error('the caller stopped reading the answer')) }, stallMs)
+      try {
+        yield chunk
+      } finally {
+        clearTimeout(stall)
+      }
+    }
     try {
-      yield * head
+      for (const chunk of head) yield * waiting(chunk)
       for (;;) {
         const next = await iterator.next()
         if (next.done === true) break
-        yield next.value
+        yield * waiting(next.value)
       }
       finished = true
     } finally {
+      clearTimeout(stall)
       if (!finished) body.destroy()
     }
   }
-  return { whole: undefined, stream: Readable.from(rest()) }
+  const out = Readable.from(rest())
+  return { whole: undefined, stream: out }
+}
+
+/** The raw query with the value of its access_token replaced, and nothing else of it touched (its encoding kept). */
+function withToken (query: string, token: string): string {
+  return query.split('&').map((pair) => {
+    const name = pair.split('=', 1)[0]!
+    return name === 'access_token' ? `access_token=${encodeURIComponent(token)}` : pair
+  }).join('&')
 }
 
 /** WeChat's errcode in a whole answer, if it is a JSON object with one. */
@@ -269,6 +295,36 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
     return reply.code(sent.statusCode).send(stream)
   }
 
+  /**
+   * Calls in flight per caller: a caller gets at most half the connections to an upstream, so that one whose calls
+   * hang (or who stops reading their answers) leaves the other half to everyone else.
+   */
+  const inFlight = new Map<string, number>()
+  const perCaller = Math.max(1, Math.floor(opts.connections / 2))
+
+  /** Takes one of the caller's calls in flight, given back once the answer is sent or the connection closes. */
+  function admit (request: FastifyRequest, reply: FastifyReply): void {
+    const caller = originOf(request)
+    const held = inFlight.get(caller) ?? 0
+    if (held >= perCaller) {
+      throw new AppError('RATE_LIMITED', `This caller has ${perCaller} passed-through calls in flight already (half of WECHAT_PASSTHROUGH_CONNECTIONS)`)
+    }
+    inFlight.set(caller, held + 1)
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      const left = (inFlight.get(caller) ?? 1) - 1
+      if (left <= 0) inFlight.delete(caller)
+      else inFlight.set(caller, left)
+    }
+    reply.raw.once('finish', release)
+    reply.raw.once('close', release)
+  }
+
+  /** The caller went away (closed its connection) before its call was answered. */
+  const gone = (request: FastifyRequest): boolean => request.raw.socket?.destroyed === true
+
   async function handle (request: FastifyRequest<{ Params: { '*': string } }>, reply: FastifyReply): Promise<FastifyReply> {
     const method = request.method === 'POST' ? 'POST' : 'GET'
     /** A refusal of the service's own, counted under the upstream the call would have gone to. */
@@ -287,9 +343,16 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
     const mark = raw.indexOf('?')
     const query = mark === -1 ? '' : raw.slice(mark + 1)
     if (!QUERY.test(query)) throw refused('wechat', new AppError('PASSTHROUGH_REFUSED', 'The query holds a character WeChat\'s API queries do not hold'))
-    const params = new URLSearchParams(query)
-    const token = params.get('access_token')
+    const tokens = new URLSearchParams(query).getAll('access_token')
+    // Which one WeChat reads is WeChat's business: the token whose owner is repaired must be the one WeChat refused.
+    if (tokens.length > 1) throw refused('wechat', new AppError('PASSTHROUGH_REFUSED', 'The query holds more than one access_token'))
+    const token = tokens[0] ?? null
     const target = await targetOf(token)
+    try {
+      admit(request, reply)
+    } catch (err) {
+      throw refused(target.upstream, err as AppError)
+    }
 
     const headers: Record<string, string> = {}
     for (const name of FORWARDED_REQUEST_HEADERS) {
@@ -311,60 +374,71 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
 
     const abort = new AbortController()
     const timer = setTimeout(() => abort.abort(), opts.timeoutMs)
-    const outcome = (value: 'answered' | 'failed'): void => { metrics.passthroughCalls.labels(target.upstream, value).inc() }
-    let sent: Sent
+    const stallMs = Math.min(STALL_MS, opts.timeoutMs)
+    const outcome = (value: 'answered' | 'failed' | 'abandoned'): void => { metrics.passthroughCalls.labels(target.upstream, value).inc() }
+    /** Sends the call (again, with another query and the kept body) and reads the start of WeChat's answer. */
+    async function exchange (sendQuery: string, sendBody: AsyncIterable<Buffer> | Buffer | undefined): Promise<Sent & { whole: Buffer | undefined, stream: Readable }> {
+      const sent = await send(target, method, path, sendQuery, headers, sendBody, abort.signal)
+      return { ...sent, ...await peek(sent.body, stallMs) }
+    }
+    let answered: Awaited<ReturnType<typeof exchange>>
     try {
-      sent = await send(target, method, path, query, headers, body, abort.signal)
+      answered = await exchange(query, body)
     } catch (err) {
       clearTimeout(timer)
       if (err instanceof AppError) {
         reply.header('connection', 'close')
         throw refused(target.upstream, err)
       }
+      if (gone(request)) {
+        // Nobody to answer, and nothing said of WeChat: not a failure of WeChat's.
+        outcome('abandoned')
+        reply.hijack()
+        return reply
+      }
       outcome('failed')
-      request.log.warn({ upstream: target.upstream, route: request.routeOptions.url, code: (err as { code?: unknown }).code }, 'a passed-through call got no answer from WeChat')
-      throw new AppError('WECHAT_UNAVAILABLE', 'WeChat could not be reached, or did not answer within WECHAT_PASSTHROUGH_TIMEOUT_MS')
+      throw new AppError('WECHAT_UNAVAILABLE', 'WeChat could not be reached, its answer broke off, or it did not answer within WECHAT_PASSTHROUGH_TIMEOUT_MS',
+        { cause: { code: String((err as { code?: unknown }).code ?? (err as Error).name) } })
     }
     outcome('answered')
-    let whole: Buffer | undefined
-    let stream: Readable
-    try {
-      ({ whole, stream } = await peek(sent.body))
-    } catch {
-      clearTimeout(timer)
-      throw new AppError('WECHAT_UNAVAILABLE', 'WeChat\'s answer broke off, or did not arrive within WECHAT_PASSTHROUGH_TIMEOUT_MS')
-    }
-    const errcode = errcodeOf(whole)
-    const repairs = (value: 'replaced' | 'resent' | 'passed_on' | 'refused_again'): void => { metrics.passthroughRepairs.labels(target.upstream, value).inc() }
-    if (errcode !== undefined && TOKEN_REFUSED.has(errcode) && target.owner !== undefined && token !== null && root !== 'sns') {
-      const again = body === undefined || body.replayable() ? await repaired(target.owner, token, request).catch(() => undefined) : undefined
-      if (again === undefined) {
-        repairs('passed_on')
-      } else {
-        params.set('access_token', again.token)
-        const resent = await send(target, method, path, params.toString(), headers, kept === null || body === undefined ? undefined : Buffer.concat(kept), abort.signal)
-          .catch(() => undefined)
-        const reread = resent === undefined ? undefined : await peek(resent.body).catch(() => undefined)
-        if (resent !== undefined && reread !== undefined) {
-          ({ whole, stream } = reread)
-          sent = resent
-          const still = errcodeOf(whole)
-          if (still !== undefined && TOKEN_REFUSED.has(still)) {
-            repairs('refused_again')
-            if (again.replaced && target.owner.holder !== undefined && target.owner.secret !== undefined) {
-              await target.owner.holder.rememberRefusedAgain(target.owner.id, target.owner.secret,
-                `WeChat refused the replaced token too, on a passed-through call (errcode ${still})`).catch(() => {})
-            }
-          } else {
-            repairs(again.replaced ? 'replaced' : 'resent')
-          }
-        } else {
-          repairs('passed_on')
+
+    const owner = target.owner
+    const refusedHere = (errcode: number | undefined): boolean => errcode !== undefined && TOKEN_REFUSED.has(errcode)
+    // Under /sns/ calls take a user's OAuth token; under /cgi-bin/component/ a component's: their refusals say
+    // nothing of the app's token.
+    const repairable = owner !== undefined && token !== null && root !== 'sns' && !path.startsWith('/cgi-bin/component/')
+    if (repairable && refusedHere(errcodeOf(answered.whole))) {
+      const repairs = (value: 'replaced' | 'resent' | 'passed_on' | 'refused_again'): void => { metrics.passthroughRepairs.labels(target.upstream, value).inc() }
+      const replay = body === undefined ? undefined : body.replayable() ? Buffer.concat(kept ?? []) : null
+      let refusedToken = token
+      let replaced = false
+      let result: 'replaced' | 'resent' | 'passed_on' | 'refused_again' = 'passed_on'
+      // At most twice: with the owner's current token, and, when that one is refused too, with its replacement.
+      for (let round = 0; round < 2; round++) {
+        if (replay === null) break
+        const again = await repaired(owner, refusedToken, request).catch(() => undefined)
+        if (again === undefined) break
+        replaced ||= again.replaced
+        const resent = await exchange(withToken(query, again.token), replay).catch(() => undefined)
+        if (resent === undefined) break
+        answered = resent
+        if (!refusedHere(errcodeOf(resent.whole))) {
+          result = replaced ? 'replaced' : 'resent'
+          break
         }
+        if (again.replaced) {
+          result = 'refused_again'
+          if (owner.holder !== undefined && owner.secret !== undefined) {
+            await owner.holder.rememberRefusedAgain(owner.id, owner.secret, 'WeChat refused the replaced token too, on a passed-through call').catch(() => {})
+          }
+          break
+        }
+        refusedToken = again.token
       }
+      repairs(result)
     }
-    stream.once('close', () => clearTimeout(timer))
-    return answer(request, reply, sent, stream)
+    answered.stream.once('close', () => clearTimeout(timer))
+    return answer(request, reply, answered, answered.stream)
   }
 
   for (const root of PASSTHROUGH_ROOTS) {
