@@ -57,6 +57,15 @@ async function wecomTokenOf (app: FastifyInstance): Promise<string> {
   return body.access_token
 }
 
+/** A server that is not WeChat: what it was asked, and its host:port. */
+async function elsewhere (t: { teardown: (fn: () => unknown) => void }): Promise<{ hits: string[], host: string }> {
+  const hits: string[] = []
+  const server = createServer((req, res) => { hits.push(req.url ?? ''); res.end('{}') })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  return { hits, host: `127.0.0.1:${(server.address() as AddressInfo).port}` }
+}
+
 const message = { touser: 'oUser0001', msgtype: 'text', text: { content: 'hello' } }
 
 t.test('needs the token endpoints answered here and caller keys; off by default', async (t) => {
@@ -147,11 +156,7 @@ t.test('the token and ticket endpoints are never passed on, whatever the method 
 
 t.test('an absolute-form target goes to WeChat\'s base all the same; the Host sent is the upstream\'s', async (t) => {
   const { mock, url } = await startMock(t)
-  const hits: string[] = []
-  const elsewhere = createServer((req, res) => { hits.push(req.url ?? ''); res.end('{}') })
-  await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => elsewhere.close())
-  const other = `127.0.0.1:${(elsewhere.address() as AddressInfo).port}`
+  const { hits, host: other } = await elsewhere(t)
   const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured } })
   const token = await tokenOf(app)
   const port = await listen(app)
@@ -221,13 +226,10 @@ t.test('a body over WECHAT_PASSTHROUGH_BODY_LIMIT_BYTES is refused, declared or 
 
 t.test('a redirect is not followed; an answer that does not come is "system error" after WECHAT_PASSTHROUGH_TIMEOUT_MS', async (t) => {
   const { mock, url } = await startMock(t)
-  const hits: string[] = []
-  const elsewhere = createServer((req, res) => { hits.push(req.url ?? ''); res.end('{}') })
-  await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => elsewhere.close())
+  const { hits, host: other } = await elsewhere(t)
   const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_APPS: configured, WECHAT_PASSTHROUGH_TIMEOUT_MS: '1000' } })
   const token = await tokenOf(app)
-  const location = `http://127.0.0.1:${(elsewhere.address() as AddressInfo).port}/steal`
+  const location = `http://${other}/steal`
   mock.inject({ endpoint: 'menu/get', fault: { kind: 'redirect', location }, times: 1 })
   const moved = await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`)
   t.equal(moved.res.statusCode, 302, 'WeChat\'s answer, as it sent it')
