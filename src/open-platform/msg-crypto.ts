@@ -14,7 +14,8 @@ import { inspect } from 'node:util'
 /** Why a message was refused; the only detail an error carries. */
 export type MsgCryptoReason = 'bad-signature' | 'bad-base64' | 'bad-length' | 'bad-padding' | 'bad-utf8' | 'appid-mismatch'
 
-const MESSAGES: Record<MsgCryptoReason, string> = {
+/** What each refusal says: fixed texts. */
+export const MSG_CRYPTO_MESSAGES: Readonly<Record<MsgCryptoReason, string>> = {
   'bad-signature': 'msg_signature does not match the token, timestamp, nonce and Encrypt',
   'bad-base64': 'Encrypt is not base64',
   'bad-length': 'Encrypt is not whole 32-byte blocks, or its length field does not fit what it decrypts to',
@@ -27,7 +28,7 @@ export class MsgCryptoError extends Error {
   readonly reason: MsgCryptoReason
 
   constructor (reason: MsgCryptoReason) {
-    super(MESSAGES[reason])
+    super(MSG_CRYPTO_MESSAGES[reason])
     this.name = 'MsgCryptoError'
     this.reason = reason
   }
