@@ -100,7 +100,7 @@ t.test('the signature is theirs, and is compared whole', async (t) => {
   const field = fc.string({ minLength: 1, maxLength: 40 })
   fc.assert(fc.property(field, fc.stringMatching(/^\d{10}$/), field, field, (token, timestamp, nonce, sealed) =>
     signature(token, timestamp, nonce, sealed) === wecom.getSignature(token, timestamp, nonce, sealed)))
-  const sealed = encrypt(ticketPush(), current, APP_ID)
+  const sealed = encrypt(ticketPush(), current, APP_ID, FIXED_RANDOM)
   const expected = theirs.getSignature('1713424427', '1320562132', sealed)
   t.equal(signature(TOKEN, '1713424427', '1320562132', sealed), expected)
 
@@ -338,7 +338,8 @@ t.test('a push whose signature or encryption is wrong is refused, before anythin
   t.equal(pushRefusal(() => check({ ...input, query: { ...input.query, msg_signature: other.getSignature(TIMESTAMP, NONCE, sealed) } })), 'bad-signature', 'signed with another token')
   t.equal(pushRefusal(() => check({ ...input, query: { ...input.query, nonce: NONCE + '1' } })), 'bad-signature', 'another nonce')
   t.equal(pushRefusal(() => check({ ...input, query: { ...input.query, timestamp: String(Number(TIMESTAMP) + 1) } })), 'bad-signature', 'another timestamp')
-  t.equal(pushRefusal(() => check({ ...input, body: input.body.replace(/Encrypt><!\[CDATA\[./, 'Encrypt><![CDATA[A') })), 'bad-signature', 'another Encrypt')
+  const otherFirst = (c: string): string => c === 'A' ? 'B' : 'A'
+  t.equal(pushRefusal(() => check({ ...input, body: input.body.replace(/(Encrypt><!\[CDATA\[)(.)/, (_, open: string, c: string) => open + otherFirst(c)) })), 'bad-signature', 'another Encrypt')
   // Signed with the right token, so what decryption says is what the push gets.
   const stranger = encrypt(ticketPush(), new AesKey(OTHER_KEY), APP_ID, FIXED_RANDOM)
   t.equal(pushRefusal(() => check(push('', { sealed: stranger }))), 'bad-padding', 'under a key this component does not have')
