@@ -237,6 +237,24 @@ export class MockWechat extends StandIn {
     return { code, sessionKey, openid, ...(user.unionid ? { unionid: user.unionid } : {}) }
   }
 
+  /**
+   * Accepts a token issued elsewhere for `appId` (an authorizer_access_token the Open Platform stand-in issued), so
+   * that the calls made with it (getticket, ...) work as with a token of its own, for `expiresInMs` on this clock. An
+   * app it did not know is added without a secret: it has no token of its own to fetch.
+   */
+  adoptToken (appId: string, token: string, expiresInMs: number): void {
+    if (!this.apps.has(appId)) this.apps.set(appId, this.newState(''))
+    this.tokens.set(token, { appId, expiresAt: this.now() + expiresInMs })
+  }
+
+  /** Ends an adopted token: at once (then unknown: 40001), or within `withinMs` (then expired: 42001). */
+  endAdoptedToken (token: string, withinMs = 0): void {
+    const issued = this.tokens.get(token)
+    if (!issued) return
+    if (withinMs <= 0) this.tokens.delete(token)
+    else issued.expiresAt = Math.min(issued.expiresAt, this.now() + withinMs)
+  }
+
   /** What WeChat would say of a token used now. */
   check (token: string): 'valid' | 'expired' | 'invalid' {
     const issued = this.tokens.get(token)
