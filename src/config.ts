@@ -79,6 +79,21 @@ export const ConfigSchema = Type.Object({
   WECOM_APPS: Type.Optional(Type.String({
     description: 'JSON object of WeCom corpId to its applications (agentId to the application\'s secret). Only these are served; unset, the WeCom route answers 2002.'
   })),
+  WECHAT_COMPONENTS: Type.Optional(Type.String({
+    description: 'JSON array of the Open Platform third-party platforms (components) served: each {appId, appSecret, token, encodingAESKey, ' +
+      'previousEncodingAESKey?}, as WeChat\'s console shows them. WeChat pushes to POST /wechat/components/{appId}/events.'
+  })),
+  WECHAT_COMPONENTS_FILE: Type.Optional(Type.String({ description: 'Path of a file holding the WECHAT_COMPONENTS JSON (for mounted secrets).' })),
+  COMPONENT_ROUTES_WITHOUT_KEYS: Type.Boolean({
+    default: false,
+    description: 'true serves the component routes without caller keys when AUTH_TOKENS is not set. Off, they refuse every request then ' +
+      '(apiCode 2003): an authorizer\'s token needs no secret from the caller, so the caller key is what protects it.'
+  }),
+  COMPONENT_DAILY_BUDGET: Type.Integer({
+    minimum: 1,
+    default: 1000,
+    description: 'Upstream api_component_token calls allowed per component per day (00:00 Beijing time).'
+  }),
   WECOM_DAILY_BUDGET: Type.Integer({
     minimum: 1,
     default: 1800,
@@ -321,6 +336,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   }
   loadIdentifiers(config, loadApps(config))
   loadWecomApps(config)
+  loadComponents(config)
   const callerKeys = loadCallerKeys(config)
   if (config.WECHAT_PASSTHROUGH && callerKeys.length === 0) {
     throw new Error('env/WECHAT_PASSTHROUGH needs caller keys (AUTH_TOKENS or AUTH_TOKENS_FILE): passed-through calls leave from the address ' +
@@ -338,7 +354,7 @@ export function hostPorts (list: string): Array<{ host: string, port: number }> 
 }
 
 /** The value of a variable, or the content of the file its _FILE twin names (for mounted secrets); not both. */
-function variableOrFile<V extends 'WECHAT_APPS' | 'AUTH_TOKENS'> (config: Partial<Record<V | `${V}_FILE`, string>>, variable: V) {
+function variableOrFile<V extends 'WECHAT_APPS' | 'AUTH_TOKENS' | 'WECHAT_COMPONENTS'> (config: Partial<Record<V | `${V}_FILE`, string>>, variable: V) {
   const fileVariable = `${variable}_FILE` as const
   const path = config[fileVariable]
   if (!path) return { name: variable, raw: config[variable] }
@@ -437,6 +453,49 @@ export function loadWecomApps (config: Pick<Config, 'WECOM_APPS'>): Map<string, 
   }
   if (corps.size === 0) throw new Error('env/WECOM_APPS lists no corp')
   return corps
+}
+
+/** A component (Open Platform third-party platform) of WECHAT_COMPONENTS, as WeChat's console shows it. */
+export interface ComponentConfig {
+  appId: string
+  appSecret: string
+  token: string
+  encodingAESKey: string
+  previousEncodingAESKey?: string | undefined
+}
+
+const COMPONENT_TOKEN = /^[A-Za-z0-9]{3,32}$/
+const ENCODING_AES_KEY = /^[A-Za-z0-9+/]{43}$/
+
+/** The components of WECHAT_COMPONENTS (or its file) by appId, or undefined when neither is set. No value is repeated in an error. */
+export function loadComponents (config: Pick<Config, 'WECHAT_COMPONENTS' | 'WECHAT_COMPONENTS_FILE'>): Map<string, ComponentConfig> | undefined {
+  const { name, raw } = variableOrFile(config, 'WECHAT_COMPONENTS')
+  if (raw === undefined) return undefined
+  const shape = `env/${name} must be a JSON array of {appId, appSecret, token, encodingAESKey, previousEncodingAESKey?}`
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(raw)
+  } catch {
+    throw new Error(shape)
+  }
+  if (!Array.isArray(parsed) || parsed.length === 0) throw new Error(shape)
+  const components = new Map<string, ComponentConfig>()
+  parsed.forEach((item: unknown, i) => {
+    const at = `env/${name}: component ${i + 1}`
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new Error(shape)
+    const { appId, appSecret, token, encodingAESKey, previousEncodingAESKey, ...rest } = item as Record<string, unknown>
+    if (Object.keys(rest).length > 0) throw new Error(`${at} has a field WeChat's console does not give (${Object.keys(rest).map((key) => key.slice(0, 30)).join(', ')})`)
+    if (typeof appId !== 'string' || !APP_ID.test(appId)) throw new Error(`${at}: appId is not a WeChat appId (wx and 16 hexadecimal characters)`)
+    if (components.has(appId)) throw new Error(`${at}: ${appId} is listed twice`)
+    if (typeof appSecret !== 'string' || !APP_SECRET.test(appSecret)) throw new Error(`${at} (${appId}): appSecret is not 32 hexadecimal characters`)
+    if (typeof token !== 'string' || !COMPONENT_TOKEN.test(token)) throw new Error(`${at} (${appId}): token is not 3 to 32 letters and digits, as WeChat's console takes it`)
+    if (typeof encodingAESKey !== 'string' || !ENCODING_AES_KEY.test(encodingAESKey)) throw new Error(`${at} (${appId}): encodingAESKey is not 43 characters of base64`)
+    if (previousEncodingAESKey !== undefined && (typeof previousEncodingAESKey !== 'string' || !ENCODING_AES_KEY.test(previousEncodingAESKey))) {
+      throw new Error(`${at} (${appId}): previousEncodingAESKey is not 43 characters of base64`)
+    }
+    components.set(appId, { appId, appSecret, token, encodingAESKey, ...(previousEncodingAESKey === undefined ? {} : { previousEncodingAESKey }) })
+  })
+  return components
 }
 
 const IDENTIFIER = new RegExp(IDENTIFIER_PATTERN)
