@@ -22,7 +22,7 @@ export const ApiCodes = {
   EXPECTATION_FAILED: code(1009, 417, 'The request has an Expect header other than 100-continue; the connection is closed.'),
   PASSTHROUGH_REFUSED: code(1010, 400, 'A WeChat API path that is not passed through (WECHAT_PASSTHROUGH): a token or ticket endpoint, answered from the cache with its own method only, or a path with an empty, "." or ".." segment or a character WeChat\'s paths do not hold.'),
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one); WeCom: the corpSecret is none of the corp\'s applications\' in WECOM_APPS, or the agentId sent is not that application\'s.'),
-  APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId (WeCom: WECOM_APPS does not list this corpId).'),
+  APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId (WeCom: WECOM_APPS does not list this corpId; a component route: WECHAT_COMPONENTS does not list this componentAppId).'),
   UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization (or METRICS_KEY is set and a scrape of /metrics does not carry it: a real HTTP 401).'),
   IDENTIFIER_NOT_CONFIGURED: code(2004, 403, 'WECHAT_IDENTIFIERS does not list this extIdpConnidentifier.'),
   WECHAT_INVALID_APPID: code(3001, 400, 'WeChat rejected the appId (errcode 40013).'),
@@ -50,6 +50,7 @@ export const ApiCodes = {
   TICKET_BUDGET_EXHAUSTED: code(4006, 429, 'This app used its daily budget of upstream calls for this ticket type (TICKET_DAILY_BUDGET) and no valid ticket is cached; WeCom: the corp its WECOM_CORP_TICKET_HOURLY_BUDGET, or the application its WECOM_AGENT_TICKET_HOURLY_BUDGET, this clock hour.'),
   UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket, or on its last jscode2session calls (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
   SESSION_BUDGET_EXHAUSTED: code(4008, 429, 'This Mini Program used its daily budget of jscode2session calls (SESSION_DAILY_BUDGET); until 00:00 Beijing time; the code was not sent to WeChat.'),
+  COMPONENT_TICKET_MISSING: code(4009, 503, 'No usable component_verify_ticket is held for this component: none was pushed yet (or the store lost it with every instance\'s copy), or WeChat refused the last one (61005 expired, 61006 invalid). WeChat was asked to push one (api_start_push_ticket, once a minute at most across instances); it arrives within minutes.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

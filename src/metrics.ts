@@ -123,7 +123,7 @@ export interface Settings {
  * increase to the rules (a counter series born at 1 is flat to increase()).
  */
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
-const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket', 'component_token']
 
 export function createMetrics (options: MetricsOptions = {}) {
   const maxApps = options.maxApps ?? 100
@@ -377,8 +377,33 @@ export function createMetrics (options: MetricsOptions = {}) {
     /** Lets the per-app gauges read the apps this instance served, from each source (tokens, tickets, …) in turn. */
     observeApps (...known: KnownApps[]): void {
       sources = [...sources, ...known]
-    }
+    },
+    /** Lets the verify-ticket gauge read each component's newest ticket held here (when WeChat made it), or none. */
+    observeComponentTickets (held: () => Iterable<readonly [string, number | undefined]>): void {
+      componentTickets = held
+    },
+    componentPushes: new Counter({
+      name: 'wxtoken_component_pushes_total',
+      help: 'Pushes to the component callback, by outcome (accepted, replayed: seen before and answered again, refused) and info_type ' +
+        '(component_verify_ticket, authorized, updateauthorized, unauthorized, other; for refused, the reason).',
+      labelNames: ['outcome', 'info_type'] as const,
+      registers
+    })
   }
+  let componentTickets: () => Iterable<readonly [string, number | undefined]> = () => []
+  new Gauge({ // eslint-disable-line no-new -- registered in `registers`
+    name: 'wxtoken_component_ticket_age_seconds',
+    help: 'Seconds since WeChat made the newest component_verify_ticket this instance holds, per component (WeChat pushes one every 10 minutes; ' +
+      'no sample while it holds none).',
+    labelNames: ['component_app_id'],
+    registers,
+    collect () {
+      this.reset()
+      for (const [appId, createdAt] of componentTickets()) {
+        if (createdAt !== undefined) this.labels(appId).set(Math.max(0, Math.round((Date.now() - createdAt) / 1000)))
+      }
+    }
+  })
   new Gauge({ // eslint-disable-line no-new -- registered in `registers`
     name: 'wxtoken_upstream_quota_used',
     help: 'Upstream calls for a credential counted against the app\'s daily budget for it today (Beijing time), as last seen by this instance; ' +

@@ -8,7 +8,7 @@ import { TOKEN_SLOT } from '../store/types.js'
 import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
-export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket'
+export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket' | 'component_token'
 /** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
 export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
@@ -55,7 +55,7 @@ export interface Guarded {
 export interface Credential extends Guarded {
   readonly name: CredentialName
   /** The upstream API it is fetched with, whose errcodes its guards remember. */
-  readonly api: 'token' | 'ticket' | 'wecom_token' | 'wecom_ticket'
+  readonly api: 'token' | 'ticket' | 'wecom_token' | 'wecom_ticket' | 'component'
   /** The store slot of its entry. */
   readonly slot: string
   /** The subject of its change messages for an owner (an appId, or the opaque owner key of another kind). */
@@ -143,6 +143,27 @@ export function wecomTicketCredential (type: WecomTicketType, hourlyBudget: numb
     callerInput: false,
     provesSecret: false,
     ...taggedSubjects(name)
+  }
+}
+
+/**
+ * An Open Platform component's (third-party platform's) component_access_token. Its owner is the component appId; it
+ * is fetched with the component's secret and the component_verify_ticket WeChat last pushed. A new one is issued at
+ * every fetch (the previous one lasting a while): a classic credential, refreshed ahead by one fetch across instances.
+ */
+export function componentTokenCredential (dailyBudget: number): Credential {
+  return {
+    name: 'component_token',
+    api: 'component',
+    slot: TOKEN_SLOT,
+    prefix: '',
+    mode: 'classic',
+    budget: dailyBudget,
+    budgetWindow: 'day',
+    budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
+    callerInput: false,
+    provesSecret: false,
+    ...taggedSubjects('component_token')
   }
 }
 

@@ -313,6 +313,41 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /**
+   * An Open Platform component's component_access_token, fetched with its secret and the component_verify_ticket
+   * WeChat last pushed (61005 / 61006 when WeChat no longer takes that ticket).
+   */
+  async function fetchComponentToken (appId: string, secret: string, ticket: string, options: Omit<FetchOptions, 'forceRefresh'>): Promise<FetchedToken> {
+    return await send({
+      endpoint: 'api_component_token',
+      api: 'component',
+      request: {
+        method: 'POST',
+        path: `${prefix}/cgi-bin/component/api_component_token`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ component_appid: appId, component_appsecret: secret, component_verify_ticket: ticket })
+      },
+      parse: (record, sentAt) => expiring(record, 'component_access_token', sentAt, now()),
+      idempotent: true
+    }, options)
+  }
+
+  /** Asks WeChat to push a component_verify_ticket to the component's callback now (it answers before it pushes). */
+  async function startPushTicket (appId: string, secret: string, options: Pick<FetchOptions, 'deadline'>): Promise<void> {
+    await send({
+      endpoint: 'api_start_push_ticket',
+      api: 'component',
+      request: {
+        method: 'POST',
+        path: `${prefix}/cgi-bin/component/api_start_push_ticket`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ component_appid: appId, component_secret: secret })
+      },
+      parse: () => undefined,
+      idempotent: true
+    }, options)
+  }
+
   return {
     mode: opts.mode,
     /** The API base the client calls (the stand-in's, when it runs in process). */
@@ -323,6 +358,8 @@ export function createWechatClient (opts: WechatClientOptions) {
     fetchSession,
     fetchWecomToken,
     fetchWecomTicket,
+    fetchComponentToken,
+    startPushTicket,
     close: () => pool.close()
   }
 }
@@ -330,7 +367,7 @@ export function createWechatClient (opts: WechatClientOptions) {
 export type WechatClient = ReturnType<typeof createWechatClient>
 
 /** A credential with its lifetime (`access_token` or `ticket`, with expires_in), capped to the longest WeChat gives. */
-function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket', sentAt: number, receivedAt: number): FetchedToken {
+function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket' | 'component_access_token', sentAt: number, receivedAt: number): FetchedToken {
   const value = record[field]
   const expiresIn = record.expires_in
   if (typeof value !== 'string' || value.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {

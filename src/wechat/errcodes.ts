@@ -90,13 +90,30 @@ const WECOM_WITH_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
 ])
 
 /**
- * Which API answered: the token endpoints, getticket, the Mini Program phone number, jscode2session, WeCom's gettoken,
- * WeCom's ticket calls.
+ * The Open Platform's component calls (api_component_token, api_start_push_ticket): 61004 is the IP whitelist of the
+ * third-party platform, 61005 and 61006 the component_verify_ticket sent (expired, invalid).
  */
-export type WechatApi = 'token' | 'ticket' | 'phone' | 'session' | 'wecom_token' | 'wecom_ticket'
+const COMPONENT: ReadonlyMap<number, ErrcodeInfo> = new Map([
+  [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
+  [40013, { kind: 'WECHAT_INVALID_APPID', text: 'invalid component appid' }],
+  [40125, { kind: 'WECHAT_INVALID_SECRET', text: 'invalid component appsecret' }],
+  [41002, { kind: 'WECHAT_ERROR', text: 'component appid missing' }],
+  [41004, { kind: 'WECHAT_ERROR', text: 'component secret missing' }],
+  [45009, { kind: 'WECHAT_DAILY_QUOTA', text: 'daily quota reached' }],
+  [45011, { kind: 'WECHAT_RATE_LIMITED', text: 'minute quota reached' }],
+  [61004, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not in the third-party platform\'s whitelist' }],
+  [61005, { kind: 'COMPONENT_TICKET_MISSING', text: 'component_verify_ticket expired' }],
+  [61006, { kind: 'COMPONENT_TICKET_MISSING', text: 'component_verify_ticket invalid' }]
+])
+
+/**
+ * Which API answered: the token endpoints, getticket, the Mini Program phone number, jscode2session, WeCom's gettoken,
+ * WeCom's ticket calls, the Open Platform's component calls.
+ */
+export type WechatApi = 'token' | 'ticket' | 'phone' | 'session' | 'wecom_token' | 'wecom_ticket' | 'component'
 
 const TABLES: Record<WechatApi, ReadonlyMap<number, ErrcodeInfo>> = {
-  token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN, wecom_ticket: WECOM_WITH_TOKEN
+  token: KNOWN, ticket: WITH_TOKEN, phone: WITH_TOKEN, session: SESSION, wecom_token: WECOM_TOKEN, wecom_ticket: WECOM_WITH_TOKEN, component: COMPONENT
 }
 
 /** An errcode WeChat answered; `retryable` only for -1 (system busy). */
