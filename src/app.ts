@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Logger } from 'pino'
-import { loadApps, loadCallerKeys, loadWecomApps, type Config } from './config.js'
+import { loadApps, loadCallerKeys, loadComponents, loadWecomApps, type Config } from './config.js'
 import { limitConnections } from './connection-limit.js'
 import { createLogger, requestLoggerFactory } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
@@ -21,6 +21,7 @@ import { officialAccount, officialAccountRoutes } from './official-account/index
 import wechatApiRoutes from './wechat-api/routes.js'
 import { wecom, wecomRoutes } from './wecom/index.js'
 import { VERSION } from './version.js'
+import { componentCallback, openPlatform, openPlatformRoutes } from './open-platform/index.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -56,7 +57,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       jsapi_ticket: config.TICKET_DAILY_BUDGET,
       wx_card_ticket: config.TICKET_DAILY_BUDGET,
       code2session: config.SESSION_DAILY_BUDGET,
-      wecom_token: config.WECOM_DAILY_BUDGET
+      wecom_token: config.WECOM_DAILY_BUDGET,
+      component_token: config.COMPONENT_DAILY_BUDGET
     },
     configuredApps: (loadApps(config)?.size ?? 0) + [...loadWecomApps(config)?.values() ?? []].reduce((sum, agents) => sum + agents.size, 0),
     tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
@@ -98,9 +100,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(officialAccount, { config, metrics, now })
   await app.register(miniProgram, { config, metrics, now })
   await app.register(wecom, { config, metrics, now })
+  await app.register(openPlatform, { config, metrics, now })
   metrics.observeStore(app.store)
   await app.register(docs, { enabled: config.DOCS_ENABLED })
   await app.register(healthRoutes)
+  // WeChat's pushes to the components: no caller key (WeChat has none), each push checked by its signature instead.
+  if (loadComponents(config) !== undefined) await app.register(componentCallback, { config, now })
   if (config.METRICS_PORT === undefined) {
     await app.register(metricsRoute, { metrics, key: config.METRICS_KEY, scrapesPerSecond: config.METRICS_SCRAPES_PER_SECOND })
     app.decorate('metricsServer', null)
@@ -119,6 +124,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(officialAccountRoutes)
     await api.register(miniProgramRoutes)
     await api.register(wecomRoutes)
+    await api.register(openPlatformRoutes, { open: loadCallerKeys(config).length > 0 || config.COMPONENT_ROUTES_WITHOUT_KEYS })
     // WeChat's own paths (/cgi-bin/…), which no other route uses: behind the same caller keys and rate limits.
     if (config.WECHAT_COMPAT_API) {
       await api.register(wechatApiRoutes, {

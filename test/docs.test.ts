@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { ApiCodes } from '../src/api-codes.js'
 import { ConfigSchema } from '../src/config.js'
 import { PASSTHROUGH_ROOTS } from '../src/wechat-api/passthrough.js'
-import { build } from './helpers/build.js'
+import { COMPONENT, build } from './helpers/build.js'
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
 const doc = async (name: string): Promise<string> => await readFile(new URL(`../docs/${name}`, import.meta.url), 'utf8')
@@ -28,7 +28,16 @@ t.test('the apiCode table of docs/api.md is the one in api-codes.ts', async (t) 
 })
 
 t.test('every route docs/api.md lists is served, and it lists every route', async (t) => {
-  const { app } = await build(t, { env: { WECHAT_API_BASE: 'http://127.0.0.1:9', WECHAT_COMPAT_API: 'true', WECHAT_PASSTHROUGH: 'true', AUTH_TOKENS: 'caller-key-0123456789' } })
+  const { app } = await build(t, {
+    env: {
+      WECHAT_API_BASE: 'http://127.0.0.1:9',
+      WECHAT_COMPAT_API: 'true',
+      WECHAT_PASSTHROUGH: 'true',
+      AUTH_TOKENS: 'caller-key-0123456789',
+      WECHAT_COMPONENTS: JSON.stringify([COMPONENT]),
+      SCHEDULER_INTERVAL_SECONDS: '0'
+    }
+  })
   const documented = [...api.matchAll(/^\| `(GET|POST) (\/[^`]+)` \|/gm)].map((m) => ({ method: m[1] as 'GET' | 'POST', url: m[2]! }))
   t.same(documented.map((r) => `${r.method} ${r.url}`).sort(), [
     'GET /docs', 'GET /health/live', 'GET /health/ready', 'GET /metrics', 'GET /openapi.json',
@@ -37,7 +46,8 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'POST /api/v3/get-wecom-jsapi-ticket', 'POST /api/v3/get-wecom-jssdk-signature',
     'POST /api/v3/refresh-wechat-access-token',
     'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get',
-    'GET /cgi-bin/*', 'POST /cgi-bin/*'
+    'GET /cgi-bin/*', 'POST /cgi-bin/*',
+    'POST /api/v3/get-component-access-token', 'POST /wechat/components/:componentAppId/events'
   ].sort())
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
   const sdks = await doc('wechat-sdks.md')

@@ -45,6 +45,7 @@ export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
         { name: 'tokens', description: 'WeChat access tokens (GenAuth\'s token routes)' },
         { name: 'tickets', description: 'JS-SDK and card tickets, and wx.config signatures' },
         { name: 'mini program', description: 'GenAuth\'s Mini Program phone-number route' },
+        { name: 'open-platform', description: 'Open Platform third-party platforms (WECHAT_COMPONENTS): component tokens' },
         { name: 'operations', description: 'Health and metrics (never behind caller keys)' }
       ],
       components: {

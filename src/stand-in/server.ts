@@ -31,6 +31,11 @@ export abstract class StandIn {
     })
   }
 
+  /** Answers a request another stand-in received (one that plays part of the same host's API). */
+  async serve (req: IncomingMessage, res: ServerResponse, rawBody: string, bytes: Buffer): Promise<void> {
+    await this.respond(req, res, rawBody, bytes)
+  }
+
   /** Listens on a free loopback port; returns the base URL to give the client. */
   async start (port = 0, host = '127.0.0.1'): Promise<string> {
     await new Promise<void>((resolve, reject) => {

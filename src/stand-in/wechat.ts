@@ -280,8 +280,19 @@ export class MockWechat extends StandIn {
 
   private day (): number { return Math.floor((this.now() + BEIJING_OFFSET_MS) / DAY_MS) }
 
+  /**
+   * The Open Platform's component calls (/cgi-bin/component/...) are answered by this stand-in (they are on WeChat's
+   * API host too, as in production, so the service reaches both through WECHAT_API_BASE).
+   */
+  delegateComponents (openPlatform: StandIn): void { this.components = openPlatform }
+  private components: StandIn | undefined
+
   protected override async respond (req: IncomingMessage, res: ServerResponse, rawBody: string, bytes: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://mock')
+    if (this.components !== undefined && url.pathname.includes('/cgi-bin/component/')) {
+      await this.components.serve(req, res, rawBody, bytes)
+      return
+    }
     const endpoint = endpointOf(url.pathname)
     if (!endpoint) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found')

@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/logger.js'
 import { MockWechat, type MockWechatOptions } from '../../src/stand-in/wechat.js'
 import { MockWecom, type MockWecomOptions } from '../../src/stand-in/wecom.js'
+import { MockOpenPlatform, type MockComponent } from '../../src/stand-in/open-platform.js'
 
 export const APP_ID = 'wx0123456789abcdef'
 export const APP_SECRET = '0123456789abcdef0123456789abcdef'
@@ -24,6 +25,7 @@ export const OTHER_AGENT_SECRET = 'WeComAgentSecret1111111111111111111111111b2'
 const captures: LogCapture[] = []
 const mocks: MockWechat[] = []
 const wecomMocks: MockWecom[] = []
+const openPlatformMocks: MockOpenPlatform[] = []
 /** Personal data a test sent or got back (an iv, encrypted or decrypted data), searched for likewise. */
 export const personal: string[] = []
 
@@ -32,7 +34,8 @@ tap.after(() => {
   // Credentials (tokens, tickets) and personal data (phone and login codes, numbers, session keys, openids, unionids,
   // and whatever a test adds to `personal`: the iv, encrypted and decrypted data of the decrypt route) are never logged either.
   const credentials = [...personal, ...mocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets(), ...mock.codesMinted, ...mock.phonesAnswered, ...mock.sessionsAnswered]),
-    ...wecomMocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets()])]
+    ...wecomMocks.flatMap((mock) => [...mock.issuedTokens(), ...mock.issuedTickets()]),
+    ...openPlatformMocks.flatMap((mock) => mock.secrets())]
   let leaks = 0
   for (const capture of captures) {
     for (const line of capture.lines) {
@@ -110,6 +113,27 @@ export async function startMock (t: Teardown, options: MockWechatOptions = {}): 
   mocks.push(mock)
   t.teardown(() => mock.close())
   return { mock, url }
+}
+
+/** A component of the Open Platform stand-in, as WECHAT_COMPONENTS lists it. */
+export const COMPONENT: MockComponent = {
+  appId: 'wxc0c0c0c0c0c0c0c0',
+  appSecret: 'c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0',
+  token: 'ComponentPushToken1',
+  encodingAESKey: 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG'
+}
+
+/**
+ * WeChat's stand-in with the Open Platform's behind it (its /cgi-bin/component/ calls, as on WeChat's own host),
+ * knowing COMPONENT unless told otherwise.
+ */
+export async function startOpenPlatformMock (t: Teardown, components: MockComponent[] = [COMPONENT]): Promise<{ mock: MockWechat, platform: MockOpenPlatform, url: string }> {
+  const { mock, url } = await startMock(t)
+  const platform = new MockOpenPlatform({ components, wechat: mock, startPushDelayMs: 50 })
+  mock.delegateComponents(platform)
+  openPlatformMocks.push(platform)
+  t.teardown(() => platform.close())
+  return { mock, platform, url }
 }
 
 /** The WeCom stand-in, knowing CORP_ID with its two applications unless told otherwise. */

@@ -1,0 +1,136 @@
+/**
+ * Open Platform third-party platforms (components) of WECHAT_COMPONENTS: the verify tickets WeChat pushes, received on
+ * the callback; each component's component_access_token on the shared engine. Three plugins, as for every product:
+ * the services, decorated on the root instance; the callback, on the root (WeChat calls it, with no caller key); and
+ * the routes, registered in the /api scope.
+ */
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync } from 'fastify'
+import { loadComponents } from '../config.js'
+import type { ProductOptions } from '../official-account/index.js'
+import { createScheduler } from '../official-account/scheduler.js'
+import { createComponentTokenService, type ComponentTokenService } from './component-token-service.js'
+import { componentCrypto, type ComponentCrypto } from './msg-crypto.js'
+import { MAX_PUSH_BYTES, PushError, checkPush, type PushQuery } from './push.js'
+import { TICKET_LIFE_MS, componentSpace, createVerifyTickets, type VerifyTickets } from './verify-tickets.js'
+
+export { default as openPlatformRoutes } from './routes.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    componentTokens: ComponentTokenService
+    verifyTickets: VerifyTickets
+  }
+}
+
+export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, now }) => {
+  const components = loadComponents(config) ?? new Map()
+  const clock = now ? { now } : {}
+  app.decorate('verifyTickets', createVerifyTickets({
+    store: app.store,
+    wechat: app.wechat,
+    secrets: new Map([...components].map(([appId, component]) => [appId, component.appSecret])),
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    log: app.log.child({ component: 'open-platform' }),
+    ...clock
+  }))
+  app.decorate('componentTokens', createComponentTokenService({
+    store: app.store,
+    wechat: app.wechat,
+    tickets: app.verifyTickets,
+    components,
+    dailyBudget: config.COMPONENT_DAILY_BUDGET,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    fingerprintKey: config.FINGERPRINT_KEY,
+    metrics,
+    ...clock
+  }))
+  metrics.observeApps(function * () {
+    for (const [owner, expiresAt] of app.componentTokens.known()) yield [owner, 'component_token', expiresAt] as const
+  })
+  metrics.observeComponentTickets(function * () {
+    for (const appId of components.keys()) {
+      const held = app.verifyTickets.held(appId)
+      yield [appId, held === undefined ? undefined : held.createdAt] as const
+    }
+  })
+  app.addHook('onClose', async () => { await app.componentTokens.close() })
+  if (components.size > 0 && config.SCHEDULER_INTERVAL_SECONDS > 0) {
+    const scheduler = createScheduler({
+      store: app.store,
+      tokens: app.componentTokens,
+      appIds: app.componentTokens.owners(),
+      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
+      log: app.log.child({ component: 'component-scheduler' }),
+      leader: 'component-leader'
+    })
+    app.addHook('onReady', async () => { scheduler.start() })
+    app.addHook('preClose', async () => { await scheduler.stop() })
+  }
+}, { name: 'open-platform', fastify: '5.x', dependencies: ['store', 'wechat'] })
+
+export const COMPONENT_EVENTS_ROUTE = '/wechat/components/:componentAppId/events'
+
+/**
+ * WeChat's pushes to a component: POST /wechat/components/{componentAppId}/events, the URL entered in WeChat's
+ * console. Every push is checked (signature, freshness, decryption with the current or the previous EncodingAESKey,
+ * the component's appId) before anything is done; a good one is answered `success`, as WeChat wants, and one seen
+ * before (WeChat sends a push again until it gets `success`) is answered `success` without being acted on twice.
+ * Anything else is answered 400 with the reason, never a 5xx; nothing of the body is logged.
+ */
+export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['config'], now?: (() => number) | undefined }> = async (app, { config, now: clock }) => {
+  const now = clock ?? Date.now
+  const cryptos = new Map<string, ComponentCrypto>()
+  for (const [appId, component] of loadComponents(config) ?? new Map()) cryptos.set(appId, componentCrypto(component))
+  // The body is WeChat's XML (text/xml), read as it came, whatever type it is sent with: push.ts reads it defensively.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_PUSH_BYTES }, (_request, body, done) => { done(null, body) })
+
+  app.post<{ Params: { componentAppId: string }, Querystring: PushQuery, Body: Buffer | undefined }>(COMPONENT_EVENTS_ROUTE, {
+    schema: { hide: true },
+    bodyLimit: MAX_PUSH_BYTES
+  }, async (request, reply) => {
+    const { componentAppId } = request.params
+    const component = cryptos.get(componentAppId)
+    const answer = (status: number, text: string) => {
+      app.metrics.countRequest(COMPONENT_EVENTS_ROUTE, status)
+      return reply.code(status).header('content-type', 'text/plain; charset=utf-8').header('x-request-id', request.id).send(text)
+    }
+    if (component === undefined) return answer(404, 'unknown component')
+    let checked
+    try {
+      checked = checkPush({ query: request.query, body: request.body ?? Buffer.alloc(0), component, now: now() })
+    } catch (err) {
+      if (!(err instanceof PushError)) throw err
+      app.metrics.componentPushes.labels('refused', err.reason).inc()
+      request.log.warn({ componentAppId, reason: err.reason }, 'a push to the component callback was refused')
+      return answer(400, err.message)
+    }
+    const { event, replayId } = checked
+    // Seen before (any instance): WeChat sent it again. Answered as it was, acted on once. The store down: acted on
+    // again, which every action here allows (a ticket older than the one kept is not kept).
+    const first = await app.store.acquire(componentSpace(componentAppId), `push:${replayId}`, '1', 2 * 300_000).catch(() => true)
+    if (!first) {
+      app.metrics.componentPushes.labels('replayed', event.type).inc()
+      return answer(200, 'success')
+    }
+    if (event.type === 'component_verify_ticket') {
+      const createdAt = Math.min(event.createTime * 1000, now())
+      if (createdAt + TICKET_LIFE_MS > now()) {
+        await app.verifyTickets.receive(componentAppId, { ticket: event.ticket, createdAt }).catch((err: unknown) => {
+          request.log.warn({ componentAppId, err: (err as Error).message }, 'a pushed component_verify_ticket is kept in process only: the store refused it')
+        })
+      }
+    } else if (event.type !== 'other') {
+      request.log.info({ componentAppId, event: event.type, authorizerAppId: event.authorizerAppId }, 'an authorization event was pushed')
+    }
+    app.metrics.componentPushes.labels('accepted', event.type === 'other' ? 'other' : event.type).inc()
+    return answer(200, 'success')
+  })
+}
