@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import fc from 'fast-check'
-import { createCipheriv } from 'node:crypto'
+import { createCipheriv, createHash } from 'node:crypto'
 import { inspect } from 'node:util'
 import WXBizMsgCrypt from 'wechat-crypto'
 import * as wecom from '@wecom/crypto'
@@ -270,12 +270,12 @@ t.test('a ticket push: checked, decrypted, read', async (t) => {
   const checked = check(input)
   t.same(checked, {
     event: { type: 'component_verify_ticket', appId: APP_ID, createTime: 1713424427, ticket: TICKET },
-    replayId: input.query.msg_signature,
+    replayId: createHash('sha256').update(/CDATA\[([^\]]+)\]/.exec(input.body.split('Encrypt>')[1]!)![1]!).digest('hex').slice(0, 32),
     timestamp: Number(TIMESTAMP)
   })
   t.equal(check({ ...input, body: Buffer.from(input.body) }).event.type, 'component_verify_ticket', 'the body as bytes')
   t.equal(check({ ...input, query: { ...input.query, msg_signature: input.query.msg_signature.toUpperCase() } }).replayId,
-    input.query.msg_signature, 'the replay id is the signature in lower case, however it was sent')
+    checked.replayId, 'the replay id is the message\'s, however the signature was sent')
   t.not(check(push(ticketPush())).replayId, checked.replayId, 'another push (other random bytes), another replay id')
   // WeChat's outer body for components carries AppId rather than ToUserName; neither is covered by the signature.
   const withAppId = push(ticketPush(), { outer: (sealed) => `<xml><AppId><![CDATA[${APP_ID}]]></AppId><Encrypt><![CDATA[${sealed}]]></Encrypt></xml>` })
@@ -343,7 +343,8 @@ t.test('a push whose signature or encryption is wrong is refused, before anythin
   // Signed with the right token, so what decryption says is what the push gets.
   const stranger = encrypt(ticketPush(), new AesKey(OTHER_KEY), APP_ID, FIXED_RANDOM)
   t.equal(pushRefusal(() => check(push('', { sealed: stranger }))), 'bad-padding', 'under a key this component does not have')
-  t.equal(pushRefusal(() => check(push('', { sealed: 'not base64!' }))), 'bad-base64')
+  t.equal(pushRefusal(() => check(push('', { sealed: 'not base64!' }))), 'bad-shape', 'no Encrypt of base64 characters: not even signature-checked')
+  t.equal(pushRefusal(() => check(push('', { sealed: 'AB=CDEFG' }))), 'bad-base64', 'base64 characters that are not base64')
   const truncated = Buffer.from(wechat.encrypt(ticketPush()), 'base64').subarray(0, 100).toString('base64')
   t.equal(pushRefusal(() => check(push('', { sealed: truncated }))), 'bad-length', 'truncated')
   const forAnother = encrypt(ticketPush(), new AesKey(KEY), 'wx00000000000000aa')
@@ -387,9 +388,11 @@ t.test('hostile or malformed XML is refused with its reason, before any entity i
   const laughs = '<!DOCTYPE xml [<!ENTITY lol "lol">' +
     Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i === 0 ? '' : i};`.repeat(10)}">`).join('') + ']>'
   const cases: Array<[string, string | Buffer, PushReason]> = [
-    ['billion laughs', `${laughs}<xml><Encrypt>&lol9;</Encrypt></xml>`, 'declaration'],
+    // An Encrypt that is not base64 is no push: refused before anything is parsed (or its signature even checked).
+    ['billion laughs', `${laughs}<xml><Encrypt>&lol9;</Encrypt></xml>`, 'bad-shape'],
     ['billion laughs after the root', `<xml><Encrypt>${sealed}</Encrypt></xml>${laughs}`, 'declaration'],
-    ['an external entity', '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><Encrypt>&xxe;</Encrypt></xml>', 'declaration'],
+    ['an external entity', '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><Encrypt>&xxe;</Encrypt></xml>', 'bad-shape'],
+    ['an external entity beside a signed Encrypt', `<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><Encrypt>${sealed}</Encrypt><X>&xxe;</X></xml>`, 'declaration'],
     ['an external DTD', `<!DOCTYPE xml SYSTEM "http://127.0.0.1:1/evil.dtd"><xml><Encrypt>${sealed}</Encrypt></xml>`, 'declaration'],
     ['a parameter entity', `<!DOCTYPE xml [<!ENTITY % p SYSTEM "http://127.0.0.1:1/p">%p;]><xml><Encrypt>${sealed}</Encrypt></xml>`, 'declaration'],
     ['a lower-case doctype', `<!doctype xml><xml><Encrypt>${sealed}</Encrypt></xml>`, 'declaration'],
@@ -397,23 +400,26 @@ t.test('hostile or malformed XML is refused with its reason, before any entity i
     ['oversized', `<xml><Encrypt>${sealed}</Encrypt>${' '.repeat(MAX_PUSH_BYTES)}</xml>`, 'too-large'],
     ['oversized as bytes', Buffer.from(`<xml><Encrypt>${sealed}</Encrypt>${' '.repeat(MAX_PUSH_BYTES)}</xml>`), 'too-large'],
     ['oversized in multi-byte characters (counted in bytes)', `<xml><Encrypt>${sealed}</Encrypt><X>${'中'.repeat(MAX_PUSH_BYTES / 3)}</X></xml>`, 'too-large'],
-    ['nested 5,000 deep', `<xml><Encrypt>${sealed}</Encrypt>${'<a>'.repeat(5000)}${'</a>'.repeat(5000)}</xml>`, 'too-deep'],
+    ['nested 1,000 deep', `<xml><Encrypt>${sealed}</Encrypt>${'<a>'.repeat(1000)}${'</a>'.repeat(1000)}</xml>`, 'too-deep'],
+    ['nested 5,000 deep (over the size cap)', `<xml><Encrypt>${sealed}</Encrypt>${'<a>'.repeat(5000)}${'</a>'.repeat(5000)}</xml>`, 'too-large'],
     ['nested 3 deep', `<xml><Encrypt>${sealed}</Encrypt><a><b>c</b></a></xml>`, 'too-deep'],
-    ['an Encrypt with an element in it', `<xml><Encrypt><a>${sealed}</a></Encrypt></xml>`, 'too-deep'],
+    ['an Encrypt with an element in it', `<xml><Encrypt><a>${sealed}</a></Encrypt></xml>`, 'bad-shape'],
     ['no Encrypt', `<xml><ToUserName>${APP_ID}</ToUserName></xml>`, 'bad-shape'],
     ['an empty Encrypt', '<xml><Encrypt></Encrypt></xml>', 'bad-shape'],
     ['two Encrypt', `<xml><Encrypt>${sealed}</Encrypt><Encrypt>${sealed}</Encrypt></xml>`, 'bad-shape'],
-    ['two xml roots (the validator refuses them)', `<xml><Encrypt>${sealed}</Encrypt></xml><xml><Encrypt>${sealed}</Encrypt></xml>`, 'malformed-xml'],
+    ['two xml roots (two Encrypt fields: refused before parsing)', `<xml><Encrypt>${sealed}</Encrypt></xml><xml><Encrypt>${sealed}</Encrypt></xml>`, 'bad-shape'],
+    ['two xml roots, one Encrypt (the validator refuses them)', `<xml><Encrypt>${sealed}</Encrypt></xml><xml><X>y</X></xml>`, 'malformed-xml'],
     ['another root after xml (the validator lets it through)', `<xml><Encrypt>${sealed}</Encrypt></xml><other/>`, 'bad-shape'],
     ['another root', `<root><Encrypt>${sealed}</Encrypt></root>`, 'bad-shape'],
     ['text beside the elements', `<xml>text<Encrypt>${sealed}</Encrypt></xml>`, 'bad-shape'],
     ['a root with text only', `<xml>${sealed}</xml>`, 'bad-shape'],
     ['unclosed', `<xml><Encrypt>${sealed}</Encrypt>`, 'malformed-xml'],
     ['mismatched', `<xml><Encrypt>${sealed}</Encrypt></xm>`, 'malformed-xml'],
-    ['not XML', 'Encrypt=' + sealed, 'malformed-xml'],
-    ['JSON', JSON.stringify({ Encrypt: sealed }), 'malformed-xml'],
-    ['empty', '', 'malformed-xml'],
-    ['not UTF-8', Buffer.concat([Buffer.from('<xml><Encrypt>'), Buffer.of(0xc3, 0x28), Buffer.from('</Encrypt></xml>')]), 'malformed-xml'],
+    ['not XML', 'Encrypt=' + sealed, 'bad-shape'],
+    ['JSON', JSON.stringify({ Encrypt: sealed }), 'bad-shape'],
+    ['empty', '', 'bad-shape'],
+    ['not UTF-8 in the Encrypt', Buffer.concat([Buffer.from('<xml><Encrypt>'), Buffer.of(0xc3, 0x28), Buffer.from('</Encrypt></xml>')]), 'bad-shape'],
+    ['not UTF-8 beside a signed Encrypt', Buffer.concat([Buffer.from(`<xml><Encrypt>${sealed}</Encrypt><X>`), Buffer.of(0xc3, 0x28), Buffer.from('</X></xml>')]), 'malformed-xml'],
     ['a __proto__ element', `<xml><__proto__><Encrypt>${sealed}</Encrypt></__proto__></xml>`, 'malformed-xml']
   ]
   for (const [what, hostile, reason] of cases) {
@@ -432,7 +438,7 @@ t.test('hostile XML inside a rightly signed and encrypted message is refused the
   const laughs = '<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
   for (const [what, message, reason] of [
     ['entities', `${laughs}${ticketPush('&b;')}`, 'declaration'],
-    ['deep', ticketPush().replace('</xml>', `${'<a>'.repeat(5000)}${'</a>'.repeat(5000)}</xml>`), 'too-deep'],
+    ['deep', ticketPush().replace('</xml>', `${'<a>'.repeat(1000)}${'</a>'.repeat(1000)}</xml>`), 'too-deep'],
     ['oversized', ticketPush().replace('</xml>', `${' '.repeat(MAX_PUSH_BYTES)}</xml>`), 'too-large'],
     ['not XML', 'component_verify_ticket=' + TICKET, 'malformed-xml']
   ] as const) {
