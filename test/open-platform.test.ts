@@ -130,11 +130,12 @@ t.test('pushes are checked: a bad signature, another component, a replay, hostil
   const other = await fetch(callback.replace(COMPONENT.appId, 'wx0000000000000bad'), { method: 'POST', headers: { 'content-type': 'text/xml' }, body: '<xml/>' })
   t.equal(other.status, 404, 'not a component of WECHAT_COMPONENTS')
   const big = await fetch(callback + '?' + query, { method: 'POST', headers: { 'content-type': 'text/xml' }, body: 'x'.repeat(70_000) })
-  // The service's envelope (HTTP 200, as GenAuth answers): not WeChat's `success`, so WeChat sends it again.
-  t.equal((await big.json() as { apiCode?: number }).apiCode, 1003, 'oversized: refused before it is read')
+  t.equal(big.status, 413, 'oversized: refused before it is read')
+  t.match(await big.text(), /^The push is refused/, 'in plain text, as the callback answers')
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.match(metrics, 'wxtoken_component_pushes_total{outcome="accepted",info_type="component_verify_ticket"} 1')
   t.match(metrics, /wxtoken_component_ticket_age_seconds\{component_app_id="wxc0c0c0c0c0c0c0c0"\} \d+/)
+  t.match(metrics, 'wxtoken_component_pushes_total{outcome="refused",info_type="too-large"} 1')
 })
 
 t.test('a push WeChat sends again is answered success and acted on once; an older ticket never replaces a newer one', async (t) => {
@@ -177,4 +178,26 @@ t.test('the component routes need caller keys, unless the operator opts out', as
   const { app: keyed } = await build(t, { upstream: url, env: on })
   t.equal((await post(keyed, ROUTE, { componentAppId: COMPONENT.appId })).body.apiCode, 2003, 'AUTH_TOKENS set: a key is needed')
   t.equal((await post(keyed, ROUTE, { componentAppId: 'wx0000000000000bad' }, auth)).body.apiCode, 2002, 'a component not configured')
+})
+
+t.test('a ticket WeChat refused is not brought back by an instance that held it, after the store lost the refusal', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet, redis } = await fleetRedis(t)
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' })
+  const [a, b] = apps as [FastifyInstance, FastifyInstance]
+  await callbackOf(a, platform)
+  t.equal(await platform.pushTicket(COMPONENT.appId), true)
+  t.equal((await b.verifyTickets.usable(COMPONENT.appId))?.ticket, platform.latestTicket(COMPONENT.appId), 'b holds it too')
+  // WeChat refuses it from now on, and its pushes go nowhere for a while.
+  platform.setCallback(COMPONENT.appId, 'http://127.0.0.1:9/unreachable')
+  platform.inject({ endpoint: 'api_component_token', fault: { kind: 'errcode', errcode: 61006 } })
+  const told = new Promise<void>((resolve) => { b.store.onChange((subject) => { if (subject === `component_ticket|${COMPONENT.appId}`) resolve() }) })
+  t.equal((await tokenOf(a)).body.apiCode, 4009)
+  await told
+  const client = redis.client()
+  t.teardown(() => client.quit())
+  await client.flushall()
+  t.equal((await tokenOf(b)).body.apiCode, 4009, 'b has no usable ticket either')
+  t.equal(platform.calls('api_component_token'), 1, 'the refused ticket was sent once, by a alone')
+  t.same((await client.keys('*verify_ticket')), [], 'and not written back as a good one')
 })

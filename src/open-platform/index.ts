@@ -5,7 +5,7 @@
  * the routes, registered in the /api scope.
  */
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyError, FastifyPluginAsync } from 'fastify'
 import { loadComponents } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
 import { createScheduler } from '../official-account/scheduler.js'
@@ -76,6 +76,8 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
 }, { name: 'open-platform', fastify: '5.x', dependencies: ['store', 'wechat'] })
 
 export const COMPONENT_EVENTS_ROUTE = '/wechat/components/:componentAppId/events'
+/** How long a push is remembered as taken: well past the 5 minutes its timestamp is accepted, and WeChat's resends. */
+const REPLAY_MEMORY_MS = 3600_000
 
 /**
  * WeChat's pushes to a component: POST /wechat/components/{componentAppId}/events, the URL entered in WeChat's
@@ -91,6 +93,17 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
   // The body is WeChat's XML (text/xml), read as it came, whatever type it is sent with: push.ts reads it defensively.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_PUSH_BYTES }, (_request, body, done) => { done(null, body) })
+  // Refusals before the handler (a body over the cap, one cut off) in the callback's own words: plain text, never the
+  // service's envelope, never a 5xx for what the caller sent.
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+    const reason = status === 413 ? 'too-large' : status < 500 ? 'bad-request' : 'internal'
+    if (status >= 500) request.log.error({ err }, 'the component callback failed')
+    else app.metrics.componentPushes.labels('refused', reason).inc()
+    app.metrics.countRequest(COMPONENT_EVENTS_ROUTE, status)
+    return reply.code(status).header('content-type', 'text/plain; charset=utf-8').header('x-request-id', request.id)
+      .send(status === 413 ? `The push is refused: the body is larger than ${MAX_PUSH_BYTES} bytes` : status < 500 ? 'The push is refused' : 'error')
+  })
 
   app.post<{ Params: { componentAppId: string }, Querystring: PushQuery, Body: Buffer | undefined }>(COMPONENT_EVENTS_ROUTE, {
     schema: { hide: true },
@@ -115,7 +128,7 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
     const { event, replayId } = checked
     // Seen before (any instance): WeChat sent it again. Answered as it was, acted on once. The store down: acted on
     // again, which every action here allows (a ticket older than the one kept is not kept).
-    const first = await app.store.acquire(componentSpace(componentAppId), `push:${replayId}`, '1', 2 * 300_000).catch(() => true)
+    const first = await app.store.acquire(componentSpace(componentAppId), `push:${replayId}`, '1', REPLAY_MEMORY_MS).catch(() => true)
     if (!first) {
       app.metrics.componentPushes.labels('replayed', event.type).inc()
       return answer(200, 'success')

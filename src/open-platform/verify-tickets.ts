@@ -13,6 +13,7 @@
  * - With none usable, WeChat is asked to push one (api_start_push_ticket), at most once a minute per component across
  *   instances (a lock in the store; in process while the store is down).
  */
+import { hash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { TokenStore } from '../store/types.js'
 import type { WechatClient } from '../wechat/client.js'
@@ -43,6 +44,10 @@ export const componentSpace = (appId: string): string => `_component:${appId}`
 const TICKET = 'verify_ticket'
 const REFUSED = 'verify_ticket_refused'
 const PUSH_REQUESTED = 'push_requested'
+/** The change messages that tell every instance a ticket was refused: `component_ticket|<appId>`, with a hash of it. */
+const REFUSAL_HEAD = 'component_ticket|'
+const refusalSubject = (appId: string): string => REFUSAL_HEAD + appId
+const ticketHash = (ticket: string): string => hash('sha256', ticket, 'hex').slice(0, 16)
 
 function parseTicket (raw: string | null): VerifyTicket | undefined {
   if (raw === null) return undefined
@@ -111,12 +116,24 @@ export function createVerifyTickets (opts: VerifyTicketsOptions) {
     return best
   }
 
-  /** WeChat refused this ticket (61005, 61006): not used again. */
+  /**
+   * WeChat refused this ticket (61005, 61006): not used again, here or on any instance. The others are told (a change
+   * message naming a hash of it) as well as the store, so that one still holding it does not write it back to a store
+   * that lost the refusal.
+   */
   async function refuse (appId: string, ticket: VerifyTicket): Promise<void> {
     refusedHere.set(appId, ticket.ticket)
     const ttl = ticket.createdAt + TICKET_LIFE_MS - now()
     if (ttl > 0) await store.setValue(componentSpace(appId), REFUSED, ticket.ticket, ttl).catch(() => {})
+    await store.notify(refusalSubject(appId), ticketHash(ticket.ticket)).catch(() => {})
   }
+
+  store.onChange((subject, stamp) => {
+    if (!subject.startsWith(REFUSAL_HEAD) || stamp === undefined) return
+    const appId = subject.slice(REFUSAL_HEAD.length)
+    const held = local.get(appId)
+    if (held !== undefined && ticketHash(held.ticket) === stamp) refusedHere.set(appId, held.ticket)
+  })
 
   /**
    * Asks WeChat to push a ticket (api_start_push_ticket), unless this component asked within the last minute (on any
