@@ -20,7 +20,7 @@ export const ApiCodes = {
   HEADERS_TOO_LARGE: code(1007, 431, 'The request headers are larger than Node allows (16 KB); the connection is closed.'),
   REQUEST_TIMEOUT: code(1008, 408, 'The request (headers and body) did not arrive within REQUEST_TIMEOUT_MS; the connection is closed.'),
   EXPECTATION_FAILED: code(1009, 417, 'The request has an Expect header other than 100-continue; the connection is closed.'),
-  PASSTHROUGH_REFUSED: code(1010, 400, 'A WeChat API path that is not passed through (WECHAT_PASSTHROUGH): a token or ticket endpoint, answered from the cache with its own method only, or a path with an empty, "." or ".." segment or a character WeChat\'s paths do not hold.'),
+  PASSTHROUGH_REFUSED: code(1010, 400, 'A WeChat API path that is not passed through (WECHAT_PASSTHROUGH): a token or ticket endpoint, answered from the cache with its own method only (with WECHAT_COMPONENTS, the component token endpoint too), or a path with an empty, "." or ".." segment or a character WeChat\'s paths do not hold.'),
   SECRET_MISMATCH: code(2001, 403, 'The appSecret does not match the one this appId\'s token was fetched with (or the configured one); WeCom: the corpSecret is none of the corp\'s applications\' in WECOM_APPS, or the agentId sent is not that application\'s.'),
   APP_NOT_CONFIGURED: code(2002, 403, 'WECHAT_APPS is set and does not list this appId (WeCom: WECOM_APPS does not list this corpId; a component route: WECHAT_COMPONENTS does not list this componentAppId).'),
   UNAUTHORIZED: code(2003, 401, 'AUTH_TOKENS is set and the request carries no valid caller key in authorization (or METRICS_KEY is set and a scrape of /metrics does not carry it: a real HTTP 401).'),

@@ -138,6 +138,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
               timeoutMs: config.WECHAT_PASSTHROUGH_TIMEOUT_MS,
               connections: config.WECHAT_PASSTHROUGH_CONNECTIONS,
               connectTimeoutMs: config.WECHAT_CONNECT_TIMEOUT_MS,
+              components: loadComponents(config) !== undefined,
               now
             }
           : undefined

@@ -11,7 +11,7 @@ import { request } from 'undici'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { loadConfig } from '../src/config.js'
-import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CALLER_KEYS, CORP_ID, TestClock, build, startMock, startWecomMock } from './helpers/build.js'
+import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CALLER_KEYS, COMPONENT, CORP_ID, TestClock, build, startMock, startOpenPlatformMock, startWecomMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { until } from './helpers/until.js'
 import { once } from 'node:events'
@@ -442,4 +442,19 @@ t.test('a caller that stops reading holds at most half the connections to WeChat
   t.ok(await until(async () => (await call(app, 'GET', `/cgi-bin/menu/get?access_token=${token}`)).body?.menu !== undefined, 20_000, 200),
     'the reader that stopped was cut off, and its caller is served again')
   stalled.destroy()
+})
+
+t.test('with WECHAT_COMPONENTS, the component token endpoint is answered from the cache, never passed on', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_COMPONENTS: JSON.stringify([COMPONENT]) } })
+  const body = { component_appid: COMPONENT.appId, component_appsecret: COMPONENT.appSecret, component_verify_ticket: 'ticket@@@x' }
+  for (const path of ['/cgi-bin/component/api_component_token', '/cgi-bin/component/API_COMPONENT_TOKEN']) {
+    const { body: answer } = await call(app, 'POST', path, body)
+    t.equal(answer?.errcode, 48001, String(answer?.errmsg))
+    t.notOk(String(answer?.errmsg).includes(COMPONENT.appSecret))
+  }
+  t.equal(platform.calls('api_component_token'), 0, 'WeChat saw nothing')
+  const other = await call(app, 'POST', '/cgi-bin/component/api_get_authorizer_list?component_access_token=x', { component_appid: COMPONENT.appId, offset: 0, count: 10 })
+  t.equal(other.body?.errcode, 40001, 'the other component calls pass through (WeChat answered)')
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
 })

@@ -90,6 +90,8 @@ export interface PassthroughOptions {
   timeoutMs: number
   connections: number
   connectTimeoutMs: number
+  /** Whether WECHAT_COMPONENTS is set: then the component token endpoint is answered here, never passed on. */
+  components: boolean
   now?: (() => number) | undefined
 }
 
@@ -111,12 +113,22 @@ function baseOf (url: string): { origin: string, prefix: string } {
 }
 
 /** The upstream path of the call: the matched root and the captured rest, checked segment by segment. */
-function pathOf (root: string, rest: string, method: string): string {
+/**
+ * With WECHAT_COMPONENTS: the component token endpoint, answered here (POST /api/v3/get-component-access-token). A fetch
+ * past the cache would replace the token every caller holds, and spend the verify ticket's component's budget.
+ */
+const COMPONENT_TOKEN_PATH = 'cgi-bin/component/api_component_token'
+
+function pathOf (root: string, rest: string, method: string, components: boolean): string {
   const segments = rest.split('/')
   if (!segments.every((segment) => SEGMENT.test(segment) && segment !== '.' && segment !== '..')) {
     throw new AppError('PASSTHROUGH_REFUSED', 'This path holds an empty, "." or ".." segment, or a character WeChat\'s API paths do not hold')
   }
   const path = `${root}/${rest}`
+  if (components && path.toLowerCase() === COMPONENT_TOKEN_PATH) {
+    throw new AppError('PASSTHROUGH_REFUSED', `api unauthorized: /${path} is answered from the cache (POST /api/v3/get-component-access-token), ` +
+      'never passed on', { wechatErrcode: 48001 })
+  }
   const here = ANSWERED_HERE.get(path.toLowerCase())
   if (here !== undefined) {
     throw new AppError('PASSTHROUGH_REFUSED', `${here[1]}: ${method} /${path} is answered from the cache with its own method, never passed on`,
@@ -335,7 +347,7 @@ const passthrough: FastifyPluginAsync<PassthroughOptions> = async (app, opts) =>
     const root = (request.routeOptions.url ?? '').split('/')[1] ?? ''
     let path: string
     try {
-      path = pathOf(root, request.params['*'], method)
+      path = pathOf(root, request.params['*'], method, opts.components)
     } catch (err) {
       throw err instanceof AppError ? refused('wechat', err) : err
     }
