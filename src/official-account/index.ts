@@ -8,7 +8,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { loadApps, type Config } from '../config.js'
 import type { Metrics } from '../metrics.js'
-import { createScheduler } from './scheduler.js'
+import { scheduleRefreshes } from './scheduler.js'
 import { createTicketService, type TicketService } from './ticket-service.js'
 import ticketRoutes from './ticket-routes.js'
 import { createTokenService, type TokenService } from './token-service.js'
@@ -78,18 +78,13 @@ export const officialAccount = fp<ProductOptions>(async (app, { config, metrics,
     await app.tickets.close()
     await app.tokens.close()
   })
-  if (apps && config.SCHEDULER_INTERVAL_SECONDS > 0) {
-    const scheduler = createScheduler({
-      store: app.store,
-      tokens: app.tokens,
-      tickets: app.tickets,
-      appIds: [...apps.keys()],
-      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
-      log: app.log.child({ component: 'scheduler' })
-    })
-    app.addHook('onReady', async () => { scheduler.start() })
-    app.addHook('preClose', async () => { await scheduler.stop() })
-  }
+  scheduleRefreshes(app, {
+    tokens: app.tokens,
+    tickets: app.tickets,
+    appIds: [...apps?.keys() ?? []],
+    intervalSeconds: config.SCHEDULER_INTERVAL_SECONDS,
+    component: 'scheduler'
+  })
 }, { name: 'official-account', fastify: '5.x', dependencies: ['store', 'wechat'], decorators: { fastify: ['store', 'wechat'] } })
 
 /** The token, refresh, ticket and signature routes; registered where the caller key check and the rate limits are. */

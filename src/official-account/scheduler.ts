@@ -3,7 +3,7 @@
  * (elected by a lock in the store) does the work.
  */
 import { randomUUID } from 'node:crypto'
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { safeError } from '../logger.js'
 import type { TokenStore } from '../store/types.js'
 import type { TicketService } from './ticket-service.js'
@@ -62,4 +62,15 @@ export function createScheduler (opts: SchedulerOptions) {
       await running
     }
   }
+}
+
+/**
+ * Runs a scheduler for the owners of a credential on an app (from ready to close) when SCHEDULER_INTERVAL_SECONDS
+ * asks for one and there is something to keep: the products' common start.
+ */
+export function scheduleRefreshes (app: FastifyInstance, opts: Omit<SchedulerOptions, 'store' | 'log' | 'intervalMs'> & { intervalSeconds: number, component: string }): void {
+  if (opts.appIds.length === 0 || opts.intervalSeconds <= 0) return
+  const scheduler = createScheduler({ ...opts, store: app.store, intervalMs: opts.intervalSeconds * 1000, log: app.log.child({ component: opts.component }) })
+  app.addHook('onReady', async () => { scheduler.start() })
+  app.addHook('preClose', async () => { await scheduler.stop() })
 }

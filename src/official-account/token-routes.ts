@@ -1,8 +1,7 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
-import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, ThrottledSchema, TokenRequestSchema } from '../schemas/token.js'
-import type { ServedToken } from './token-service.js'
+import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, ThrottledSchema, TokenRequestSchema, tokenData, tokenSuccess as success } from '../schemas/token.js'
 
 /** RFC 9745 Deprecation: a past date (2024-01-01), meaning already deprecated; the successor is named in Link. */
 const DEPRECATION = '@1704067200'
@@ -14,18 +13,6 @@ const routes = [
   { url: CURRENT_ROUTE, deprecated: false, operationId: 'getWechatAccessTokenInfo', summary: 'Get a WeChat Official Account / Mini Program access token' },
   { url: OBSOLETE_ROUTE, deprecated: true, operationId: 'getWechatAccessToken', summary: `Obsolete: use ${CURRENT_ROUTE}` }
 ]
-
-function success (requestId: string, token: ServedToken) {
-  return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
-}
-
-function tokenData (token: ServedToken) {
-  return {
-    accessToken: token.accessToken,
-    expiresAt: String(Math.floor(token.expiresAt / 1000)),
-    expiresIn: token.expiresIn
-  }
-}
 
 const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.routeHeaders(OBSOLETE_ROUTE, { deprecation: DEPRECATION, link: `<${CURRENT_ROUTE}>; rel="successor-version"` })

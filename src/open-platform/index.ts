@@ -8,7 +8,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyPluginAsync } from 'fastify'
 import { loadComponents } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
-import { createScheduler } from '../official-account/scheduler.js'
+import { scheduleRefreshes } from '../official-account/scheduler.js'
 import { createComponentTokenService, type ComponentTokenService } from './component-token-service.js'
 import { componentCrypto, type ComponentCrypto } from './msg-crypto.js'
 import { MAX_PUSH_BYTES, PushError, checkPush, type PushQuery } from './push.js'
@@ -61,18 +61,13 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     }
   })
   app.addHook('onClose', async () => { await app.componentTokens.close() })
-  if (components.size > 0 && config.SCHEDULER_INTERVAL_SECONDS > 0) {
-    const scheduler = createScheduler({
-      store: app.store,
-      tokens: app.componentTokens,
-      appIds: app.componentTokens.owners(),
-      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
-      log: app.log.child({ component: 'component-scheduler' }),
-      leader: 'component-leader'
-    })
-    app.addHook('onReady', async () => { scheduler.start() })
-    app.addHook('preClose', async () => { await scheduler.stop() })
-  }
+  scheduleRefreshes(app, {
+    tokens: app.componentTokens,
+    appIds: app.componentTokens.owners(),
+    intervalSeconds: config.SCHEDULER_INTERVAL_SECONDS,
+    component: 'component-scheduler',
+    leader: 'component-leader'
+  })
 }, { name: 'open-platform', fastify: '5.x', dependencies: ['store', 'wechat'] })
 
 export const COMPONENT_EVENTS_ROUTE = '/wechat/components/:componentAppId/events'

@@ -7,23 +7,13 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema } from '../schemas/token.js'
-import type { ServedToken } from '../tokens/rules.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, tokenSuccess as success } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 
 export const ComponentTokenRequestSchema = Type.Object({
   componentAppId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'The component\'s appId, one of WECHAT_COMPONENTS' })
 })
-
-function success (requestId: string, token: ServedToken) {
-  return {
-    statusCode: 200,
-    message: 'Operation successful',
-    requestId,
-    data: { accessToken: token.accessToken, expiresAt: String(Math.floor(token.expiresAt / 1000)), expiresIn: token.expiresIn }
-  }
-}
 
 export interface OpenPlatformRouteOptions {
   /** Whether callers are identified (AUTH_TOKENS), or the operator opted in to serving them without (COMPONENT_ROUTES_WITHOUT_KEYS). */

@@ -1,6 +1,7 @@
 /** Schemas of the GenAuth token routes: the request body, the headers SDKs send, and the envelope. */
 import { Type, type TSchema } from '@sinclair/typebox'
 import { ApiCodes } from '../api-codes.js'
+import type { ServedToken } from '../tokens/rules.js'
 
 export const APP_ID_PATTERN = '^wx[0-9a-fA-F]{16}$'
 export const APP_SECRET_PATTERN = '^[0-9a-fA-F]{32}$'
@@ -70,3 +71,13 @@ export const ThrottledSchema = Type.Object({
 export const CallerKeySecurity: Array<Record<string, string[]>> = [{ callerKey: [] }, {}]
 
 export const EnvelopeSchema = envelopeOf(TokenDataSchema)
+
+/** A token in the envelope's data, as the GenAuth routes give it: expiresAt in Unix seconds, as a string. */
+export function tokenData (token: ServedToken) {
+  return { accessToken: token.accessToken, expiresAt: String(Math.floor(token.expiresAt / 1000)), expiresIn: token.expiresIn }
+}
+
+/** The success envelope of a token route. */
+export function tokenSuccess (requestId: string, token: ServedToken) {
+  return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
+}

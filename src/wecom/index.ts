@@ -7,7 +7,7 @@
 import fp from 'fastify-plugin'
 import { loadWecomApps } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
-import { createScheduler } from '../official-account/scheduler.js'
+import { scheduleRefreshes } from '../official-account/scheduler.js'
 import { MockWecom } from '../stand-in/wecom.js'
 import { clientOptions } from '../plugins/wechat.js'
 import { createWechatClient, type WechatClient } from '../wechat/client.js'
@@ -69,16 +69,11 @@ export const wecom = fp<ProductOptions>(async (app, { config, metrics, now }) =>
   // Registered after the client's: runs before it (onClose hooks run last-registered first); tickets before tokens.
   app.addHook('onClose', async () => { await app.wecomTokens.close() })
   app.addHook('onClose', async () => { await app.wecomTickets.close() })
-  if (apps.size > 0 && config.SCHEDULER_INTERVAL_SECONDS > 0) {
-    const scheduler = createScheduler({
-      store: app.store,
-      tokens: app.wecomTokens,
-      appIds: app.wecomTokens.owners(),
-      intervalMs: config.SCHEDULER_INTERVAL_SECONDS * 1000,
-      log: app.log.child({ component: 'wecom-scheduler' }),
-      leader: 'wecom-leader'
-    })
-    app.addHook('onReady', async () => { scheduler.start() })
-    app.addHook('preClose', async () => { await scheduler.stop() })
-  }
+  scheduleRefreshes(app, {
+    tokens: app.wecomTokens,
+    appIds: app.wecomTokens.owners(),
+    intervalSeconds: config.SCHEDULER_INTERVAL_SECONDS,
+    component: 'wecom-scheduler',
+    leader: 'wecom-leader'
+  })
 }, { name: 'wecom', fastify: '5.x', dependencies: ['store'], decorators: { fastify: ['store'] } })

@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { SignatureRequestSchema, TicketDataSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import type { WecomSignature } from './ticket-service.js'
 
@@ -56,15 +56,6 @@ function signatureData (signed: WecomSignature) {
 
 function ticketData (ticket: ServedToken) {
   return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
-}
-
-function success (requestId: string, token: ServedToken) {
-  return {
-    statusCode: 200,
-    message: 'Operation successful',
-    requestId,
-    data: { accessToken: token.accessToken, expiresAt: String(Math.floor(token.expiresAt / 1000)), expiresIn: token.expiresIn }
-  }
 }
 
 const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
