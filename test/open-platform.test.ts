@@ -201,3 +201,22 @@ t.test('a ticket WeChat refused is not brought back by an instance that held it,
   t.equal(platform.calls('api_component_token'), 1, 'the refused ticket was sent once, by a alone')
   t.same((await client.keys('*verify_ticket')), [], 'and not written back as a good one')
 })
+
+t.test('a pre-auth code: a new one at every call, fetched with the cached component token', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  const PRE = '/api/v3/get-component-pre-auth-code'
+  t.equal((await post(app, PRE, { componentAppId: COMPONENT.appId }, auth)).body.apiCode, 4009, 'no ticket yet')
+  await callbackOf(app, platform)
+  await platform.pushTicket(COMPONENT.appId)
+  const codes = []
+  for (let i = 0; i < 2; i++) {
+    const { body } = await post<{ preAuthCode: string, expiresIn: number }>(app, PRE, { componentAppId: COMPONENT.appId }, auth)
+    t.ok(body.data !== undefined && body.data.expiresIn > 1700 && body.data.expiresIn <= 1800, JSON.stringify(body))
+    codes.push(body.data?.preAuthCode)
+  }
+  t.not(codes[0], codes[1], 'one per link')
+  t.ok(codes.every((code) => platform.issuedPreAuthCodes().includes(code!)), 'WeChat\'s own codes')
+  t.equal(platform.calls('api_component_token'), 1, 'the component token fetched once')
+  t.equal((await post(app, PRE, { componentAppId: COMPONENT.appId })).body.apiCode, 2003, 'a caller key is needed')
+})

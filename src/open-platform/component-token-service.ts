@@ -143,8 +143,19 @@ export function createComponentTokenService (opts: ComponentTokenServiceOptions)
     await outageState.close()
   }
 
+  /**
+   * A new pre-auth code of the component, for an authorization link: fetched with its token at every call (a code is
+   * not shared between links), within the caller's rate limit.
+   */
+  async function preAuthCode (appId: string, ctx: CallContext): Promise<ServedToken> {
+    const token = fromHot(appId) ?? await afterHotMiss(appId, ctx)
+    const code = await wechat.fetchPreAuthCode(appId, token.accessToken, { deadline: ctx.deadline ?? now() + opts.requestDeadlineMs })
+    return { accessToken: code.accessToken, expiresAt: code.expiresAt, expiresIn: Math.max(0, Math.floor((code.expiresAt - now()) / 1000)) }
+  }
+
   return {
     credential,
+    preAuthCode,
     fromHot,
     afterHotMiss,
     getToken: async (appId: string, ctx: CallContext) => fromHot(appId) ?? await afterHotMiss(appId, ctx),

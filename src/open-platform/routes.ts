@@ -7,9 +7,15 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, tokenSuccess as success } from '../schemas/token.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
+export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
+
+const PreAuthCodeEnvelopeSchema = envelopeOf(Type.Object({
+  preAuthCode: Type.String({ description: 'For the authorization link (componentloginpage / bindcomponent): a new one at every call' }),
+  expiresIn: Type.Integer({ description: 'Seconds it has left (WeChat gives 1800)' })
+}))
 
 export const ComponentTokenRequestSchema = Type.Object({
   componentAppId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'The component\'s appId, one of WECHAT_COMPONENTS' })
@@ -57,6 +63,28 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
       app.finish(request, reply, 200, COMPONENT_TOKEN_ROUTE)
       return success(request.id, token)
     })
+  })
+
+  app.post(PRE_AUTH_CODE_ROUTE, {
+    schema: {
+      summary: 'Get a pre-auth code of an Open Platform third-party platform, for an authorization link',
+      operationId: 'getComponentPreAuthCode',
+      tags: ['open-platform'],
+      security: CallerKeySecurity,
+      description: 'A new pre_auth_code (api_create_preauthcode, with the component\'s cached token) at every call: one per ' +
+        'authorization link. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
+      body: ComponentTokenRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: PreAuthCodeEnvelopeSchema, 429: ThrottledSchema }
+    },
+    config: { appField: 'componentAppId' },
+    onRequest: [keyed, ...app.limits.perCaller],
+    preHandler: app.limits.perApp
+  }, async (request, reply) => {
+    const { componentAppId } = request.body
+    const code = await app.componentTokens.preAuthCode(componentAppId, context(request, componentAppId))
+    app.finish(request, reply, 200, PRE_AUTH_CODE_ROUTE)
+    return { statusCode: 200, message: 'Operation successful', requestId: request.id, data: { preAuthCode: code.accessToken, expiresIn: code.expiresIn } }
   })
 }
 

@@ -332,6 +332,26 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /**
+   * A pre-auth code of a component, for an authorization link (api_create_preauthcode with its token): a new one at
+   * every call, never cached.
+   */
+  async function fetchPreAuthCode (appId: string, componentToken: string, options: Pick<FetchOptions, 'deadline'>): Promise<FetchedToken> {
+    const query = new URLSearchParams({ component_access_token: componentToken })
+    return await send({
+      endpoint: 'api_create_preauthcode',
+      api: 'ticket',
+      request: {
+        method: 'POST',
+        path: `${prefix}/cgi-bin/component/api_create_preauthcode?${query.toString()}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ component_appid: appId })
+      },
+      parse: (record, sentAt) => expiring(record, 'pre_auth_code', sentAt, now()),
+      idempotent: true
+    }, options)
+  }
+
   /** Asks WeChat to push a component_verify_ticket to the component's callback now (it answers before it pushes). */
   async function startPushTicket (appId: string, secret: string, options: Pick<FetchOptions, 'deadline'>): Promise<void> {
     await send({
@@ -360,6 +380,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     fetchWecomTicket,
     fetchComponentToken,
     startPushTicket,
+    fetchPreAuthCode,
     close: () => pool.close()
   }
 }
@@ -367,7 +388,7 @@ export function createWechatClient (opts: WechatClientOptions) {
 export type WechatClient = ReturnType<typeof createWechatClient>
 
 /** A credential with its lifetime (`access_token` or `ticket`, with expires_in), capped to the longest WeChat gives. */
-function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket' | 'component_access_token', sentAt: number, receivedAt: number): FetchedToken {
+function expiring (record: Record<string, unknown>, field: 'access_token' | 'ticket' | 'component_access_token' | 'pre_auth_code', sentAt: number, receivedAt: number): FetchedToken {
   const value = record[field]
   const expiresIn = record.expires_in
   if (typeof value !== 'string' || value.length === 0 || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
