@@ -384,8 +384,9 @@ export function createMetrics (options: MetricsOptions = {}) {
     },
     componentPushes: new Counter({
       name: 'wxtoken_component_pushes_total',
-      help: 'Pushes to the component callback, by outcome (accepted, replayed: seen before and answered again, refused) and info_type ' +
-        '(component_verify_ticket, authorized, updateauthorized, unauthorized, other; for refused, the reason).',
+      help: 'Pushes to the component callback, by outcome (accepted, replayed: seen before and answered again, refused; previous_key: ' +
+        'decrypted with previousEncodingAESKey, also counted as accepted or replayed) and info_type (component_verify_ticket, authorized, ' +
+        'updateauthorized, unauthorized, other; for refused, the reason).',
       labelNames: ['outcome', 'info_type'] as const,
       registers
     })

@@ -271,7 +271,8 @@ t.test('a ticket push: checked, decrypted, read', async (t) => {
   t.same(checked, {
     event: { type: 'component_verify_ticket', appId: APP_ID, createTime: 1713424427, ticket: TICKET },
     replayId: createHash('sha256').update(/CDATA\[([^\]]+)\]/.exec(input.body.split('Encrypt>')[1]!)![1]!).digest('hex').slice(0, 32),
-    timestamp: Number(TIMESTAMP)
+    timestamp: Number(TIMESTAMP),
+    previousKey: false
   })
   t.equal(check({ ...input, body: Buffer.from(input.body) }).event.type, 'component_verify_ticket', 'the body as bytes')
   t.equal(check({ ...input, query: { ...input.query, msg_signature: input.query.msg_signature.toUpperCase() } }).replayId,
@@ -283,6 +284,7 @@ t.test('a ticket push: checked, decrypted, read', async (t) => {
   // Sent under the previous EncodingAESKey, during a key change.
   const sealedOld = encrypt(ticketPush(), new AesKey(OLD_KEY), APP_ID)
   t.equal(check(push('', { sealed: sealedOld })).event.type, 'component_verify_ticket', 'under the previous key')
+  t.equal(check(push('', { sealed: sealedOld })).previousKey, true, 'and said so')
   // Sealed by @wecom/crypto and signed by it.
   const sealedWecom = wecom.encrypt(KEY, ticketPush('ticket@@@12345'), APP_ID)
   const viaWecom = { query: { timestamp: TIMESTAMP, nonce: NONCE, msg_signature: wecom.getSignature(TOKEN, TIMESTAMP, NONCE, sealedWecom) }, body: `<xml><Encrypt>${sealedWecom}</Encrypt></xml>` }

@@ -220,3 +220,15 @@ t.test('a pre-auth code: a new one at every call, fetched with the cached compon
   t.equal(platform.calls('api_component_token'), 1, 'the component token fetched once')
   t.equal((await post(app, PRE, { componentAppId: COMPONENT.appId })).body.apiCode, 2003, 'a caller key is needed')
 })
+
+t.test('during a key change, a push under the previous EncodingAESKey is taken and counted, so the old key can be removed in time', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const changed = { ...COMPONENT, encodingAESKey: 'ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut', previousEncodingAESKey: COMPONENT.encodingAESKey }
+  const { app, logs } = await build(t, { upstream: url, env: { ...on, WECHAT_COMPONENTS: JSON.stringify([changed]) } })
+  await callbackOf(app, platform)
+  t.equal(await platform.pushTicket(COMPONENT.appId), true, 'WeChat still encrypts with the old key: taken')
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  t.match(metrics, 'wxtoken_component_pushes_total{outcome="previous_key",info_type="component_verify_ticket"} 1')
+  t.ok(logs.lines.some((line) => line.includes('previousEncodingAESKey')), 'and logged')
+  t.notOk(logs.lines.some((line) => line.includes(changed.encodingAESKey) || line.includes(COMPONENT.encodingAESKey)), 'no key in the log')
+})

@@ -121,6 +121,10 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
       return answer(400, err.message)
     }
     const { event, replayId } = checked
+    if (checked.previousKey) {
+      app.metrics.componentPushes.labels('previous_key', event.type === 'other' ? 'other' : event.type).inc()
+      request.log.info({ componentAppId }, 'a push was decrypted with previousEncodingAESKey: WeChat still uses the old key')
+    }
     // Seen before (any instance): WeChat sent it again. Answered as it was, acted on once. The store down: acted on
     // again, which every action here allows (a ticket older than the one kept is not kept).
     const first = await app.store.acquire(componentSpace(componentAppId), `push:${replayId}`, '1', REPLAY_MEMORY_MS).catch(() => true)

@@ -159,14 +159,16 @@ const PROGRESS: Record<MsgCryptoReason, number> = {
  * The message of an Encrypt field, for `appId`: under the current key, else under the previous one when given (WeChat
  * advises keeping it while a key change reaches its servers). Check the msg_signature first.
  */
-export function decrypt (encrypted: string, keys: AesKeys, appId: string): string {
+export function decrypt (encrypted: string, keys: AesKeys, appId: string, onPrevious?: () => void): string {
   const bytes = ciphertext(encrypted)
   try {
     return decryptWith(bytes, keys.current, appId)
   } catch (error) {
     if (keys.previous === undefined || !(error instanceof MsgCryptoError)) throw error
     try {
-      return decryptWith(bytes, keys.previous, appId)
+      const message = decryptWith(bytes, keys.previous, appId)
+      onPrevious?.()
+      return message
     } catch (again) {
       if (!(again instanceof MsgCryptoError)) throw again
       throw PROGRESS[again.reason] > PROGRESS[error.reason] ? again : error
@@ -188,8 +190,8 @@ export interface ComponentCrypto {
   signature (timestamp: string, nonce: string, encrypt: string): string
   /** Whether msg_signature is the one for these fields (constant time). */
   verify (timestamp: string, nonce: string, encrypt: string, msgSignature: string): boolean
-  /** The message, or a MsgCryptoError. Call verify first. */
-  decrypt (encrypt: string): string
+  /** The message, or a MsgCryptoError. Call verify first. `onPrevious` is called when the previous key decrypted it. */
+  decrypt (encrypt: string, onPrevious?: () => void): string
   /** Encrypt under the current key, as WeChat does: for the stand-in and the tests. */
   encrypt (message: string, random?: Buffer): string
 }
@@ -210,7 +212,7 @@ export function componentCrypto (config: ComponentCryptoConfig): ComponentCrypto
     signature: (timestamp, nonce, encrypted) => signature(token, timestamp, nonce, encrypted),
     verify: (timestamp, nonce, encrypted, msgSignature) =>
       signatureMatches(signature(token, timestamp, nonce, encrypted), msgSignature),
-    decrypt: (encrypted) => decrypt(encrypted, keys, appId),
+    decrypt: (encrypted, onPrevious) => decrypt(encrypted, keys, appId, onPrevious),
     encrypt: (message, random) => encrypt(message, keys.current, appId, random)
   }
 }

@@ -205,6 +205,8 @@ export interface CheckedPush {
   replayId: string
   /** The push's timestamp, in seconds since the epoch. */
   timestamp: number
+  /** Whether previousEncodingAESKey decrypted it (WeChat still encrypts with the old key). */
+  previousKey: boolean
 }
 
 const NONCE = /^[\x21-\x7e]{1,128}$/
@@ -241,8 +243,9 @@ export function checkPush ({ query, body, component, now, maxSkewSeconds = MAX_S
   const { encrypt } = parseEnvelope(body)
   if (encrypt !== signed) throw new PushError('bad-shape', 'the Encrypt field read is not the one signed')
   let message: string
+  let previousKey = false
   try {
-    message = component.decrypt(encrypt)
+    message = component.decrypt(encrypt, () => { previousKey = true })
   } catch (error) {
     if (error instanceof MsgCryptoError) throw new PushError(error.reason)
     throw error
@@ -251,5 +254,5 @@ export function checkPush ({ query, body, component, now, maxSkewSeconds = MAX_S
   if (event.appId !== component.appId) {
     throw new PushError('appid-mismatch', 'the message is for another component appId than this callback\'s')
   }
-  return { event, replayId: hash('sha256', encrypt, 'hex').slice(0, 32), timestamp: seconds }
+  return { event, replayId: hash('sha256', encrypt, 'hex').slice(0, 32), timestamp: seconds, previousKey }
 }
