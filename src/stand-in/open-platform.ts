@@ -22,7 +22,7 @@ import { hash, randomBytes, randomInt } from 'node:crypto'
 import { request } from 'undici'
 import { componentCrypto, type ComponentCrypto } from '../open-platform/msg-crypto.js'
 import { StandIn, type MockFault } from './server.js'
-import type { MockWechat } from './wechat.js'
+import { APPID, ERRMSG as WECHAT_ERRMSG, type MockWechat } from './wechat.js'
 
 export type OpenPlatformEndpoint =
   | 'api_component_token' | 'api_create_preauthcode' | 'api_query_auth' | 'api_authorizer_token'
@@ -120,21 +120,9 @@ interface Component {
   timer?: NodeJS.Timeout
 }
 
-const APPID = /^wx[0-9a-fA-F]{16}$/
-
-const ERRMSG: Record<number, string> = {
-  [-1]: 'system error',
-  40001: 'invalid credential, access_token is invalid or not latest',
-  40013: 'invalid appid',
-  40097: 'invalid args',
-  40125: 'invalid appsecret',
-  41001: 'access_token missing',
-  41002: 'appid missing',
-  41004: 'appsecret missing',
-  42001: 'access_token expired',
-  43002: 'require POST method',
-  45009: 'reach max api daily quota limit',
-  47001: 'data format error',
+/** WeChat's errmsg of the errcodes the component endpoints add. */
+const ERRMSG: Readonly<Record<number, string>> = {
+  ...WECHAT_ERRMSG,
   61003: 'component is not authorized by this account',
   61004: 'access clientip is not registered',
   61005: 'component ticket is expired',

@@ -78,9 +78,10 @@ const LOGIN_CODE_LIFE_MS = 5 * 60 * 1000
 const DEMO_LOGIN_CODE = /^demo-[A-Za-z0-9_-]{6,64}$/
 const DAY_MS = 24 * 3600 * 1000
 const BEIJING_OFFSET_MS = 8 * 3600 * 1000
-const APPID = /^wx[0-9a-fA-F]{16}$/
+export const APPID = /^wx[0-9a-fA-F]{16}$/
 
-const ERRMSG: Record<number, string> = {
+/** WeChat's errmsg for each errcode (before the rid suffix), as its API answers them. */
+export const ERRMSG: Readonly<Record<number, string>> = {
   [-1]: 'system error',
   40001: 'invalid credential, access_token is invalid or not latest',
   40002: 'invalid grant_type',
