@@ -10,7 +10,8 @@ import { entry, storeContract } from './helpers/store-contract.js'
 import { RedisServer } from './helpers/redis-server.js'
 
 storeContract(t, 'memory', async (t, clock) => {
-  const store = createMemoryStore(clock.now)
+  // Few small values, so that the contract shows a kept value is never dropped to make room.
+  const store = createMemoryStore(clock.now, { maxValues: 100 })
   t.teardown(() => store.close())
   return store
 })

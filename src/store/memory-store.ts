@@ -16,6 +16,8 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
   const entries = new Map<string, TokenEntry>()
   const generations = new Map<string, number>()
   const values = new Map<string, Timed>()
+  /** Values with no expiry (keepValue): apart, so that a flood of small values never pushes one out. */
+  const lasting = new Map<string, string>()
   const waiters = new ChangeWaiters()
   const sweeper = setInterval(() => {
     const t = now()
@@ -86,13 +88,25 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
       return next
     },
     async getValue (appId, name) {
-      return live(valueKey(appId, name))?.value ?? null
+      const key = valueKey(appId, name)
+      return lasting.get(key) ?? live(key)?.value ?? null
     },
     async setValue (appId, name, value, ttlMs) {
-      put(valueKey(appId, name), { value, expiresAt: now() + ttlMs })
+      const key = valueKey(appId, name)
+      lasting.delete(key)
+      put(key, { value, expiresAt: now() + ttlMs })
+    },
+    async keepValue (appId, name, value, ifAbsent = false) {
+      const key = valueKey(appId, name)
+      if (ifAbsent && (lasting.has(key) || live(key) !== undefined)) return false
+      values.delete(key)
+      lasting.set(key, value)
+      return true
     },
     async forget (appId, name) {
-      values.delete(valueKey(appId, name))
+      const key = valueKey(appId, name)
+      values.delete(key)
+      lasting.delete(key)
     },
     async notify (subject, stamp) {
       waiters.wake(subject, stamp)
@@ -113,6 +127,7 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
       waiters.wakeAll()
       entries.clear()
       values.clear()
+      lasting.clear()
     }
   }
 }

@@ -147,6 +147,9 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
     async setValue (appId, name, value, ttlMs) {
       await command(() => redis.set(key(appId, name), value, 'PX', ttlMs))
     },
+    async keepValue (appId, name, value, ifAbsent = false) {
+      return await command(() => ifAbsent ? redis.set(key(appId, name), value, 'NX') : redis.set(key(appId, name), value)) === 'OK'
+    },
     async forget (appId, name) {
       await command(() => redis.del(key(appId, name)))
     },

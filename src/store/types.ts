@@ -96,6 +96,12 @@ export interface TokenStore {
   increment (appId: string, name: string, ttlMs: number, by?: number, extend?: boolean): Promise<number>
   getValue (appId: string, name: string): Promise<string | null>
   setValue (appId: string, name: string, value: string, ttlMs: number): Promise<void>
+  /**
+   * Keeps a value with no expiry (what WeChat hands out once and never again: an authorizer's refresh token), or, with
+   * `ifAbsent`, only when the name holds nothing. Resolves whether it was written. Such values are never dropped to make
+   * room, as small values may be in memory: nothing a caller sends unproven can create one.
+   */
+  keepValue (appId: string, name: string, value: string, ifAbsent?: boolean): Promise<boolean>
   /** Deletes a value. */
   forget (appId: string, name: string): Promise<void>
 

@@ -136,6 +136,23 @@ export function storeContract (t: Test, name: string, make: (t: Teardown, clock:
       t.equal(await store.getValue(APP_ID, 'negative'), null)
     })
 
+    t.test('a kept value has no expiry, is written once with ifAbsent, and outlives a flood of small values', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      t.equal(await store.keepValue(APP_ID, 'refresh_token', 'first'), true)
+      t.equal(await store.keepValue(APP_ID, 'refresh_token', 'second', true), false, 'not written over with ifAbsent')
+      t.equal(await store.getValue(APP_ID, 'refresh_token'), 'first')
+      t.equal(await store.keepValue(APP_ID, 'refresh_token', 'third'), true, 'written over without')
+      clock.advance(400 * 24 * 3600 * 1000)
+      for (let i = 0; i < 200; i++) await store.setValue(`flood${i}`, 'x', '1', 60_000)
+      t.equal(await store.getValue(APP_ID, 'refresh_token'), 'third', 'still there a year later, whatever else was written')
+      await store.forget(APP_ID, 'refresh_token')
+      t.equal(await store.getValue(APP_ID, 'refresh_token'), null, 'forgotten')
+      t.equal(await store.keepValue(APP_ID, 'refresh_token', 'fourth', true), true, 'written with ifAbsent once gone')
+      await store.setValue(APP_ID, 'refresh_token', 'timed', 200)
+      t.equal(await store.getValue(APP_ID, 'refresh_token'), 'timed', 'a timed write replaces it')
+    })
+
     t.test('notify wakes a waiter at once; otherwise the wait times out', async (t) => {
       const store = await make(t, new TestClock())
       const started = Date.now()
