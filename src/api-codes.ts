@@ -42,6 +42,7 @@ export const ApiCodes = {
   DATA_APP_MISMATCH: code(3015, 400, 'The decrypted data is not for this Mini Program: its watermark.appid is another appId, or it has none; or it nests deeper than open data does (32 levels).'),
   WECHAT_USER_BLOCKED: code(3016, 403, 'WeChat refused the login of a user it considers high-risk (errcode 40226).'),
   WECHAT_USER_RATE_LIMITED: code(3017, 429, 'This user logged in too often: WeChat allows 100 jscode2session calls a minute per user (errcode 45011 on jscode2session).'),
+  AUTHORIZATION_CODE_INVALID: code(3018, 400, 'WeChat refused the authorization code of an Open Platform authorization (errcode 61009 invalid or already used, 61010 older than its 10 minutes). A code exchanged here before is answered again without WeChat.'),
   FORCE_REFRESH_LIMITED: code(4001, 429, 'A refresh of a reported token was refused locally: in stable mode a forced refresh (WeChat allows 20 a day, 30 s apart), in classic mode a replacement less than FORCE_REFRESH_MIN_INTERVAL_SECONDS after the last one; data holds the current token.'),
   DAILY_BUDGET_EXHAUSTED: code(4002, 429, 'This app used its daily budget of upstream token calls (DAILY_UPSTREAM_BUDGET; a WeCom application its WECOM_DAILY_BUDGET) and no valid token is cached.'),
   REFRESH_IN_PROGRESS: code(4003, 503, 'Another instance is fetching this app\'s token and did not finish within the request deadline.'),
@@ -51,6 +52,7 @@ export const ApiCodes = {
   UPSTREAM_BACKOFF: code(4007, 503, 'WeChat failed on the last fetches of this app\'s token or ticket, or on its last jscode2session calls (unreachable, an HTTP error, errcode -1 or 45011, a body that is not an answer), so it is not asked again until the backoff ends (the retry-after header says when), and no valid one is cached.'),
   SESSION_BUDGET_EXHAUSTED: code(4008, 429, 'This Mini Program used its daily budget of jscode2session calls (SESSION_DAILY_BUDGET); until 00:00 Beijing time; the code was not sent to WeChat.'),
   COMPONENT_TICKET_MISSING: code(4009, 503, 'No usable component_verify_ticket is held for this component: none was pushed yet (or the store lost it with every instance\'s copy), or WeChat refused the last one (61005 expired, 61006 invalid). WeChat was asked to push one (api_start_push_ticket, once a minute at most across instances); it arrives within minutes.'),
+  AUTHORIZER_NOT_AUTHORIZED: code(4010, 403, 'This account has not authorized the component, or its authorization ended (an unauthorized event, or WeChat answered 61003 / 61023 and its authorizer list does not hold it). Nothing is fetched for it until it authorizes again; WeChat\'s list is asked at most once in AUTHORIZER_LIST_SPACING_SECONDS per component.'),
   STORE_UNAVAILABLE: code(5001, 503, 'The token store (Redis) is unavailable.'),
   INTERNAL: code(5000, 500, 'Unexpected internal error; the log has the cause under the requestId.')
 } as const satisfies Record<string, ApiCodeInfo>

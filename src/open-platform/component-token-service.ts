@@ -10,13 +10,12 @@ import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
 import { fingerprint } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
-import { createMemoryStore } from '../store/memory-store.js'
-import { fetchedEntry, type TokenStore } from '../store/types.js'
+import type { TokenStore } from '../store/types.js'
+import { createConfiguredEngine } from '../tokens/configured-engine.js'
 import { componentTokenCredential } from '../tokens/credential.js'
-import { configuredOnly, createGuards } from '../tokens/guards.js'
-import { createLifecycle, type Source } from '../tokens/lifecycle.js'
+import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
-import { served, type ServedToken } from '../tokens/rules.js'
+import type { ServedToken } from '../tokens/rules.js'
 import type { FetchedToken, FetchOptions, WechatClient } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { ComponentConfig } from '../config.js'
@@ -46,25 +45,21 @@ export function createComponentTokenService (opts: ComponentTokenServiceOptions)
   const credential = componentTokenCredential(opts.dailyBudget)
   /** Each component's secret fingerprint (what its stored entries are checked against), computed once. */
   const fps = new Map([...opts.components].map(([appId, component]) => [appId, fingerprint(appId, component.appSecret, opts.fingerprintKey)]))
-  const guardOptions = configuredOnly(opts.negativeCacheSeconds, now, metrics)
-  const guards = createGuards(store, guardOptions)
-  const outageState = createMemoryStore(now, { maxValues: 1_000 })
-  const outageGuards = createGuards(outageState, guardOptions)
-  const lifecycle = createLifecycle({
+  const engine = createConfiguredEngine({
     credential,
     store,
-    guards,
+    negativeCacheSeconds: opts.negativeCacheSeconds,
     marginMs: opts.serveMarginSeconds * 1000,
     aheadMs: opts.refreshAheadSeconds * 1000,
     requestDeadlineMs: opts.requestDeadlineMs,
     lockLeaseMs: opts.lockLeaseMs,
     hotMs: opts.hotCacheMs,
     hotMax: opts.hotCacheMaxApps,
-    copiesMax: 1_000,
+    outageMax: 1_000,
     metrics,
     now
   })
-  const { caches, refresher } = lifecycle
+  const { lifecycle } = engine
 
   /** The configured component (APP_NOT_CONFIGURED otherwise). */
   function admit (appId: string): { component: ComponentConfig, fp: string } {
@@ -105,15 +100,7 @@ export function createComponentTokenService (opts: ComponentTokenServiceOptions)
 
   /** While the store is down and this instance has no usable copy: a direct fetch under process-local guards. */
   async function directFetch (component: ComponentConfig, owner: string, fp: string, ctx: CallContext): Promise<ServedToken> {
-    ctx.log.warn('token store unavailable: fetching the component token directly')
-    const entry = await refresher.shared(`${owner}\0outage`, async () => {
-      const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
-      const fetched = await outageGuards.call({ credential, appId: owner, fp, verified: true, origin: ctx.origin, forced: false }, async (control) =>
-        await fetchWithTicket(component, { ...control, deadline }))
-      return fetchedEntry(fetched, credential.mode, fp, 0)
-    })
-    caches.keepUnstored(owner, entry)
-    return served(entry, now())
+    return await engine.directFetch(owner, fp, ctx, async (control) => await fetchWithTicket(component, control))
   }
 
   /** The hot-cache answer, synchronously, for a configured component. */
@@ -138,11 +125,6 @@ export function createComponentTokenService (opts: ComponentTokenServiceOptions)
     await lifecycle.refreshIfDue(owner, fp, sourceFor(component, owner, fp, { log, origin: 'background' }), true, log)
   }
 
-  async function close (): Promise<void> {
-    await lifecycle.close()
-    await outageState.close()
-  }
-
   /**
    * A new pre-auth code of the component, for an authorization link: fetched with its token at every call (a code is
    * not shared between links), within the caller's rate limit.
@@ -162,7 +144,7 @@ export function createComponentTokenService (opts: ComponentTokenServiceOptions)
     refreshIfDue,
     owners: () => [...opts.components.keys()].map(componentSpace),
     known: lifecycle.known,
-    close
+    close: engine.close
   }
 }
 

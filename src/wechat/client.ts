@@ -37,6 +37,18 @@ export interface FetchedToken {
   receivedAt: number
 }
 
+/** An authorizer's token, with the refresh token WeChat answered alongside (the same, or its replacement). */
+export interface AuthorizerToken extends FetchedToken {
+  authorizerAppId: string
+  refreshToken: string
+}
+
+/** A page of a component's authorizer list: the total, and each authorizer with its refresh token. */
+export interface AuthorizerPage {
+  total: number
+  authorizers: Array<{ authorizerAppId: string, refreshToken: string }>
+}
+
 /** How the guards follow each attempt of a fetch: they charge it, give back what was not sent, and bound retries. */
 export interface AttemptControl {
   /** Runs before every attempt, retries included (the quota governor charges each one); a rejection stops the fetch. */
@@ -352,6 +364,66 @@ export function createWechatClient (opts: WechatClientOptions) {
     }, options)
   }
 
+  /** A call made with the component's token: POST {component_appid, ...} to /cgi-bin/component/<endpoint>. */
+  function componentCall<T> (endpoint: string, componentAppId: string, componentToken: string, fields: Record<string, unknown>,
+    parse: (record: Record<string, unknown>, sentAt: number) => T, options: Pick<FetchOptions, 'deadline'> & AttemptControl): Promise<T> {
+    const query = new URLSearchParams({ component_access_token: componentToken })
+    return send({
+      endpoint,
+      api: 'component',
+      request: {
+        method: 'POST',
+        path: `${prefix}/cgi-bin/component/${endpoint}?${query.toString()}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ component_appid: componentAppId, ...fields })
+      },
+      parse,
+      idempotent: true
+    }, options)
+  }
+
+  /**
+   * An authorizer's authorizer_access_token, for its refresh token (api_authorizer_token), with the refresh token WeChat
+   * answered alongside: the same one, or a new one that replaces it (61023 for the old one from then on).
+   */
+  async function fetchAuthorizerToken (componentAppId: string, componentToken: string, authorizerAppId: string, refreshToken: string,
+    options: Omit<FetchOptions, 'forceRefresh'>): Promise<AuthorizerToken> {
+    return await componentCall('api_authorizer_token', componentAppId, componentToken,
+      { authorizer_appid: authorizerAppId, authorizer_refresh_token: refreshToken },
+      (record, sentAt) => authorizerToken(record, authorizerAppId, sentAt, now()), options)
+  }
+
+  /**
+   * An authorization code (from the `authorized` event or the authorization redirect) exchanged for the authorizer's
+   * token and refresh token (api_query_auth). A code works once.
+   */
+  async function queryAuth (componentAppId: string, componentToken: string, code: string, options: Pick<FetchOptions, 'deadline'>): Promise<AuthorizerToken> {
+    return await componentCall('api_query_auth', componentAppId, componentToken, { authorization_code: code }, (record, sentAt) => {
+      const info = record.authorization_info as Record<string, unknown> | null | undefined
+      const appId = info?.authorizer_appid
+      if (info == null || typeof appId !== 'string' || !/^wx[0-9a-f]{16}$/.test(appId)) throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without authorization_info')
+      return authorizerToken({ ...info, access_token: info.authorizer_access_token }, appId, sentAt, now())
+    }, options)
+  }
+
+  /** One page (at most 500) of the component's authorizers with their refresh tokens (api_get_authorizer_list). */
+  async function listAuthorizers (componentAppId: string, componentToken: string, offset: number, count: number,
+    options: Pick<FetchOptions, 'deadline'>): Promise<AuthorizerPage> {
+    return await componentCall('api_get_authorizer_list', componentAppId, componentToken, { offset, count }, (record) => {
+      const total = record.total_count
+      const list = record.list
+      if (!Number.isSafeInteger(total) || !Array.isArray(list)) throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without total_count and list')
+      const authorizers: AuthorizerPage['authorizers'] = []
+      for (const item of list as unknown[]) {
+        const { authorizer_appid: appId, refresh_token: refreshToken } = (item ?? {}) as Record<string, unknown>
+        if (typeof appId === 'string' && /^wx[0-9a-f]{16}$/.test(appId) && typeof refreshToken === 'string' && refreshToken.length > 0 && refreshToken.length <= 512) {
+          authorizers.push({ authorizerAppId: appId, refreshToken })
+        }
+      }
+      return { total: total as number, authorizers }
+    }, options)
+  }
+
   /** Asks WeChat to push a component_verify_ticket to the component's callback now (it answers before it pushes). */
   async function startPushTicket (appId: string, secret: string, options: Pick<FetchOptions, 'deadline'>): Promise<void> {
     await send({
@@ -381,6 +453,9 @@ export function createWechatClient (opts: WechatClientOptions) {
     fetchComponentToken,
     startPushTicket,
     fetchPreAuthCode,
+    fetchAuthorizerToken,
+    queryAuth,
+    listAuthorizers,
     close: () => pool.close()
   }
 }
@@ -395,6 +470,16 @@ function expiring (record: Record<string, unknown>, field: 'access_token' | 'tic
     throw new AppError('WECHAT_BAD_RESPONSE', `WeChat answered without ${field} and expires_in`)
   }
   return { accessToken: value, expiresAt: sentAt + Math.min(Math.floor(expiresIn) * 1000, MAX_TOKEN_LIFE_MS), sentAt, receivedAt }
+}
+
+/** An authorizer's token (in `access_token`) and the refresh token answered with it. */
+function authorizerToken (record: Record<string, unknown>, authorizerAppId: string, sentAt: number, receivedAt: number): AuthorizerToken {
+  const refreshToken = record.authorizer_refresh_token
+  if (typeof refreshToken !== 'string' || refreshToken.length === 0 || refreshToken.length > 512) {
+    throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without authorizer_refresh_token')
+  }
+  const token = expiring({ ...record, access_token: record.access_token ?? record.authorizer_access_token }, 'access_token', sentAt, receivedAt)
+  return { ...token, authorizerAppId, refreshToken }
 }
 
 /** A session_key must be the base64 of 16 bytes (an AES-128 key); the rest of the answer is not kept. */

@@ -90,8 +90,9 @@ const WECOM_WITH_TOKEN: ReadonlyMap<number, ErrcodeInfo> = new Map([
 ])
 
 /**
- * The Open Platform's component calls (api_component_token, api_start_push_ticket): 61004 is the IP whitelist of the
- * third-party platform, 61005 and 61006 the component_verify_ticket sent (expired, invalid).
+ * The Open Platform's component calls (api_component_token, api_start_push_ticket, and those made with the component's
+ * token): 61004 is the IP whitelist of the third-party platform, 61005 and 61006 the component_verify_ticket sent
+ * (expired, invalid), 61023 an authorizer's refresh token that is not (or no longer) the one WeChat holds.
  */
 const COMPONENT: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [-1, { kind: 'WECHAT_BUSY', text: 'system busy' }],
@@ -103,7 +104,15 @@ const COMPONENT: ReadonlyMap<number, ErrcodeInfo> = new Map([
   [45011, { kind: 'WECHAT_RATE_LIMITED', text: 'minute quota reached' }],
   [61004, { kind: 'WECHAT_IP_NOT_ALLOWED', text: 'caller IP not in the third-party platform\'s whitelist' }],
   [61005, { kind: 'COMPONENT_TICKET_MISSING', text: 'component_verify_ticket expired' }],
-  [61006, { kind: 'COMPONENT_TICKET_MISSING', text: 'component_verify_ticket invalid' }]
+  [61006, { kind: 'COMPONENT_TICKET_MISSING', text: 'component_verify_ticket invalid' }],
+  // The calls made with the component's token (api_authorizer_token, api_query_auth, api_get_authorizer_list).
+  [40001, { kind: 'WECHAT_TOKEN_REFUSED', text: 'component_access_token invalid or not the latest' }],
+  [42001, { kind: 'WECHAT_TOKEN_REFUSED', text: 'component_access_token expired' }],
+  [40097, { kind: 'WECHAT_ERROR', text: 'invalid args' }],
+  [61003, { kind: 'AUTHORIZER_NOT_AUTHORIZED', text: 'component is not authorized by this account' }],
+  [61009, { kind: 'AUTHORIZATION_CODE_INVALID', text: 'authorization code invalid or used' }],
+  [61010, { kind: 'AUTHORIZATION_CODE_INVALID', text: 'authorization code expired' }],
+  [61023, { kind: 'AUTHORIZER_NOT_AUTHORIZED', text: 'authorizer_refresh_token invalid' }]
 ])
 
 /**

@@ -10,11 +10,10 @@ import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
 import { fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
-import { createMemoryStore } from '../store/memory-store.js'
-import { fetchedEntry, type TokenEntry, type TokenStore } from '../store/types.js'
+import type { TokenEntry, TokenStore } from '../store/types.js'
 import { wecomTokenCredential } from '../tokens/credential.js'
-import { configuredOnly, createGuards } from '../tokens/guards.js'
-import { createLifecycle, type Source } from '../tokens/lifecycle.js'
+import { createConfiguredEngine } from '../tokens/configured-engine.js'
+import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext, Need } from '../tokens/refresher.js'
 import { served, usable, type ServedToken } from '../tokens/rules.js'
 import type { RefreshOutcome } from '../tokens/with-token.js'
@@ -82,25 +81,21 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     return found
   }
   // No forced refresh and no unverified secret here: every secret is a configured one.
-  const guardOptions = configuredOnly(opts.negativeCacheSeconds, now, metrics)
-  const guards = createGuards(store, guardOptions)
-  /** While the store is down: the same guards, their state kept in process (bounded). */
-  const outageState = createMemoryStore(now, { maxValues: 10_000 })
-  const outageGuards = createGuards(outageState, guardOptions)
-  const lifecycle = createLifecycle({
+  const engine = createConfiguredEngine({
     credential,
     store,
-    guards,
+    negativeCacheSeconds: opts.negativeCacheSeconds,
     marginMs: Math.min(opts.serveMarginSeconds * 1000, WECOM_SERVE_MARGIN_MS),
     aheadMs: 0,
     requestDeadlineMs: opts.requestDeadlineMs,
     lockLeaseMs: opts.lockLeaseMs,
     hotMs: opts.hotCacheMs,
     hotMax: opts.hotCacheMaxApps,
-    copiesMax: OUTAGE_COPIES,
+    outageMax: OUTAGE_COPIES,
     metrics,
     now
   })
+  const { lifecycle, guards } = engine
   const { caches, refresher } = lifecycle
 
   /** The configured application of a secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
@@ -122,15 +117,7 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
 
   /** While the store is down and this instance has no usable copy: a direct fetch under process-local guards. */
   async function directFetch (corpId: string, secret: string, owner: string, fp: string, ctx: CallContext): Promise<ServedToken> {
-    ctx.log.warn('token store unavailable: fetching the WeCom token directly')
-    const entry = await refresher.shared(`${owner}\0outage`, async () => {
-      const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
-      const fetched = await outageGuards.call({ credential, appId: owner, fp, verified: true, origin: ctx.origin, forced: false }, async (control) =>
-        await wecom.fetchWecomToken(corpId, secret, { ...control, deadline }))
-      return fetchedEntry(fetched, credential.mode, fp, 0)
-    })
-    caches.keepUnstored(owner, entry)
-    return served(entry, now())
+    return await engine.directFetch(owner, fp, ctx, async (control) => await wecom.fetchWecomToken(corpId, secret, control))
   }
 
   /** The hot-cache answer, synchronously, for a configured corp and secret. */
@@ -195,11 +182,6 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     await lifecycle.refreshIfDue(owner, fp, sourceFor(corpId, secret, owner, fp, { log, origin: 'background' }), true, log)
   }
 
-  async function close (): Promise<void> {
-    await lifecycle.close()
-    await outageState.close()
-  }
-
   return {
     credential,
     admit,
@@ -216,7 +198,7 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     /** The configured application whose token this owner holds, or undefined. */
     applicationByOwner: (owner: string) => byOwner.get(owner),
     known: lifecycle.known,
-    close
+    close: engine.close
   }
 }
 
