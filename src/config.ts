@@ -92,7 +92,15 @@ export const ConfigSchema = Type.Object({
   COMPONENT_DAILY_BUDGET: Type.Integer({
     minimum: 1,
     default: 1000,
-    description: 'Upstream api_component_token calls allowed per component per day (00:00 Beijing time).'
+    description: 'Upstream api_component_token calls allowed per component per day (00:00 Beijing time); the same number of ' +
+      'api_authorizer_token calls per authorizer.'
+  }),
+  AUTHORIZER_LIST_SPACING_SECONDS: Type.Integer({
+    minimum: 10,
+    maximum: 3600,
+    default: 300,
+    description: 'How often, at most, a component\'s authorizer list (api_get_authorizer_list) is read from WeChat across instances, to ' +
+      'recover refresh tokens no store or instance holds; an authorizer it does not hold is answered 4010 without WeChat until then.'
   }),
   WECOM_DAILY_BUDGET: Type.Integer({
     minimum: 1,

@@ -123,7 +123,7 @@ export interface Settings {
  * increase to the rules (a counter series born at 1 is flat to increase()).
  */
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
-const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket', 'component_token']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket', 'component_token', 'authorizer_token']
 
 export function createMetrics (options: MetricsOptions = {}) {
   const maxApps = options.maxApps ?? 100
@@ -388,6 +388,15 @@ export function createMetrics (options: MetricsOptions = {}) {
         'decrypted with previousEncodingAESKey, also counted as accepted or replayed) and info_type (component_verify_ticket, authorized, ' +
         'updateauthorized, unauthorized, other; for refused, the reason).',
       labelNames: ['outcome', 'info_type'] as const,
+      registers
+    }),
+    authorizerRefreshTokens: new Counter({
+      name: 'wxtoken_authorizer_refresh_tokens_total',
+      help: 'What happened to Open Platform authorizers\' refresh tokens, by outcome: authorized (saved from an authorization), rotated ' +
+        '(WeChat answered a new one, saved before use), removed (unauthorized), written_back (a store that lost one got it back from an ' +
+        'instance), recovered (written back from WeChat\'s authorizer list), list_failed (that list could not be read), ' +
+        'not_authorized (WeChat refused one, 61023, and its list did not hold another).',
+      labelNames: ['outcome'] as const,
       registers
     })
   }

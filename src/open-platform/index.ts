@@ -9,9 +9,11 @@ import type { FastifyError, FastifyPluginAsync } from 'fastify'
 import { loadComponents } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
 import { scheduleRefreshes } from '../official-account/scheduler.js'
+import { createAuthorizerTokenService, type AuthorizerTokenService } from './authorizer-token-service.js'
 import { createComponentTokenService, type ComponentTokenService } from './component-token-service.js'
 import { componentCrypto, type ComponentCrypto } from './msg-crypto.js'
 import { MAX_PUSH_BYTES, PushError, checkPush, type PushQuery } from './push.js'
+import { createRefreshTokens } from './refresh-tokens.js'
 import { TICKET_LIFE_MS, componentSpace, createVerifyTickets, type VerifyTickets } from './verify-tickets.js'
 
 export { default as openPlatformRoutes } from './routes.js'
@@ -19,6 +21,7 @@ export { default as openPlatformRoutes } from './routes.js'
 declare module 'fastify' {
   interface FastifyInstance {
     componentTokens: ComponentTokenService
+    authorizerTokens: AuthorizerTokenService
     verifyTickets: VerifyTickets
   }
 }
@@ -51,8 +54,33 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     metrics,
     ...clock
   }))
+  app.decorate('authorizerTokens', createAuthorizerTokenService({
+    store: app.store,
+    wechat: app.wechat,
+    componentTokens: app.componentTokens,
+    refreshTokens: createRefreshTokens({
+      store: app.store,
+      listSpacingMs: config.AUTHORIZER_LIST_SPACING_SECONDS * 1000,
+      log: app.log.child({ component: 'open-platform' }),
+      metrics,
+      ...clock
+    }),
+    components,
+    dailyBudget: config.COMPONENT_DAILY_BUDGET,
+    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
+    lockLeaseMs: config.LOCK_LEASE_MS,
+    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
+    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
+    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
+    hotCacheMs: config.HOT_CACHE_MS,
+    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    fingerprintKey: config.FINGERPRINT_KEY,
+    metrics,
+    ...clock
+  }))
   metrics.observeApps(function * () {
     for (const [owner, expiresAt] of app.componentTokens.known()) yield [owner, 'component_token', expiresAt] as const
+    for (const [owner, expiresAt] of app.authorizerTokens.known()) yield [owner, 'authorizer_token', expiresAt] as const
   })
   metrics.observeComponentTickets(function * () {
     for (const appId of components.keys()) {
@@ -60,7 +88,10 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
       yield [appId, held === undefined ? undefined : held.createdAt] as const
     }
   })
-  app.addHook('onClose', async () => { await app.componentTokens.close() })
+  app.addHook('onClose', async () => {
+    await app.authorizerTokens.close()
+    await app.componentTokens.close()
+  })
   scheduleRefreshes(app, {
     tokens: app.componentTokens,
     appIds: app.componentTokens.owners(),
@@ -139,8 +170,22 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
           request.log.warn({ componentAppId, err: (err as Error).message }, 'a pushed component_verify_ticket is kept in process only: the store refused it')
         })
       }
+    } else if (event.type === 'unauthorized') {
+      await app.authorizerTokens.revoke(componentAppId, event.authorizerAppId).catch((err: unknown) => {
+        request.log.warn({ componentAppId, authorizerAppId: event.authorizerAppId, err: (err as Error).message }, 'an authorization ended, and the store could not forget its refresh token')
+      })
+      request.log.info({ componentAppId, authorizerAppId: event.authorizerAppId }, 'an authorization ended: its refresh token and token are removed')
     } else if (event.type !== 'other') {
-      request.log.info({ componentAppId, event: event.type, authorizerAppId: event.authorizerAppId }, 'an authorization event was pushed')
+      // Exchanged after the answer: WeChat wants one within 5 seconds, and a code it could not exchange now is recovered
+      // later from the authorizer list, as any refresh token missing here.
+      const log = request.log
+      const { authorizerAppId, authorizationCode } = event
+      setImmediate(() => {
+        app.authorizerTokens.exchange(componentAppId, authorizationCode, { log, origin: 'background' }).catch((err: unknown) => {
+          log.warn({ componentAppId, authorizerAppId, apiCode: (err as { apiCode?: number }).apiCode, err: (err as Error).message },
+            'the pushed authorization code could not be exchanged: the refresh token will be recovered from the authorizer list when needed')
+        })
+      })
     }
     app.metrics.componentPushes.labels('accepted', event.type === 'other' ? 'other' : event.type).inc()
     return answer(200, 'success')

@@ -11,6 +11,8 @@ import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, Th
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
+export const AUTHORIZER_TOKEN_ROUTE = '/api/v3/get-authorizer-access-token'
+export const AUTHORIZATION_ROUTE = '/api/v3/exchange-authorization-code'
 
 const PreAuthCodeEnvelopeSchema = envelopeOf(Type.Object({
   preAuthCode: Type.String({ description: 'For the authorization link (componentloginpage / bindcomponent): a new one at every call' }),
@@ -20,6 +22,23 @@ const PreAuthCodeEnvelopeSchema = envelopeOf(Type.Object({
 export const ComponentTokenRequestSchema = Type.Object({
   componentAppId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'The component\'s appId, one of WECHAT_COMPONENTS' })
 })
+
+export const AuthorizerTokenRequestSchema = Type.Object({
+  componentAppId: ComponentTokenRequestSchema.properties.componentAppId,
+  authorizerAppId: Type.String({ pattern: APP_ID_PATTERN, maxLength: 18, description: 'The appId of an account (Official Account or Mini Program) that authorized the component' })
+})
+
+export const AuthorizationRequestSchema = Type.Object({
+  componentAppId: ComponentTokenRequestSchema.properties.componentAppId,
+  authorizationCode: Type.String({ pattern: '^[\\u0021-\\u007e]{1,512}$', description: 'The auth_code of the authorization redirect (10 minutes, once; the `authorized` event carries the same one)' })
+})
+
+const AuthorizationEnvelopeSchema = envelopeOf(Type.Object({
+  authorizerAppId: Type.String({ description: 'The account that authorized the component' }),
+  accessToken: Type.String({ description: 'Its authorizer_access_token' }),
+  expiresAt: Type.Integer({ description: 'Epoch milliseconds' }),
+  expiresIn: Type.Integer({ description: 'Seconds it has left' })
+}))
 
 export interface OpenPlatformRouteOptions {
   /** Whether callers are identified (AUTH_TOKENS), or the operator opted in to serving them without (COMPONENT_ROUTES_WITHOUT_KEYS). */
@@ -85,6 +104,66 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
     const code = await app.componentTokens.preAuthCode(componentAppId, context(request, componentAppId))
     app.finish(request, reply, 200, PRE_AUTH_CODE_ROUTE)
     return { statusCode: 200, message: 'Operation successful', requestId: request.id, data: { preAuthCode: code.accessToken, expiresIn: code.expiresIn } }
+  })
+
+  app.post(AUTHORIZER_TOKEN_ROUTE, {
+    schema: {
+      summary: 'Get the authorizer_access_token of an account that authorized an Open Platform third-party platform',
+      operationId: 'getAuthorizerAccessToken',
+      tags: ['open-platform'],
+      security: CallerKeySecurity,
+      description: 'One token per authorizer, fetched with the component\'s token and the refresh token kept here since the authorization ' +
+        '(never lost: recovered from WeChat\'s authorizer list when no store or instance holds it), cached, refreshed ahead and fetched once ' +
+        'for any number of callers and instances. An account that has not authorized the component: apiCode 4010. Needs a caller key ' +
+        '(see COMPONENT_ROUTES_WITHOUT_KEYS).',
+      body: AuthorizerTokenRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: EnvelopeSchema, 429: ThrottledSchema }
+    },
+    config: { appField: 'componentAppId' },
+    onRequest: [keyed, ...app.limits.perCaller],
+    preHandler: app.limits.perApp
+  }, (request, reply) => {
+    const { componentAppId, authorizerAppId } = request.body
+    const kept = app.authorizerTokens.fromHot(componentAppId, authorizerAppId)
+    if (kept) {
+      app.finish(request, reply, 200, AUTHORIZER_TOKEN_ROUTE)
+      reply.send(success(request.id, kept))
+      return
+    }
+    return app.authorizerTokens.afterHotMiss(componentAppId, authorizerAppId, context(request, componentAppId)).then((token) => {
+      app.finish(request, reply, 200, AUTHORIZER_TOKEN_ROUTE)
+      return success(request.id, token)
+    })
+  })
+
+  app.post(AUTHORIZATION_ROUTE, {
+    schema: {
+      summary: 'Exchange the authorization code of an Open Platform authorization redirect',
+      operationId: 'exchangeAuthorizationCode',
+      tags: ['open-platform'],
+      security: CallerKeySecurity,
+      description: 'The auth_code WeChat appends to the redirect of an authorization link, exchanged once (api_query_auth) for the ' +
+        'account\'s refresh token, kept here, and its first token, answered. The `authorized` event pushed to the callback carries the same ' +
+        'code and is exchanged too: whichever comes second is answered from the first, without WeChat. A code WeChat refuses: apiCode 3018. ' +
+        'Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
+      body: AuthorizationRequestSchema,
+      headers: SdkHeadersSchema,
+      response: { 200: AuthorizationEnvelopeSchema, 429: ThrottledSchema }
+    },
+    config: { appField: 'componentAppId' },
+    onRequest: [keyed, ...app.limits.perCaller],
+    preHandler: app.limits.perApp
+  }, async (request, reply) => {
+    const { componentAppId, authorizationCode } = request.body
+    const authorization = await app.authorizerTokens.exchange(componentAppId, authorizationCode, context(request, componentAppId))
+    app.finish(request, reply, 200, AUTHORIZATION_ROUTE)
+    return {
+      statusCode: 200,
+      message: 'Operation successful',
+      requestId: request.id,
+      data: { authorizerAppId: authorization.authorizerAppId, accessToken: authorization.accessToken, expiresAt: authorization.expiresAt, expiresIn: authorization.expiresIn }
+    }
   })
 }
 

@@ -4,7 +4,8 @@
  * until the next push; the story for each way to lose it:
  * - Kept in the store under the component's space (`_component:<appId>`) until 12 hours after WeChat made it, and in
  *   the process of every instance that received it or read it: a store flushed or restarted empty gets it back from
- *   the first instance that still holds it (written back at its next read).
+ *   the first instance that still holds it (written back at its next read, or as soon as an instance that has none
+ *   asks every instance for it over the change channel, which it does before it answers 4009).
  * - The latest made wins (by its CreateTime): a push WeChat sends again late does not replace a newer ticket. Two
  *   instances may receive two pushes at once and write in either order (a read, then a write: no store script); both
  *   tickets are valid for 12 hours, so the one left is a good one either way, and the next push settles it.
@@ -48,6 +49,11 @@ const PUSH_REQUESTED = 'push_requested'
 const REFUSAL_HEAD = 'component_ticket|'
 const refusalSubject = (appId: string): string => REFUSAL_HEAD + appId
 const ticketHash = (ticket: string): string => hash('sha256', ticket, 'hex').slice(0, 16)
+/** Asks every instance to write back the ticket it holds when the store lacks it (or holds an older one); answered by WRITTEN. */
+const WANTED_HEAD = 'component_ticket_wanted|'
+const WRITTEN_HEAD = 'component_ticket_written|'
+/** How long an instance with no ticket waits for another to write its own back. */
+const WANT_WAIT_MS = 500
 
 function parseTicket (raw: string | null): VerifyTicket | undefined {
   if (raw === null) return undefined
@@ -97,6 +103,16 @@ export function createVerifyTickets (opts: VerifyTicketsOptions) {
    * held here and missing from the store (flushed, or an older one there) is written back.
    */
   async function usable (appId: string): Promise<VerifyTicket | undefined> {
+    const found = await usableHere(appId)
+    if (found !== undefined || !store.pubsubUp) return found
+    // None here or in the store (flushed, restarted empty): another instance may hold one, and is asked for it first.
+    const written = store.waitForChange(WRITTEN_HEAD + appId, WANT_WAIT_MS)
+    await store.notify(WANTED_HEAD + appId).catch(() => {})
+    await written
+    return await usableHere(appId)
+  }
+
+  async function usableHere (appId: string): Promise<VerifyTicket | undefined> {
     let stored: VerifyTicket | undefined
     let refused: string | undefined = refusedHere.get(appId)
     try {
@@ -129,6 +145,13 @@ export function createVerifyTickets (opts: VerifyTicketsOptions) {
   }
 
   store.onChange((subject, stamp) => {
+    if (subject.startsWith(WANTED_HEAD)) {
+      const appId = subject.slice(WANTED_HEAD.length)
+      const held = local.get(appId)
+      if (held === undefined || !alive(held) || held.ticket === refusedHere.get(appId)) return
+      receive(appId, held).then(async () => { await store.notify(WRITTEN_HEAD + appId) }).catch(() => {})
+      return
+    }
     if (!subject.startsWith(REFUSAL_HEAD) || stamp === undefined) return
     const appId = subject.slice(REFUSAL_HEAD.length)
     const held = local.get(appId)

@@ -8,7 +8,7 @@ import { TOKEN_SLOT } from '../store/types.js'
 import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
-export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket' | 'component_token'
+export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket' | 'component_token' | 'authorizer_token'
 /** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
 export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
@@ -164,6 +164,27 @@ export function componentTokenCredential (dailyBudget: number): Credential {
     callerInput: false,
     provesSecret: false,
     ...taggedSubjects('component_token')
+  }
+}
+
+/**
+ * An authorizer's authorizer_access_token (an account that authorized a component). Its owner is opaque to the engine
+ * (the component and the authorizer, one space); it is fetched with the component's token and the authorizer's refresh
+ * token, and each fetch issues a new one: a classic credential.
+ */
+export function authorizerTokenCredential (dailyBudget: number): Credential {
+  return {
+    name: 'authorizer_token',
+    api: 'component',
+    slot: TOKEN_SLOT,
+    prefix: '',
+    mode: 'classic',
+    budget: dailyBudget,
+    budgetWindow: 'day',
+    budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
+    callerInput: false,
+    provesSecret: false,
+    ...taggedSubjects('authorizer_token')
   }
 }
 

@@ -401,7 +401,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     return await componentCall('api_query_auth', componentAppId, componentToken, { authorization_code: code }, (record, sentAt) => {
       const info = record.authorization_info as Record<string, unknown> | null | undefined
       const appId = info?.authorizer_appid
-      if (info == null || typeof appId !== 'string' || !/^wx[0-9a-f]{16}$/.test(appId)) throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without authorization_info')
+      if (info == null || typeof appId !== 'string' || !/^wx[0-9a-fA-F]{16}$/.test(appId)) throw new AppError('WECHAT_BAD_RESPONSE', 'WeChat answered without authorization_info')
       return authorizerToken({ ...info, access_token: info.authorizer_access_token }, appId, sentAt, now())
     }, options)
   }
@@ -416,7 +416,7 @@ export function createWechatClient (opts: WechatClientOptions) {
       const authorizers: AuthorizerPage['authorizers'] = []
       for (const item of list as unknown[]) {
         const { authorizer_appid: appId, refresh_token: refreshToken } = (item ?? {}) as Record<string, unknown>
-        if (typeof appId === 'string' && /^wx[0-9a-f]{16}$/.test(appId) && typeof refreshToken === 'string' && refreshToken.length > 0 && refreshToken.length <= 512) {
+        if (typeof appId === 'string' && /^wx[0-9a-fA-F]{16}$/.test(appId) && typeof refreshToken === 'string' && refreshToken.length > 0 && refreshToken.length <= 512) {
           authorizers.push({ authorizerAppId: appId, refreshToken })
         }
       }

@@ -1,0 +1,240 @@
+/**
+ * The authorizer_access_token of each account that authorized a component of WECHAT_COMPONENTS, kept by the same
+ * lifecycle as every credential (hot cache, store, one fetch per herd over every instance, refresh ahead, outage
+ * copies, a daily budget, backoff). Its owner is the authorizer's space (`_authorizer:<component>:<authorizer>`). It is
+ * fetched with the component's cached token and the authorizer's refresh token (refresh-tokens.ts), which is recovered
+ * from WeChat's authorizer list when no store or instance holds it: an account is never failed for a lost store.
+ *
+ * An authorization arrives as a code (the `authorized` event's, or the redirect's), exchanged here once (api_query_auth)
+ * for the refresh token and a first token; the `unauthorized` event removes both.
+ */
+import { hash } from 'node:crypto'
+import { AppError } from '../errors.js'
+import { fingerprint } from '../fingerprint.js'
+import type { Metrics } from '../metrics.js'
+import { fetchedEntry, stampOf, type TokenEntry, type TokenStore } from '../store/types.js'
+import { createConfiguredEngine } from '../tokens/configured-engine.js'
+import { authorizerTokenCredential } from '../tokens/credential.js'
+import type { Source } from '../tokens/lifecycle.js'
+import type { CallContext } from '../tokens/refresher.js'
+import { served, type ServedToken } from '../tokens/rules.js'
+import type { AuthorizerToken, FetchedToken, FetchOptions, WechatClient } from '../wechat/client.js'
+import { WechatApiError } from '../wechat/errcodes.js'
+import type { ComponentConfig } from '../config.js'
+import type { ComponentTokenService } from './component-token-service.js'
+import { authorizerSpace, type ListPage, type RefreshTokens } from './refresh-tokens.js'
+import { componentSpace } from './verify-tickets.js'
+
+export interface AuthorizerTokenServiceOptions {
+  store: TokenStore
+  wechat: WechatClient
+  componentTokens: ComponentTokenService
+  refreshTokens: RefreshTokens
+  components: ReadonlyMap<string, ComponentConfig>
+  dailyBudget: number
+  requestDeadlineMs: number
+  lockLeaseMs: number
+  negativeCacheSeconds: number
+  refreshAheadSeconds: number
+  serveMarginSeconds: number
+  hotCacheMs: number
+  hotCacheMaxApps: number
+  fingerprintKey?: string | undefined
+  metrics?: Metrics | undefined
+  now?: () => number
+}
+
+/** How long an exchanged authorization code is remembered (WeChat's codes live 10 minutes). */
+const CODE_MEMORY_MS = 15 * 60_000
+const PENDING = '-'
+const codeName = (code: string): string => `auth_code:${hash('sha256', code, 'hex').slice(0, 32)}`
+const exchangeSubject = (componentAppId: string): string => `authorization|${componentAppId}`
+
+export interface Authorization extends ServedToken {
+  authorizerAppId: string
+}
+
+export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOptions) {
+  const { store, wechat, componentTokens, refreshTokens, metrics } = opts
+  const now = opts.now ?? Date.now
+  const credential = authorizerTokenCredential(opts.dailyBudget)
+  /** Each component's secret fingerprint: an authorizer's entries are checked against their component's. */
+  const fps = new Map([...opts.components].map(([appId, component]) => [appId, fingerprint(appId, component.appSecret, opts.fingerprintKey)]))
+  const engine = createConfiguredEngine({
+    credential,
+    store,
+    negativeCacheSeconds: opts.negativeCacheSeconds,
+    marginMs: opts.serveMarginSeconds * 1000,
+    aheadMs: opts.refreshAheadSeconds * 1000,
+    requestDeadlineMs: opts.requestDeadlineMs,
+    lockLeaseMs: opts.lockLeaseMs,
+    hotMs: opts.hotCacheMs,
+    hotMax: opts.hotCacheMaxApps,
+    outageMax: 10_000,
+    metrics,
+    now
+  })
+  const { lifecycle } = engine
+
+  function admit (componentAppId: string): { component: ComponentConfig, fp: string } {
+    const component = opts.components.get(componentAppId)
+    const fp = fps.get(componentAppId)
+    if (component === undefined || fp === undefined) throw new AppError('APP_NOT_CONFIGURED', `componentAppId ${componentAppId} is not one of the configured WECHAT_COMPONENTS`)
+    return { component, fp }
+  }
+
+  /**
+   * The authorizer's refresh token from WeChat's list (refresh-tokens.ts). The component's token is got first: without
+   * one (no ticket yet), that is the answer, and the list is not marked as failed for every authorizer.
+   */
+  async function recover (componentAppId: string, authorizerAppId: string, ctx: CallContext, deadline: number, refused?: string): Promise<string> {
+    const token = await componentTokens.getToken(componentAppId, { ...ctx, deadline })
+    const page: ListPage = async (offset, count) => await wechat.listAuthorizers(componentAppId, token.accessToken, offset, count, { deadline })
+    return await refreshTokens.recover(componentAppId, authorizerAppId, page, deadline, refused)
+  }
+
+  /** api_authorizer_token with this refresh token; a new refresh token answered is saved before the token is used. */
+  async function fetchWith (componentAppId: string, authorizerAppId: string, refreshToken: string, ctx: CallContext,
+    control: Omit<FetchOptions, 'forceRefresh'>): Promise<AuthorizerToken> {
+    const componentToken = await componentTokens.getToken(componentAppId, { ...ctx, deadline: control.deadline })
+    const got = await wechat.fetchAuthorizerToken(componentAppId, componentToken.accessToken, authorizerAppId, refreshToken, control)
+    if (got.refreshToken !== refreshToken) {
+      await refreshTokens.save(componentAppId, authorizerAppId, got.refreshToken)
+      metrics?.authorizerRefreshTokens.labels('rotated').inc()
+      ctx.log.info({ componentAppId, authorizerAppId }, 'WeChat answered a new authorizer refresh token: saved before use')
+    }
+    return got
+  }
+
+  /**
+   * One fetch of an authorizer's token: with the refresh token held (else recovered from WeChat's list). One WeChat
+   * refuses (61023) is replaced from the list, once; when the list holds no other, it is marked refused until the list
+   * may be read again, and the account is answered AUTHORIZER_NOT_AUTHORIZED without WeChat meanwhile.
+   */
+  async function fetchAuthorizer (componentAppId: string, authorizerAppId: string, ctx: CallContext,
+    control: Omit<FetchOptions, 'forceRefresh'>): Promise<FetchedToken> {
+    const { deadline } = control
+    let refreshToken = await refreshTokens.get(componentAppId, authorizerAppId) ?? await recover(componentAppId, authorizerAppId, ctx, deadline)
+    if (await refreshTokens.isRefused(componentAppId, authorizerAppId, refreshToken)) {
+      refreshToken = await recover(componentAppId, authorizerAppId, ctx, deadline, refreshToken)
+    }
+    try {
+      return await fetchWith(componentAppId, authorizerAppId, refreshToken, ctx, control)
+    } catch (err) {
+      if (!(err instanceof WechatApiError && err.errcode === 61023)) throw err
+      let replacement: string
+      try {
+        replacement = await recover(componentAppId, authorizerAppId, ctx, deadline, refreshToken)
+      } catch (recovery) {
+        if (recovery instanceof AppError && recovery.kind === 'AUTHORIZER_NOT_AUTHORIZED') {
+          await refreshTokens.markRefused(componentAppId, authorizerAppId, refreshToken)
+          metrics?.authorizerRefreshTokens.labels('not_authorized').inc()
+          ctx.log.warn({ componentAppId, authorizerAppId }, 'WeChat refused the authorizer refresh token (61023) and its authorizer list holds no other')
+        }
+        throw recovery
+      }
+      return await fetchWith(componentAppId, authorizerAppId, replacement, ctx, control)
+    }
+  }
+
+  function sourceFor (componentAppId: string, authorizerAppId: string, owner: string, fp: string, ctx: CallContext): Source {
+    return {
+      verified: async () => true,
+      fetch: (deadline) => async (control) => await fetchAuthorizer(componentAppId, authorizerAppId, ctx, { ...control, deadline }),
+      outage: async () => await engine.directFetch(owner, fp, ctx, async (control) => await fetchAuthorizer(componentAppId, authorizerAppId, ctx, control))
+    }
+  }
+
+  /** The hot-cache answer, synchronously. */
+  function fromHot (componentAppId: string, authorizerAppId: string): ServedToken | undefined {
+    const component = opts.components.get(componentAppId)
+    return component === undefined ? undefined : lifecycle.fromHot(authorizerSpace(componentAppId, authorizerAppId), component.appSecret)
+  }
+
+  /** The authorizer's token, for a caller that looked in the hot cache already (the route). */
+  async function afterHotMiss (componentAppId: string, authorizerAppId: string, ctx: CallContext): Promise<ServedToken> {
+    const { component, fp } = admit(componentAppId)
+    const owner = authorizerSpace(componentAppId, authorizerAppId)
+    return await lifecycle.afterHotMiss(owner, component.appSecret, fp, sourceFor(componentAppId, authorizerAppId, owner, fp, ctx), ctx)
+  }
+
+  /** A token WeChat issued outside a refresh (api_query_auth): stored as the authorizer's current one, and announced. */
+  async function storeIssued (owner: string, fp: string, got: FetchedToken): Promise<TokenEntry> {
+    for (let tries = 0; tries < 4; tries++) {
+      const generation = await store.generation(owner)
+      const entry = fetchedEntry(got, credential.mode, fp, generation + 1)
+      if (await store.compareAndSet(owner, entry, generation)) {
+        await store.notify(credential.subject(owner), stampOf(entry)).catch(() => {})
+        return entry
+      }
+    }
+    return fetchedEntry(got, credential.mode, fp, 0)
+  }
+
+  /**
+   * An authorization code (the `authorized` event's, or the authorization redirect's) exchanged for the authorizer's
+   * refresh token and token (api_query_auth), once across instances: the same code again (the event and the redirect
+   * both carry it) is answered with the authorizer's token, without WeChat.
+   */
+  async function exchange (componentAppId: string, code: string, ctx: CallContext): Promise<Authorization> {
+    const { fp } = admit(componentAppId)
+    const space = componentSpace(componentAppId)
+    const name = codeName(code)
+    const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
+    const mine = await store.acquire(space, name, PENDING, CODE_MEMORY_MS).catch(() => true)
+    if (!mine) {
+      for (;;) {
+        const authorizerAppId = await store.getValue(space, name)
+        if (authorizerAppId === null) throw new AppError('AUTHORIZATION_CODE_INVALID', 'This authorization code could not be exchanged: ask the account to authorize again')
+        if (authorizerAppId !== PENDING) {
+          const token = fromHot(componentAppId, authorizerAppId) ?? await afterHotMiss(componentAppId, authorizerAppId, ctx)
+          return { ...token, authorizerAppId }
+        }
+        if (now() >= deadline) throw new AppError('REFRESH_IN_PROGRESS', 'Another instance is exchanging this authorization code')
+        await store.waitForChange(exchangeSubject(componentAppId), Math.min(1000, deadline - now()))
+      }
+    }
+    let got: AuthorizerToken
+    try {
+      const componentToken = await componentTokens.getToken(componentAppId, { ...ctx, deadline })
+      got = await wechat.queryAuth(componentAppId, componentToken.accessToken, code, { deadline })
+    } catch (err) {
+      await store.forget(space, name).catch(() => {})
+      await store.notify(exchangeSubject(componentAppId)).catch(() => {})
+      throw err
+    }
+    const { authorizerAppId } = got
+    await refreshTokens.save(componentAppId, authorizerAppId, got.refreshToken)
+    metrics?.authorizerRefreshTokens.labels('authorized').inc()
+    const owner = authorizerSpace(componentAppId, authorizerAppId)
+    const entry = await storeIssued(owner, fp, got).catch(() => fetchedEntry(got, credential.mode, fp, 0))
+    await store.setValue(space, name, authorizerAppId, CODE_MEMORY_MS).catch(() => {})
+    await store.notify(exchangeSubject(componentAppId)).catch(() => {})
+    ctx.log.info({ componentAppId, authorizerAppId }, 'an authorization was exchanged: the authorizer\'s refresh token is kept')
+    return { ...served(entry, now()), authorizerAppId }
+  }
+
+  /** The authorization ended (`unauthorized`): its refresh token and token are removed here, in the store and everywhere. */
+  async function revoke (componentAppId: string, authorizerAppId: string): Promise<void> {
+    admit(componentAppId)
+    const owner = authorizerSpace(componentAppId, authorizerAppId)
+    await refreshTokens.remove(componentAppId, authorizerAppId)
+    await store.delete(owner)
+    metrics?.authorizerRefreshTokens.labels('removed').inc()
+    await store.notify(credential.subject(owner)).catch(() => {})
+  }
+
+  return {
+    credential,
+    fromHot,
+    afterHotMiss,
+    getToken: async (componentAppId: string, authorizerAppId: string, ctx: CallContext) =>
+      fromHot(componentAppId, authorizerAppId) ?? await afterHotMiss(componentAppId, authorizerAppId, ctx),
+    exchange,
+    revoke,
+    known: lifecycle.known,
+    close: engine.close
+  }
+}
+
+export type AuthorizerTokenService = ReturnType<typeof createAuthorizerTokenService>

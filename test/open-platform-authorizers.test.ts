@@ -1,0 +1,204 @@
+/**
+ * Open Platform authorizers: an authorization exchanged once, the refresh token kept with no expiry and replaced when
+ * WeChat rotates it, removed when the authorization ends, and never lost: a flushed store and a store restarted empty
+ * with every instance new are both served again without any re-authorization.
+ */
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { CALLER_KEYS, COMPONENT, TestClock, build, post, startOpenPlatformMock } from './helpers/build.js'
+import { fleetRedis } from './helpers/fleet.js'
+import { listen } from './helpers/raw-http.js'
+import { until } from './helpers/until.js'
+import type { MockOpenPlatform } from '../src/stand-in/open-platform.js'
+
+const KEY = CALLER_KEYS[0]!
+const auth = { authorization: `Bearer ${KEY}` }
+const on = { WECHAT_COMPONENTS: JSON.stringify([COMPONENT]), AUTH_TOKENS: CALLER_KEYS.join(','), SCHEDULER_INTERVAL_SECONDS: '0' }
+const C = COMPONENT.appId
+const authorizer = (i: number): string => `wx${(0xa0000000 + i).toString(16).padStart(16, '0')}`
+const A = authorizer(1)
+
+async function callbackOf (app: FastifyInstance, platform: MockOpenPlatform): Promise<void> {
+  platform.setCallback(C, `http://127.0.0.1:${await listen(app)}/wechat/components/${C}/events`)
+}
+
+const tokenOf = async (app: FastifyInstance, authorizerAppId = A) =>
+  await post(app, '/api/v3/get-authorizer-access-token', { componentAppId: C, authorizerAppId }, auth)
+const exchange = async (app: FastifyInstance, authorizationCode: string) =>
+  await post(app, '/api/v3/exchange-authorization-code', { componentAppId: C, authorizationCode }, auth)
+/** The instance's count of refresh-token outcomes (read from the counter: /metrics renders once a second). */
+const counted = async (app: FastifyInstance, outcome: string): Promise<number> =>
+  (await app.metrics.authorizerRefreshTokens.get()).values.find((value) => value.labels.outcome === outcome)?.value ?? 0
+
+/** Authorizes each account by the pushed `authorized` event, and waits until the service kept its refresh token. */
+async function authorizeAll (app: FastifyInstance, platform: MockOpenPlatform, appIds: string[]): Promise<boolean> {
+  const before = await counted(app, 'authorized')
+  for (const appId of appIds) if (!await platform.pushEvent(C, 'authorized', appId)) return false
+  return await until(async () => await counted(app, 'authorized') === before + appIds.length, 10_000)
+}
+
+t.test('an authorized event is exchanged once; its token is served to a herd without another fetch', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: on })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  t.ok(await authorizeAll(app, platform, [A]), 'the refresh token was kept')
+  t.equal(platform.calls('api_query_auth', C), 1)
+  const answers = await Promise.all(Array.from({ length: 20 }, async () => await tokenOf(app)))
+  const tokens = new Set(answers.map((a) => a.body.data?.accessToken))
+  t.equal(tokens.size, 1, JSON.stringify(answers[0]?.body))
+  t.equal(platform.checkAuthorizerToken([...tokens][0]!), 'valid', 'the token api_query_auth gave, still WeChat\'s latest')
+  t.equal(platform.calls('api_authorizer_token'), 0, 'no fetch: the exchanged token was stored')
+  const lines = logs.lines.join('\n')
+  for (const secret of platform.secrets()) t.notOk(lines.includes(secret), 'no ticket, token, refresh token or key in the log')
+})
+
+t.test('a redirect code is exchanged once for every instance that gets it; a code WeChat refuses is 3018', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const { apps } = await fleet(t, 2, url, on)
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  const code = platform.authorize(C, A)
+  const answers = await Promise.all([exchange(apps[0]!, code), exchange(apps[1]!, code), exchange(apps[0]!, code)])
+  t.same(answers.map((a) => (a.body.data as { authorizerAppId?: string } | undefined)?.authorizerAppId), [A, A, A], JSON.stringify(answers.map((a) => a.body)))
+  t.equal(new Set(answers.map((a) => a.body.data?.accessToken)).size, 1, 'one token for all three')
+  t.equal(platform.calls('api_query_auth'), 1, 'one exchange')
+  t.equal((await tokenOf(apps[1]!)).body.data?.accessToken, answers[0]!.body.data?.accessToken)
+  const refused = await exchange(apps[0]!, 'not-a-code-wechat-gave')
+  t.equal(refused.body.apiCode, 3018, JSON.stringify(refused.body))
+  t.notOk(JSON.stringify(refused.body).includes('not-a-code-wechat-gave'), 'the code is not repeated')
+  t.equal((await exchange(apps[1]!, 'bad code with spaces')).body.apiCode, 1002, 'not a code: refused by the schema')
+})
+
+t.test('a refresh token WeChat rotates is saved before use: no instance sends the old one again', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const clock = new TestClock()
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' }, clock)
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  t.ok(await authorizeAll(apps[0]!, platform, [A]))
+  platform.rotateRefreshTokens(true)
+  const before = platform.refreshTokenOf(C, A)
+  for (let round = 1; round <= 3; round++) {
+    clock.advance(7200_000)
+    const served = await tokenOf(apps[round % 2]!)
+    t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+    t.equal(platform.checkAuthorizerToken(served.body.data!.accessToken), 'valid')
+    t.equal(platform.calls('api_authorizer_token'), round)
+  }
+  t.not(platform.refreshTokenOf(C, A), before, 'WeChat rotated it')
+  t.equal(platform.calls('api_get_authorizer_list'), 0, 'never refused (61023), so never recovered')
+  t.equal(await counted(apps[0]!, 'rotated') + await counted(apps[1]!, 'rotated'), 3)
+})
+
+t.test('unauthorized removes the refresh token: 4010, with one list read per spacing and no token call', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' })
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  t.ok(await authorizeAll(apps[0]!, platform, [A]))
+  t.equal((await tokenOf(apps[1]!)).body.statusCode, 200)
+  t.equal(await platform.unauthorize(C, A), true, 'the unauthorized event was taken')
+  t.ok(await until(async () => await counted(apps[0]!, 'removed') === 1), 'removed')
+  const answers = await Promise.all(Array.from({ length: 10 }, async (_, i) => await tokenOf(apps[i % 2]!)))
+  t.ok(answers.every((a) => a.body.apiCode === 4010), JSON.stringify(answers.map((a) => a.body.apiCode)))
+  t.equal(platform.calls('api_get_authorizer_list'), 1, 'the list was read once for both instances and ten requests')
+  t.equal(platform.calls('api_authorizer_token'), 0, 'WeChat was never asked for its token')
+  const stranger = await tokenOf(apps[0]!, authorizer(999))
+  t.equal(stranger.body.apiCode, 4010, 'an account that never authorized: the same, without another list read')
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+})
+
+t.test('a refresh token WeChat refuses (61023) is replaced from the authorizer list, once', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const clock = new TestClock()
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' }, clock)
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  // (Pushes carry the wall clock's timestamp: every authorization is made before this test moves the service's clock.)
+  const unlisted = authorizer(7)
+  t.ok(await authorizeAll(apps[0]!, platform, [A, unlisted]))
+  // Another deployment refreshes it with WeChat rotating: the one kept here is refused from then on.
+  platform.rotateRefreshTokens(true)
+  const componentToken = (await post(apps[0]!, '/api/v3/get-component-access-token', { componentAppId: C }, auth)).body.data!.accessToken
+  const elsewhere = await fetch(`${url}/cgi-bin/component/api_authorizer_token?component_access_token=${componentToken}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ component_appid: C, authorizer_appid: A, authorizer_refresh_token: platform.refreshTokenOf(C, A) })
+  })
+  t.equal(((await elsewhere.json()) as { authorizer_refresh_token?: string }).authorizer_refresh_token, platform.refreshTokenOf(C, A), 'rotated elsewhere')
+  platform.rotateRefreshTokens(false)
+  clock.advance(7200_000)
+  const served = await tokenOf(apps[1]!)
+  t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+  t.equal(platform.checkAuthorizerToken(served.body.data!.accessToken), 'valid')
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+  t.equal(platform.calls('api_authorizer_token'), 3, 'the one elsewhere; refused here once; then fetched with the listed one')
+  clock.advance(7200_000)
+  t.equal((await tokenOf(apps[0]!)).body.statusCode, 200, 'the other instance uses the listed one too')
+  t.equal(platform.calls('api_authorizer_token'), 4)
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+
+  // Refused with no other in the list (the stand-in ends the refresh token without an event): 4010 and no loop.
+  platform.setCallback(C, 'http://127.0.0.1:9/unreachable')
+  await platform.unauthorize(C, unlisted)
+  clock.advance(7200_000)
+  const before = platform.calls('api_authorizer_token')
+  const answers = await Promise.all(Array.from({ length: 6 }, async (_, i) => await tokenOf(apps[i % 2]!, unlisted)))
+  t.ok(answers.every((a) => a.body.apiCode === 4010), JSON.stringify(answers.map((a) => a.body.apiCode)))
+  t.equal(platform.calls('api_authorizer_token') - before, 1, 'the dead refresh token was sent once, not once per request')
+})
+
+t.test('nothing lost: 50 authorizers over 3 instances survive a flush, and a store restarted empty with every instance new', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet, redis } = await fleetRedis(t)
+  const env = { ...on, HOT_CACHE_MS: '0' }
+  const clock = new TestClock()
+  const first = await fleet(t, 3, url, env, clock)
+  await callbackOf(first.apps[0]!, platform)
+  await platform.pushTicket(C)
+  const all = Array.from({ length: 50 }, (_, i) => authorizer(i))
+  t.ok(await authorizeAll(first.apps[0]!, platform, all), '50 authorizations kept')
+  const serveAll = async (apps: FastifyInstance[]): Promise<number[]> =>
+    await Promise.all(all.map(async (appId, i) => (await tokenOf(apps[i % apps.length]!, appId)).body.statusCode as number))
+  t.ok((await serveAll(first.apps)).every((s) => s === 200))
+  const calls = (): Record<string, number> => Object.fromEntries(['api_component_token', 'api_authorizer_token', 'api_get_authorizer_list', 'api_query_auth', 'api_start_push_ticket']
+    .map((endpoint) => [endpoint, platform.calls(endpoint as Parameters<MockOpenPlatform['calls']>[0])]))
+  const base = calls()
+
+  // A flush while in use: the instances put back their copies of tokens, ticket and refresh tokens.
+  const client = redis.client()
+  t.teardown(() => client.quit())
+  await client.flushall()
+  t.ok((await serveAll(first.apps)).every((s) => s === 200), 'all served after the flush')
+  clock.advance(7200_000)
+  t.ok((await serveAll(first.apps)).every((s) => s === 200), 'and two hours later, each token fetched with its refresh token')
+  const afterFlush = calls()
+  // Tokens, ticket and refresh tokens were put back by the instances that held them (the refresh tokens all by the
+  // instance that took the authorizations, asked by the two others): the tokens fetched were due two hours later anyway.
+  t.same(afterFlush, { ...base, api_component_token: base.api_component_token! + 1, api_authorizer_token: base.api_authorizer_token! + 50 },
+    'the flush itself cost WeChat nothing')
+  t.comment(`flush: ${JSON.stringify(Object.fromEntries(Object.entries(afterFlush).map(([k, v]) => [k, v - base[k]!])))}`)
+
+  // The store restarted without persistence and every instance replaced: nothing held anywhere but at WeChat.
+  await Promise.all(first.apps.map(async (app) => await app.close()))
+  await redis.stop()
+  await redis.restart()
+  // (New instances on a new clock: their pushes are checked against the wall clock again.)
+  const second = await fleet(t, 3, url, env, new TestClock())
+  await callbackOf(second.apps[0]!, platform)
+  const beforeLoss = calls()
+  t.equal((await tokenOf(second.apps[0]!, all[0])).body.apiCode, 4009, 'no ticket yet: WeChat is asked to push one')
+  t.ok(await until(() => platform.latestTicket(C) !== undefined && platform.pushes(C).at(-1)?.accepted === true, 5000), 'the pushed ticket came')
+  const statuses = await serveAll(second.apps)
+  t.ok(statuses.every((s) => s === 200), JSON.stringify(statuses))
+  const afterLoss = calls()
+  const cost = Object.fromEntries(Object.entries(afterLoss).map(([k, v]) => [k, v - beforeLoss[k]!]))
+  t.same(cost, { api_component_token: 1, api_authorizer_token: 50, api_get_authorizer_list: 1, api_query_auth: 0, api_start_push_ticket: 1 },
+    'one push asked, one component token, one list read for all 50, one token each: no re-authorization')
+  t.comment(`total loss: ${JSON.stringify(cost)}`)
+})
