@@ -28,7 +28,7 @@ export const ApiCodes = {
   WECHAT_INVALID_APPID: code(3001, 400, 'WeChat rejected the appId (errcode 40013).'),
   WECHAT_INVALID_SECRET: code(3002, 400, 'WeChat rejected the appSecret (errcode 40125, or 40001 from older servers).'),
   WECHAT_SECRET_FROZEN: code(3003, 403, 'The AppSecret is frozen (errcode 40243).'),
-  WECHAT_IP_NOT_ALLOWED: code(3004, 403, 'WeChat refused this server\'s IP (errcode 40164, 89503, 89506, 89507).'),
+  WECHAT_IP_NOT_ALLOWED: code(3004, 403, 'WeChat refused this server\'s IP (errcode 40164, 89503, 89506, 89507; the third-party platform\'s whitelist: 61004).'),
   WECHAT_DAILY_QUOTA: code(3005, 429, 'WeChat\'s daily token quota for this app is used up (errcode 45009).'),
   WECHAT_RATE_LIMITED: code(3006, 429, 'WeChat\'s per-minute limit was reached (errcode 45011; WeCom\'s 45009 or 45033, its frequency limits).'),
   WECHAT_BUSY: code(3007, 503, 'WeChat answered "system busy" (errcode -1) on every try.'),

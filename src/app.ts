@@ -130,6 +130,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       await api.register(wechatApiRoutes, {
         fingerprintKey: config.FINGERPRINT_KEY,
         configured: loadApps(config) !== undefined,
+        components: loadComponents(config),
         now,
         passthrough: config.WECHAT_PASSTHROUGH
           ? {

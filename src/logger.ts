@@ -8,6 +8,9 @@ export const REDACT_PATHS = [
   'accessToken', '*.accessToken', 'access_token', '*.access_token', 'token', '*.token',
   'authorization', '*.authorization', 'req.headers.authorization', 'req.headers["x-authing-access-token"]',
   'data.accessToken', 'body.appSecret', 'body.accessToken',
+  // The Open Platform's fields, in WeChat's spelling (the WeChat-shaped component endpoints): never logged by this code.
+  'component_appsecret', '*.component_appsecret', 'component_access_token', '*.component_access_token',
+  'component_verify_ticket', '*.component_verify_ticket', 'pre_auth_code', '*.pre_auth_code',
   // Tickets, phone codes and numbers: never logged by this code; redacted should a line ever carry one.
   'ticket', '*.ticket', 'body.code', 'phoneNumber', '*.phoneNumber', 'purePhoneNumber', '*.purePhoneNumber', 'phone_info', '*.phone_info'
 ]

@@ -270,7 +270,7 @@ export function createMetrics (options: MetricsOptions = {}) {
     upstreamCalls: new Counter({
       name: 'wxtoken_upstream_calls_total',
       help: 'Calls to WeChat by endpoint (stable_token, token, getticket, getuserphonenumber, jscode2session; WeCom\'s gettoken, get_jsapi_ticket, ' +
-        'ticket/get) and outcome: errcode ("0" for success), ' +
+        'ticket/get; the Open Platform\'s api_component_token, api_create_preauthcode, api_start_push_ticket) and outcome: errcode ("0" for success), ' +
         'or http_<status>, network, timeout, bad_body.',
       labelNames: ['endpoint', 'errcode'] as const,
       registers

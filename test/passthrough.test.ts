@@ -448,9 +448,14 @@ t.test('with WECHAT_COMPONENTS, the component token endpoint is answered from th
   const { platform, url } = await startOpenPlatformMock(t)
   const { app } = await build(t, { upstream: url, env: { ...on, WECHAT_COMPONENTS: JSON.stringify([COMPONENT]) } })
   const body = { component_appid: COMPONENT.appId, component_appsecret: COMPONENT.appSecret, component_verify_ticket: 'ticket@@@x' }
-  for (const path of ['/cgi-bin/component/api_component_token', '/cgi-bin/component/API_COMPONENT_TOKEN']) {
-    const { body: answer } = await call(app, 'POST', path, body)
-    t.equal(answer?.errcode, 48001, String(answer?.errmsg))
+  // POST on WeChat's own spelling is the WeChat-shaped route (a static route wins over the pass-through's wildcard):
+  // with no ticket pushed yet, 61006 without asking WeChat. Every other method or spelling reaches the pass-through,
+  // which refuses it.
+  const answered = await call(app, 'POST', '/cgi-bin/component/api_component_token', body)
+  t.equal(answered.body?.errcode, 61006, String(answered.body?.errmsg))
+  for (const [method, path] of [['POST', '/cgi-bin/component/API_COMPONENT_TOKEN'], ['GET', '/cgi-bin/component/api_component_token']] as const) {
+    const { body: answer } = await call(app, method, path, method === 'POST' ? body : undefined)
+    t.equal(answer?.errcode, 48001, `${method} ${path}: ${String(answer?.errmsg)}`)
     t.notOk(String(answer?.errmsg).includes(COMPONENT.appSecret))
   }
   t.equal(platform.calls('api_component_token'), 0, 'WeChat saw nothing')

@@ -12,7 +12,7 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     /** The body field that names the app a request is for, in the route's own schema (default appId). */
-    appField?: 'appId' | 'extIdpConnidentifier' | 'corpId' | 'appid' | 'corpid' | 'componentAppId'
+    appField?: 'appId' | 'extIdpConnidentifier' | 'corpId' | 'appid' | 'corpid' | 'componentAppId' | 'component_appid'
   }
 }
 

@@ -32,7 +32,11 @@ const OWN: Partial<Record<ApiCodeName, [number, string]>> = {
   TICKET_BUDGET_EXHAUSTED: [45009, 'reach max api daily quota limit'],
   RATE_LIMITED: [45011, 'api minute-quota reach limit'],
   UNVERIFIED_CHECKS_LIMITED: [45011, 'api minute-quota reach limit'],
-  FORCE_REFRESH_LIMITED: [45011, 'api minute-quota reach limit']
+  FORCE_REFRESH_LIMITED: [45011, 'api minute-quota reach limit'],
+  // No usable component_verify_ticket held (none pushed yet, or WeChat refused the last one): WeChat's own answer to a
+  // ticket it does not take, which SDKs report without retrying (and which no SDK reads as a token to fetch again).
+  // WeChat was asked to push one; it arrives within minutes.
+  COMPONENT_TICKET_MISSING: [61006, 'component ticket is invalid']
 }
 
 /** The refusals that say only that WeChat (or the store) cannot answer now: WeChat's "system error", which SDKs retry. */

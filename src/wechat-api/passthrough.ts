@@ -114,8 +114,10 @@ function baseOf (url: string): { origin: string, prefix: string } {
 
 /** The upstream path of the call: the matched root and the captured rest, checked segment by segment. */
 /**
- * With WECHAT_COMPONENTS: the component token endpoint, answered here (POST /api/v3/get-component-access-token). A fetch
- * past the cache would replace the token every caller holds, and spend the verify ticket's component's budget.
+ * With WECHAT_COMPONENTS: the component token endpoint, answered here (POST /cgi-bin/component/api_component_token,
+ * component-routes.ts, a static route the router prefers to this wildcard; and POST /api/v3/get-component-access-token).
+ * What reaches the pass-through under this path (another method, another spelling) is refused: a fetch past the cache
+ * would replace the token every caller holds, and spend the verify ticket's component's budget.
  */
 const COMPONENT_TOKEN_PATH = 'cgi-bin/component/api_component_token'
 
@@ -126,8 +128,8 @@ function pathOf (root: string, rest: string, method: string, components: boolean
   }
   const path = `${root}/${rest}`
   if (components && path.toLowerCase() === COMPONENT_TOKEN_PATH) {
-    throw new AppError('PASSTHROUGH_REFUSED', `api unauthorized: /${path} is answered from the cache (POST /api/v3/get-component-access-token), ` +
-      'never passed on', { wechatErrcode: 48001 })
+    throw new AppError('PASSTHROUGH_REFUSED', `api unauthorized: /${path} is answered from the cache (POST /${COMPONENT_TOKEN_PATH}, ` +
+      'POST /api/v3/get-component-access-token), never passed on', { wechatErrcode: 48001 })
   }
   const here = ANSWERED_HERE.get(path.toLowerCase())
   if (here !== undefined) {

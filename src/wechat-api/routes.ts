@@ -2,7 +2,8 @@
  * WeChat's own token endpoints, answered from the cache in WeChat's own shapes, so that a WeChat SDK pointed at this
  * service (its API host changed) gets the one shared token of each app, with every guarantee of the GenAuth routes:
  * `GET /cgi-bin/token` and `POST /cgi-bin/stable_token` (Official Accounts and Mini Programs), and WeCom's
- * `GET /cgi-bin/gettoken`. Errors are `{"errcode","errmsg"}` with HTTP 200, as WeChat answers (src/wechat-api/errors.ts).
+ * `GET /cgi-bin/gettoken`; with WECHAT_COMPONENTS, the Open Platform's component token and pre-auth code
+ * (component-routes.ts). Errors are `{"errcode","errmsg"}` with HTTP 200, as WeChat answers (src/wechat-api/errors.ts).
  */
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
@@ -16,7 +17,9 @@ import { WecomTokenRequestSchema } from '../wecom/routes.js'
 import { wechatErrorHandler, type Dialect } from './errors.js'
 import { createHandedOut } from './handed-out.js'
 import passthroughRoutes, { type PassthroughOptions } from './passthrough.js'
+import componentRoutes from './component-routes.js'
 import type { TicketType } from '../tokens/credential.js'
+import type { ComponentConfig } from '../config.js'
 
 export const TOKEN_PATH = '/cgi-bin/token'
 export const STABLE_TOKEN_PATH = '/cgi-bin/stable_token'
@@ -133,10 +136,12 @@ export interface WechatApiOptions {
   configured: boolean
   /** WECHAT_PASSTHROUGH: every other WeChat call passed through (src/wechat-api/passthrough.ts). */
   passthrough?: Omit<PassthroughOptions, 'handedOut'> | undefined
+  /** WECHAT_COMPONENTS: the Open Platform's component endpoints too (src/wechat-api/component-routes.ts). */
+  components?: ReadonlyMap<string, ComponentConfig> | undefined
   now?: (() => number) | undefined
 }
 
-const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app, { fingerprintKey, configured, passthrough, now }) => {
+const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app, { fingerprintKey, configured, passthrough, components, now }) => {
   const handedOut = createHandedOut({ store: app.store, fingerprintKey, ...(now ? { now } : {}) })
   if (passthrough !== undefined) await app.register(passthroughRoutes, { ...passthrough, handedOut })
   /** Remembers a token handed out (at its first serving here: the hot path writes nothing). */
@@ -149,6 +154,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app,
     }
     return token
   }
+  if (components !== undefined) await app.register(componentRoutes, { components, handedOut, handOut })
   const refuse = (dialect: Dialect) => wechatErrorHandler(app, dialect)
   const response = { 200: Type.Union([WechatTokenSchema, WechatErrorSchema]) }
 
