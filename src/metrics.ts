@@ -369,6 +369,7 @@ export function createMetrics (options: MetricsOptions = {}) {
       metrics.upstreamBackoffs.labels('code2session').inc(0)
       for (const reason of ['budget', 'remembered', 'backoff']) metrics.localRefusals.labels(reason, 'code2session').inc(0)
       for (const reason of ['session_key', 'app']) metrics.decryptRefusals.labels(reason).inc(0)
+      for (const outcome of ['recovered', 'list_failed', 'not_authorized']) metrics.authorizerRefreshTokens.labels(outcome).inc(0)
     },
     /** Lets the store gauges read the store. */
     observeStore (probe: StoreProbe): void {
