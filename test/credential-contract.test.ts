@@ -2,8 +2,13 @@
 import t from 'tap'
 import { ApiCodes } from '../src/api-codes.js'
 import { fingerprint } from '../src/fingerprint.js'
-import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CORP_ID, startWecomMock } from './helpers/build.js'
-import { credentialContract, readAs, type CredentialKind } from './helpers/credential-contract.js'
+import type { FastifyInstance } from 'fastify'
+import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, COMPONENT, CORP_ID, startOpenPlatformMock, startWecomMock, type Teardown } from './helpers/build.js'
+import { credentialContract, readAs, type CredentialKind, type Upstream } from './helpers/credential-contract.js'
+import { listen } from './helpers/raw-http.js'
+import { until } from './helpers/until.js'
+import { authorizerSpace } from '../src/open-platform/refresh-tokens.js'
+import type { OpenPlatformEndpoint } from '../src/stand-in/open-platform.js'
 
 const TOKEN = '/api/v3/get-wechat-access-token-info'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
@@ -74,5 +79,62 @@ const kinds: CredentialKind[] = [
     mode: 'classic'
   }))
 ]
+
+const AUTHORIZER = 'wxa1a1a1a1a1a1a1a1'
+
+/**
+ * The Open Platform stand-in, counting one endpoint; before each case the component's ticket is pushed to the first
+ * instance (the others read it from the store) and, for an authorizer, an authorization is pushed and exchanged, its
+ * first token then dropped so that the kind's own fetch is what the case watches.
+ */
+function openPlatform (endpoint: OpenPlatformEndpoint, authorize: boolean): (t: Teardown) => Promise<Upstream> {
+  return async (t) => {
+    const { mock, platform, url } = await startOpenPlatformMock(t)
+    return {
+      calls: () => platform.calls(endpoint, COMPONENT.appId),
+      slow: (ms) => { platform.inject({ fault: { kind: 'latency', ms }, endpoint }) },
+      advance: (ms) => {
+        platform.advance(ms)
+        mock.advance(ms)
+      },
+      env: { WECHAT_API_BASE: url, WECHAT_COMPONENTS: JSON.stringify([COMPONENT]), COMPONENT_ROUTES_WITHOUT_KEYS: 'true' },
+      prepare: async (apps: FastifyInstance[]) => {
+        const app = apps[0]!
+        platform.setCallback(COMPONENT.appId, `http://127.0.0.1:${await listen(app)}/wechat/components/${COMPONENT.appId}/events`)
+        if (!await platform.pushTicket(COMPONENT.appId)) throw new Error('the ticket push was refused')
+        if (!authorize) return
+        if (!await platform.pushEvent(COMPONENT.appId, 'authorized', AUTHORIZER)) throw new Error('the authorization push was refused')
+        const exchanged = async (): Promise<boolean> =>
+          ((await app.metrics.authorizerRefreshTokens.get()).values.find((v) => v.labels.outcome === 'authorized')?.value ?? 0) === 1
+        if (!await until(exchanged)) throw new Error('the authorization was not exchanged')
+        await app.store.delete(authorizerSpace(COMPONENT.appId, AUTHORIZER))
+      }
+    }
+  }
+}
+
+kinds.push({
+  name: 'component_token',
+  route: '/api/v3/get-component-access-token',
+  body: { componentAppId: COMPONENT.appId },
+  read: readAs('accessToken'),
+  endpoint: 'token', // unused: the Open Platform stand-in counts its own calls
+  upstream: openPlatform('api_component_token', false),
+  owner: `_component:${COMPONENT.appId}`,
+  slot: 'token',
+  budget: { env: 'COMPONENT_DAILY_BUDGET', apiCode: ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode },
+  mode: 'classic'
+}, {
+  name: 'authorizer_token',
+  route: '/api/v3/get-authorizer-access-token',
+  body: { componentAppId: COMPONENT.appId, authorizerAppId: AUTHORIZER },
+  read: readAs('accessToken'),
+  endpoint: 'token', // unused: the Open Platform stand-in counts its own calls
+  upstream: openPlatform('api_authorizer_token', true),
+  owner: authorizerSpace(COMPONENT.appId, AUTHORIZER),
+  slot: 'token',
+  budget: { env: 'COMPONENT_DAILY_BUDGET', apiCode: ApiCodes.DAILY_BUDGET_EXHAUSTED.apiCode },
+  mode: 'classic'
+})
 
 for (const kind of kinds) credentialContract(t, kind)

@@ -26,6 +26,8 @@ export interface Upstream {
   advance: (ms: number) => void
   /** The env that points the service at it. */
   env: Record<string, string>
+  /** What the instances need before the kind can be asked for (a component's pushed ticket, an authorization), if anything. */
+  prepare?: (apps: FastifyInstance[]) => Promise<void>
 }
 
 /** A kind of credential as a caller sees it. */
@@ -167,6 +169,7 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
         const mock = await startUpstream(t)
         const clock = new TestClock()
         const { app } = await build(t, { clock, env: baseEnv({ ...mock.env, ...env }) })
+        await mock.prepare?.([app])
         return { apps: [app], clock, mock }
       })
     })
@@ -178,6 +181,7 @@ export function credentialContract (t: Test, kind: CredentialKind): void {
         // Commands fail fast while Redis is down (the outage case).
         const { apps, clock } = await fleet(t, 3, mock.env.WECHAT_API_BASE ?? 'http://127.0.0.1:9', baseEnv({ ...mock.env, REDIS_COMMAND_TIMEOUT_MS: '300', ...env }))
         t.ok(await until(() => apps.every((app) => app.store.pubsubUp)), 'every instance hears change messages')
+        await mock.prepare?.(apps)
         return { apps, clock, mock }
       }
       sharedCases(t, setup)
