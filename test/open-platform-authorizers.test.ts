@@ -209,3 +209,18 @@ t.test('nothing lost: 50 authorizers over 3 instances survive a flush, and a sto
     t.notOk(lines.includes(secret), 'nor in any log line')
   }
 })
+
+t.test('the scheduler refreshes an authorizer\'s token ahead of its expiry, with nobody asking', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const clock = new TestClock()
+  const { app } = await build(t, { upstream: url, env: { ...on, SCHEDULER_INTERVAL_SECONDS: '1' }, clock })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  t.ok(await authorizeAll(app, platform, [A]))
+  const first = (await tokenOf(app)).body.data!.accessToken
+  t.equal(platform.calls('api_authorizer_token'), 0)
+  clock.advance(7200_000 - 300_000)
+  t.ok(await until(() => platform.calls('api_authorizer_token') === 1, 10_000), 'refreshed by the scheduler')
+  t.ok(await until(async () => (await tokenOf(app)).body.data?.accessToken !== first), 'and served from then on')
+  t.equal(platform.calls('api_authorizer_token'), 1, 'once')
+})

@@ -14,7 +14,8 @@ export interface SchedulerOptions {
   /** What keeps each app's credential: the token service (for the Official Accounts' apps), or another product's. */
   tokens: Pick<TokenService, 'refreshIfDue'>
   tickets?: TicketService
-  appIds: readonly string[]
+  /** The owners to keep: a fixed list, or one read anew at each tick (authorizers known to this instance, say). */
+  appIds: Iterable<string>
   intervalMs: number
   log: FastifyBaseLogger
   /** The name of the tick's lock: one per scheduler, so that schedulers of different products do not take turns. */
@@ -33,7 +34,7 @@ export function createScheduler (opts: SchedulerOptions) {
   async function tick (): Promise<boolean> {
     const owner = randomUUID()
     if (!await opts.store.acquire(SCHEDULER_SPACE, opts.leader ?? 'leader', owner, Math.max(1000, opts.intervalMs - 500))) return false
-    for (const appId of opts.appIds) {
+    for (const appId of [...opts.appIds]) {
       if (stopped) break
       const log = opts.log.child({ appId })
       // One app's failure (its key unreadable, say) must not keep the others from their refresh.
@@ -69,7 +70,7 @@ export function createScheduler (opts: SchedulerOptions) {
  * asks for one and there is something to keep: the products' common start.
  */
 export function scheduleRefreshes (app: FastifyInstance, opts: Omit<SchedulerOptions, 'store' | 'log' | 'intervalMs'> & { intervalSeconds: number, component: string }): void {
-  if (opts.appIds.length === 0 || opts.intervalSeconds <= 0) return
+  if ((Array.isArray(opts.appIds) && opts.appIds.length === 0) || opts.intervalSeconds <= 0) return
   const scheduler = createScheduler({ ...opts, store: app.store, intervalMs: opts.intervalSeconds * 1000, log: app.log.child({ component: opts.component }) })
   app.addHook('onReady', async () => { scheduler.start() })
   app.addHook('preClose', async () => { await scheduler.stop() })

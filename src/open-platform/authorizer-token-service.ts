@@ -9,6 +9,7 @@
  * for the refresh token and a first token; the `unauthorized` event removes both.
  */
 import { hash } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
 import { fingerprint } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
@@ -22,7 +23,7 @@ import type { AuthorizerToken, FetchedToken, FetchOptions, WechatClient } from '
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { ComponentConfig } from '../config.js'
 import type { ComponentTokenService } from './component-token-service.js'
-import { authorizerSpace, type ListPage, type RefreshTokens } from './refresh-tokens.js'
+import { authorizerOf, authorizerSpace, type ListPage, type RefreshTokens } from './refresh-tokens.js'
 import { componentSpace } from './verify-tickets.js'
 
 export interface AuthorizerTokenServiceOptions {
@@ -224,8 +225,25 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     await store.notify(credential.subject(owner)).catch(() => {})
   }
 
+  /**
+   * For the scheduler: refresh an authorizer's token when it is due (one that was never fetched, or has expired, waits
+   * for its first caller).
+   */
+  async function refreshIfDue (owner: string, log: FastifyBaseLogger): Promise<void> {
+    for (const componentAppId of opts.components.keys()) {
+      const authorizerAppId = authorizerOf(owner, componentAppId)
+      if (authorizerAppId === undefined) continue
+      const fp = fps.get(componentAppId)!
+      const ctx: CallContext = { log, origin: 'background' }
+      await lifecycle.refreshIfDue(owner, fp, sourceFor(componentAppId, authorizerAppId, owner, fp, ctx), false, log)
+    }
+  }
+
   return {
     credential,
+    refreshIfDue,
+    /** The authorizers this instance holds a refresh token of (what the scheduler keeps fresh), read anew each time. */
+    owners: { [Symbol.iterator]: () => refreshTokens.spaces() } satisfies Iterable<string>,
     fromHot,
     afterHotMiss,
     getToken: async (componentAppId: string, authorizerAppId: string, ctx: CallContext) =>

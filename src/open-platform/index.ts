@@ -99,6 +99,15 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     component: 'component-scheduler',
     leader: 'component-leader'
   })
+  if (components.size > 0) {
+    scheduleRefreshes(app, {
+      tokens: app.authorizerTokens,
+      appIds: app.authorizerTokens.owners,
+      intervalSeconds: config.SCHEDULER_INTERVAL_SECONDS,
+      component: 'authorizer-scheduler',
+      leader: 'authorizer-leader'
+    })
+  }
 }, { name: 'open-platform', fastify: '5.x', dependencies: ['store', 'wechat'] })
 
 export const COMPONENT_EVENTS_ROUTE = '/wechat/components/:componentAppId/events'
