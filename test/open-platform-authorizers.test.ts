@@ -224,3 +224,15 @@ t.test('the scheduler refreshes an authorizer\'s token ahead of its expiry, with
   t.ok(await until(async () => (await tokenOf(app)).body.data?.accessToken !== first), 'and served from then on')
   t.equal(platform.calls('api_authorizer_token'), 1, 'once')
 })
+
+t.test('codes a caller sends are bounded per component and day (COMPONENT_DAILY_BUDGET): past it, 4002 without WeChat', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, COMPONENT_DAILY_BUDGET: '3' } })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  for (let i = 0; i < 3; i++) t.equal((await exchange(app, `made-up-code-${i}`)).body.apiCode, 3018)
+  t.equal(platform.calls('api_query_auth'), 3)
+  const refused = await exchange(app, 'made-up-code-4')
+  t.equal(refused.body.apiCode, 4002, JSON.stringify(refused.body))
+  t.equal(platform.calls('api_query_auth'), 3, 'not sent')
+})

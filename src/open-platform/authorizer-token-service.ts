@@ -18,7 +18,7 @@ import { createConfiguredEngine } from '../tokens/configured-engine.js'
 import { authorizerTokenCredential } from '../tokens/credential.js'
 import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
-import { served, type ServedToken } from '../tokens/rules.js'
+import { beijingDay, served, type ServedToken } from '../tokens/rules.js'
 import type { AuthorizerToken, FetchedToken, FetchOptions, WechatClient } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { ComponentConfig } from '../config.js'
@@ -197,6 +197,11 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     }
     let got: AuthorizerToken
     try {
+      // Each code a caller sends is a call to WeChat: bounded per component and day, whatever the callers.
+      const used = await store.increment(space, `query_auth:${beijingDay(now())}`, 2 * 24 * 3600_000).catch(() => 0)
+      if (used > opts.dailyBudget) {
+        throw new AppError('DAILY_BUDGET_EXHAUSTED', `Component ${componentAppId} used its COMPONENT_DAILY_BUDGET of api_query_auth calls today`)
+      }
       const componentToken = await componentTokens.getToken(componentAppId, { ...ctx, deadline })
       got = await wechat.queryAuth(componentAppId, componentToken.accessToken, code, { deadline })
     } catch (err) {
