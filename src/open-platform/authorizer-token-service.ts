@@ -11,38 +11,21 @@
 import { hash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
-import { fingerprint } from '../fingerprint.js'
-import type { Metrics } from '../metrics.js'
-import { fetchedEntry, stampOf, type TokenEntry, type TokenStore } from '../store/types.js'
-import { createConfiguredEngine } from '../tokens/configured-engine.js'
+import { fetchedEntry, stampOf, type TokenEntry } from '../store/types.js'
 import { authorizerTokenCredential } from '../tokens/credential.js'
 import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
 import { beijingDay, served, type ServedToken } from '../tokens/rules.js'
-import type { AuthorizerToken, FetchedToken, FetchOptions, WechatClient } from '../wechat/client.js'
+import type { AuthorizerToken, FetchedToken, FetchOptions } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
-import type { ComponentConfig } from '../config.js'
+import { componentKind, type ComponentKindOptions } from './component-kind.js'
 import type { ComponentTokenService } from './component-token-service.js'
 import { authorizerOf, authorizerSpace, type ListPage, type RefreshTokens } from './refresh-tokens.js'
 import { componentSpace } from './verify-tickets.js'
 
-export interface AuthorizerTokenServiceOptions {
-  store: TokenStore
-  wechat: WechatClient
+export interface AuthorizerTokenServiceOptions extends ComponentKindOptions {
   componentTokens: ComponentTokenService
   refreshTokens: RefreshTokens
-  components: ReadonlyMap<string, ComponentConfig>
-  dailyBudget: number
-  requestDeadlineMs: number
-  lockLeaseMs: number
-  negativeCacheSeconds: number
-  refreshAheadSeconds: number
-  serveMarginSeconds: number
-  hotCacheMs: number
-  hotCacheMaxApps: number
-  fingerprintKey?: string | undefined
-  metrics?: Metrics | undefined
-  now?: () => number
 }
 
 /** How long an exchanged authorization code is remembered (WeChat's codes live 10 minutes). */
@@ -57,32 +40,8 @@ export interface Authorization extends ServedToken {
 
 export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOptions) {
   const { store, wechat, componentTokens, refreshTokens, metrics } = opts
-  const now = opts.now ?? Date.now
   const credential = authorizerTokenCredential(opts.dailyBudget)
-  /** Each component's secret fingerprint: an authorizer's entries are checked against their component's. */
-  const fps = new Map([...opts.components].map(([appId, component]) => [appId, fingerprint(appId, component.appSecret, opts.fingerprintKey)]))
-  const engine = createConfiguredEngine({
-    credential,
-    store,
-    negativeCacheSeconds: opts.negativeCacheSeconds,
-    marginMs: opts.serveMarginSeconds * 1000,
-    aheadMs: opts.refreshAheadSeconds * 1000,
-    requestDeadlineMs: opts.requestDeadlineMs,
-    lockLeaseMs: opts.lockLeaseMs,
-    hotMs: opts.hotCacheMs,
-    hotMax: opts.hotCacheMaxApps,
-    outageMax: 10_000,
-    metrics,
-    now
-  })
-  const { lifecycle } = engine
-
-  function admit (componentAppId: string): { component: ComponentConfig, fp: string } {
-    const component = opts.components.get(componentAppId)
-    const fp = fps.get(componentAppId)
-    if (component === undefined || fp === undefined) throw new AppError('APP_NOT_CONFIGURED', `componentAppId ${componentAppId} is not one of the configured WECHAT_COMPONENTS`)
-    return { component, fp }
-  }
+  const { now, fps, engine, lifecycle, admit } = componentKind(opts, credential, 10_000)
 
   /**
    * The authorizer's refresh token from WeChat's list (refresh-tokens.ts). The component's token is got first: without

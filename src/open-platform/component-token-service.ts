@@ -8,66 +8,24 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
-import { fingerprint } from '../fingerprint.js'
-import type { Metrics } from '../metrics.js'
-import type { TokenStore } from '../store/types.js'
-import { createConfiguredEngine } from '../tokens/configured-engine.js'
 import { componentTokenCredential } from '../tokens/credential.js'
 import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
 import type { ServedToken } from '../tokens/rules.js'
-import type { FetchedToken, FetchOptions, WechatClient } from '../wechat/client.js'
+import type { FetchedToken, FetchOptions } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import type { ComponentConfig } from '../config.js'
+import { componentKind, type ComponentKindOptions } from './component-kind.js'
 import { componentSpace, type VerifyTickets } from './verify-tickets.js'
 
-export interface ComponentTokenServiceOptions {
-  store: TokenStore
-  wechat: WechatClient
+export interface ComponentTokenServiceOptions extends ComponentKindOptions {
   tickets: VerifyTickets
-  components: ReadonlyMap<string, ComponentConfig>
-  dailyBudget: number
-  requestDeadlineMs: number
-  lockLeaseMs: number
-  negativeCacheSeconds: number
-  refreshAheadSeconds: number
-  serveMarginSeconds: number
-  hotCacheMs: number
-  hotCacheMaxApps: number
-  fingerprintKey?: string | undefined
-  metrics?: Metrics | undefined
-  now?: () => number
 }
 
 export function createComponentTokenService (opts: ComponentTokenServiceOptions) {
-  const { store, wechat, tickets, metrics } = opts
-  const now = opts.now ?? Date.now
+  const { wechat, tickets } = opts
   const credential = componentTokenCredential(opts.dailyBudget)
-  /** Each component's secret fingerprint (what its stored entries are checked against), computed once. */
-  const fps = new Map([...opts.components].map(([appId, component]) => [appId, fingerprint(appId, component.appSecret, opts.fingerprintKey)]))
-  const engine = createConfiguredEngine({
-    credential,
-    store,
-    negativeCacheSeconds: opts.negativeCacheSeconds,
-    marginMs: opts.serveMarginSeconds * 1000,
-    aheadMs: opts.refreshAheadSeconds * 1000,
-    requestDeadlineMs: opts.requestDeadlineMs,
-    lockLeaseMs: opts.lockLeaseMs,
-    hotMs: opts.hotCacheMs,
-    hotMax: opts.hotCacheMaxApps,
-    outageMax: 1_000,
-    metrics,
-    now
-  })
-  const { lifecycle } = engine
-
-  /** The configured component (APP_NOT_CONFIGURED otherwise). */
-  function admit (appId: string): { component: ComponentConfig, fp: string } {
-    const component = opts.components.get(appId)
-    const fp = fps.get(appId)
-    if (component === undefined || fp === undefined) throw new AppError('APP_NOT_CONFIGURED', `componentAppId ${appId} is not one of the configured WECHAT_COMPONENTS`)
-    return { component, fp }
-  }
+  const { now, fps, engine, lifecycle, admit } = componentKind(opts, credential, 1_000)
 
   /**
    * One fetch with the usable ticket: none, and nothing is sent (no budget spent); refused by WeChat, and the ticket

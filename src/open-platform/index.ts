@@ -10,6 +10,7 @@ import { loadComponents } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
 import { scheduleRefreshes } from '../official-account/scheduler.js'
 import { createAuthorizerTokenService, type AuthorizerTokenService } from './authorizer-token-service.js'
+import type { ComponentKindOptions } from './component-kind.js'
 import { createComponentTokenService, type ComponentTokenService } from './component-token-service.js'
 import { componentCrypto, type ComponentCrypto } from './msg-crypto.js'
 import { MAX_PUSH_BYTES, PushError, checkPush, type PushQuery } from './push.js'
@@ -37,10 +38,10 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     log: app.log.child({ component: 'open-platform' }),
     ...clock
   }))
-  app.decorate('componentTokens', createComponentTokenService({
+  /** What the component's and its authorizers' token services share. */
+  const kind: ComponentKindOptions = {
     store: app.store,
     wechat: app.wechat,
-    tickets: app.verifyTickets,
     components,
     dailyBudget: config.COMPONENT_DAILY_BUDGET,
     requestDeadlineMs: config.REQUEST_DEADLINE_MS,
@@ -53,10 +54,10 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     fingerprintKey: config.FINGERPRINT_KEY,
     metrics,
     ...clock
-  }))
+  }
+  app.decorate('componentTokens', createComponentTokenService({ ...kind, tickets: app.verifyTickets }))
   app.decorate('authorizerTokens', createAuthorizerTokenService({
-    store: app.store,
-    wechat: app.wechat,
+    ...kind,
     componentTokens: app.componentTokens,
     refreshTokens: createRefreshTokens({
       store: app.store,
@@ -64,19 +65,7 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
       log: app.log.child({ component: 'open-platform' }),
       metrics,
       ...clock
-    }),
-    components,
-    dailyBudget: config.COMPONENT_DAILY_BUDGET,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
-    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
-    fingerprintKey: config.FINGERPRINT_KEY,
-    metrics,
-    ...clock
+    })
   }))
   metrics.observeApps(function * () {
     for (const [owner, expiresAt] of app.componentTokens.known()) yield [owner, 'component_token', expiresAt] as const

@@ -5,8 +5,10 @@
  */
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
+import type { ServedToken } from '../tokens/rules.js'
 import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
@@ -54,6 +56,20 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
     }
   }
 
+  /** A token in the envelope: from the hot cache at once (no promise on the hot path), else once the service has it. */
+  function answer (request: FastifyRequest, reply: FastifyReply, route: string, kept: ServedToken | undefined,
+    miss: () => Promise<ServedToken>): Promise<ReturnType<typeof success>> | undefined {
+    if (kept) {
+      app.finish(request, reply, 200, route)
+      reply.send(success(request.id, kept))
+      return
+    }
+    return miss().then((token) => {
+      app.finish(request, reply, 200, route)
+      return success(request.id, token)
+    })
+  }
+
   app.post(COMPONENT_TOKEN_ROUTE, {
     schema: {
       summary: 'Get the component_access_token of an Open Platform third-party platform',
@@ -72,16 +88,8 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
     preHandler: app.limits.perApp
   }, (request, reply) => {
     const { componentAppId } = request.body
-    const kept = app.componentTokens.fromHot(componentAppId)
-    if (kept) {
-      app.finish(request, reply, 200, COMPONENT_TOKEN_ROUTE)
-      reply.send(success(request.id, kept))
-      return
-    }
-    return app.componentTokens.afterHotMiss(componentAppId, context(request, componentAppId)).then((token) => {
-      app.finish(request, reply, 200, COMPONENT_TOKEN_ROUTE)
-      return success(request.id, token)
-    })
+    return answer(request, reply, COMPONENT_TOKEN_ROUTE, app.componentTokens.fromHot(componentAppId),
+      () => app.componentTokens.afterHotMiss(componentAppId, context(request, componentAppId)))
   })
 
   app.post(PRE_AUTH_CODE_ROUTE, {
@@ -125,16 +133,8 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
     preHandler: app.limits.perApp
   }, (request, reply) => {
     const { componentAppId, authorizerAppId } = request.body
-    const kept = app.authorizerTokens.fromHot(componentAppId, authorizerAppId)
-    if (kept) {
-      app.finish(request, reply, 200, AUTHORIZER_TOKEN_ROUTE)
-      reply.send(success(request.id, kept))
-      return
-    }
-    return app.authorizerTokens.afterHotMiss(componentAppId, authorizerAppId, context(request, componentAppId)).then((token) => {
-      app.finish(request, reply, 200, AUTHORIZER_TOKEN_ROUTE)
-      return success(request.id, token)
-    })
+    return answer(request, reply, AUTHORIZER_TOKEN_ROUTE, app.authorizerTokens.fromHot(componentAppId, authorizerAppId),
+      () => app.authorizerTokens.afterHotMiss(componentAppId, authorizerAppId, context(request, componentAppId)))
   })
 
   app.post(AUTHORIZATION_ROUTE, {

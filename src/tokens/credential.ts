@@ -152,19 +152,7 @@ export function wecomTicketCredential (type: WecomTicketType, hourlyBudget: numb
  * every fetch (the previous one lasting a while): a classic credential, refreshed ahead by one fetch across instances.
  */
 export function componentTokenCredential (dailyBudget: number): Credential {
-  return {
-    name: 'component_token',
-    api: 'component',
-    slot: TOKEN_SLOT,
-    prefix: '',
-    mode: 'classic',
-    budget: dailyBudget,
-    budgetWindow: 'day',
-    budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
-    callerInput: false,
-    provesSecret: false,
-    ...taggedSubjects('component_token')
-  }
+  return openPlatformCredential('component_token', dailyBudget)
 }
 
 /**
@@ -173,8 +161,13 @@ export function componentTokenCredential (dailyBudget: number): Credential {
  * token, and each fetch issues a new one: a classic credential.
  */
 export function authorizerTokenCredential (dailyBudget: number): Credential {
+  return openPlatformCredential('authorizer_token', dailyBudget)
+}
+
+/** An Open Platform credential: answered by the component API's errcodes, classic, with a daily budget per owner. */
+function openPlatformCredential (name: 'component_token' | 'authorizer_token', dailyBudget: number): Credential {
   return {
-    name: 'authorizer_token',
+    name,
     api: 'component',
     slot: TOKEN_SLOT,
     prefix: '',
@@ -184,7 +177,7 @@ export function authorizerTokenCredential (dailyBudget: number): Credential {
     budgetExhausted: 'DAILY_BUDGET_EXHAUSTED',
     callerInput: false,
     provesSecret: false,
-    ...taggedSubjects('authorizer_token')
+    ...taggedSubjects(name)
   }
 }
 
