@@ -47,6 +47,7 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'POST /api/v3/refresh-wechat-access-token',
     'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get',
     'POST /cgi-bin/component/api_component_token', 'POST /cgi-bin/component/api_create_preauthcode',
+    'POST /cgi-bin/component/api_authorizer_token', 'POST /cgi-bin/component/api_query_auth',
     'GET /cgi-bin/*', 'POST /cgi-bin/*',
     'POST /api/v3/get-component-access-token', 'POST /api/v3/get-component-pre-auth-code', 'POST /api/v3/get-authorizer-access-token', 'POST /api/v3/exchange-authorization-code', 'POST /wechat/components/:componentAppId/events'
   ].sort())

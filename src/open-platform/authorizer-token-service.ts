@@ -213,6 +213,9 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     getToken: async (componentAppId: string, authorizerAppId: string, ctx: CallContext) =>
       fromHot(componentAppId, authorizerAppId) ?? await afterHotMiss(componentAppId, authorizerAppId, ctx),
     exchange,
+    /** The authorizer's refresh token kept here (refresh-tokens.ts `get`), or undefined when none is held. */
+    refreshToken: async (componentAppId: string, authorizerAppId: string): Promise<string | undefined> =>
+      await refreshTokens.get(componentAppId, authorizerAppId),
     revoke,
     known: lifecycle.known,
     close: engine.close

@@ -1,8 +1,10 @@
 /**
  * The tokens this service handed out on WeChat's own endpoints, and whose they are: what lets a WeChat-shaped call
  * that carries only an access_token (getticket, WeCom's ticket calls, a passed-through call; a component's
- * api_create_preauthcode, with a component_access_token) be answered for the right app or component. Each is kept
- * with the change-message subject of its owner (src/tokens/credential.ts), which names its kind too, in the store
+ * api_create_preauthcode, api_authorizer_token and api_query_auth, with a component_access_token) be answered for the
+ * right app or component. Authorizer tokens (api_authorizer_token, api_query_auth) are kept too, under their
+ * credential's subject; the pass-through does not route or repair by them yet (it passes their calls on as they are).
+ * Each is kept with the change-message subject of its owner (src/tokens/credential.ts), which names its kind too, in the store
  * under a keyed fingerprint of the token (`<prefix>:{_token:<fingerprint>}:owner`, until the token expires; the token
  * itself is stored nowhere new), and in process, so that serving a token again costs no store write. An instance
  * writes a token it keeps handing out again once a minute at most: a store that lost the key (flushed, restarted

@@ -90,7 +90,7 @@ export interface PassthroughOptions {
   timeoutMs: number
   connections: number
   connectTimeoutMs: number
-  /** Whether WECHAT_COMPONENTS is set: then the component token endpoint is answered here, never passed on. */
+  /** Whether WECHAT_COMPONENTS is set: then the component token, authorizer token and query_auth endpoints are answered here, never passed on. */
   components: boolean
   now?: (() => number) | undefined
 }
@@ -114,12 +114,14 @@ function baseOf (url: string): { origin: string, prefix: string } {
 
 /** The upstream path of the call: the matched root and the captured rest, checked segment by segment. */
 /**
- * With WECHAT_COMPONENTS: the component token endpoint, answered here (POST /cgi-bin/component/api_component_token,
- * component-routes.ts, a static route the router prefers to this wildcard; and POST /api/v3/get-component-access-token).
- * What reaches the pass-through under this path (another method, another spelling) is refused: a fetch past the cache
- * would replace the token every caller holds, and spend the verify ticket's component's budget.
+ * With WECHAT_COMPONENTS: the component endpoints that fetch or exchange a credential, answered here (POST on WeChat's
+ * own spelling, component-routes.ts, static routes the router prefers to this wildcard; and the GenAuth routes). What
+ * reaches the pass-through under these paths (another method, another spelling) is refused: a component token fetched
+ * past the cache would replace the one every caller holds; an authorizer token fetched past it would too, and a
+ * refresh token WeChat rotated on that call would never be saved here; a code exchanged past it leaves no refresh
+ * token here (the `authorized` event's exchange of the same code then fails).
  */
-const COMPONENT_TOKEN_PATH = 'cgi-bin/component/api_component_token'
+const COMPONENT_PATHS = new Set(['cgi-bin/component/api_component_token', 'cgi-bin/component/api_authorizer_token', 'cgi-bin/component/api_query_auth'])
 
 function pathOf (root: string, rest: string, method: string, components: boolean): string {
   const segments = rest.split('/')
@@ -127,9 +129,9 @@ function pathOf (root: string, rest: string, method: string, components: boolean
     throw new AppError('PASSTHROUGH_REFUSED', 'This path holds an empty, "." or ".." segment, or a character WeChat\'s API paths do not hold')
   }
   const path = `${root}/${rest}`
-  if (components && path.toLowerCase() === COMPONENT_TOKEN_PATH) {
-    throw new AppError('PASSTHROUGH_REFUSED', `api unauthorized: /${path} is answered from the cache (POST /${COMPONENT_TOKEN_PATH}, ` +
-      'POST /api/v3/get-component-access-token), never passed on', { wechatErrcode: 48001 })
+  if (components && COMPONENT_PATHS.has(path.toLowerCase())) {
+    throw new AppError('PASSTHROUGH_REFUSED', `api unauthorized: ${method} /${path} is answered from the cache (POST on WeChat's own spelling ` +
+      'of the path, or the GenAuth component routes), never passed on', { wechatErrcode: 48001 })
   }
   const here = ANSWERED_HERE.get(path.toLowerCase())
   if (here !== undefined) {

@@ -2,8 +2,8 @@
  * WeChat's own token endpoints, answered from the cache in WeChat's own shapes, so that a WeChat SDK pointed at this
  * service (its API host changed) gets the one shared token of each app, with every guarantee of the GenAuth routes:
  * `GET /cgi-bin/token` and `POST /cgi-bin/stable_token` (Official Accounts and Mini Programs), and WeCom's
- * `GET /cgi-bin/gettoken`; with WECHAT_COMPONENTS, the Open Platform's component token and pre-auth code
- * (component-routes.ts). Errors are `{"errcode","errmsg"}` with HTTP 200, as WeChat answers (src/wechat-api/errors.ts).
+ * `GET /cgi-bin/gettoken`; with WECHAT_COMPONENTS, the Open Platform's component token, pre-auth code, authorizer token
+ * and authorization exchange (component-routes.ts). Errors are `{"errcode","errmsg"}` with HTTP 200, as WeChat answers (src/wechat-api/errors.ts).
  */
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
