@@ -47,7 +47,8 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'POST /api/v3/refresh-wechat-access-token',
     'GET /cgi-bin/token', 'POST /cgi-bin/stable_token', 'GET /cgi-bin/ticket/getticket', 'GET /cgi-bin/gettoken', 'GET /cgi-bin/get_jsapi_ticket', 'GET /cgi-bin/ticket/get',
     'GET /cgi-bin/*', 'POST /cgi-bin/*',
-    'POST /api/v3/get-component-access-token', 'POST /api/v3/get-component-pre-auth-code', 'POST /wechat/components/:componentAppId/events'
+    'POST /api/v3/get-component-access-token', 'POST /api/v3/get-component-pre-auth-code', 'POST /wechat/components/:componentAppId/events',
+    'POST /api/v3/get-authorizer-jsapi-ticket', 'POST /api/v3/get-authorizer-jssdk-signature'
   ].sort())
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
   const sdks = await doc('wechat-sdks.md')
