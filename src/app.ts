@@ -21,7 +21,7 @@ import { officialAccount, officialAccountRoutes } from './official-account/index
 import wechatApiRoutes from './wechat-api/routes.js'
 import { wecom, wecomRoutes } from './wecom/index.js'
 import { VERSION } from './version.js'
-import { componentCallback, openPlatform, openPlatformRoutes } from './open-platform/index.js'
+import { authorizerTicketRoutes, componentCallback, openPlatform, openPlatformRoutes } from './open-platform/index.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -58,7 +58,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       wx_card_ticket: config.TICKET_DAILY_BUDGET,
       code2session: config.SESSION_DAILY_BUDGET,
       wecom_token: config.WECOM_DAILY_BUDGET,
-      component_token: config.COMPONENT_DAILY_BUDGET
+      component_token: config.COMPONENT_DAILY_BUDGET,
+      authorizer_jsapi_ticket: config.TICKET_DAILY_BUDGET,
+      authorizer_wx_card_ticket: config.TICKET_DAILY_BUDGET
     },
     configuredApps: (loadApps(config)?.size ?? 0) + [...loadWecomApps(config)?.values() ?? []].reduce((sum, agents) => sum + agents.size, 0),
     tokenEndpoint: config.WECHAT_TOKEN_MODE === 'classic' ? 'token' : 'stable_token'
@@ -124,7 +126,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await api.register(officialAccountRoutes)
     await api.register(miniProgramRoutes)
     await api.register(wecomRoutes)
-    await api.register(openPlatformRoutes, { open: loadCallerKeys(config).length > 0 || config.COMPONENT_ROUTES_WITHOUT_KEYS })
+    const components = { open: loadCallerKeys(config).length > 0 || config.COMPONENT_ROUTES_WITHOUT_KEYS }
+    await api.register(openPlatformRoutes, components)
+    await api.register(authorizerTicketRoutes, components)
     // WeChat's own paths (/cgi-bin/…), which no other route uses: behind the same caller keys and rate limits.
     if (config.WECHAT_COMPAT_API) {
       await api.register(wechatApiRoutes, {

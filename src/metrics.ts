@@ -123,7 +123,8 @@ export interface Settings {
  * increase to the rules (a counter series born at 1 is flat to increase()).
  */
 const WATCHED_ERRCODES = ['-1', '40001', '40013', '40125', '40164', '40243', '45009', '45011', '89503', '89506', '89507']
-const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket', 'component_token', 'authorizer_token']
+const CREDENTIALS: CredentialName[] = ['access_token', 'jsapi_ticket', 'wx_card_ticket', 'wecom_token', 'wecom_corp_ticket', 'wecom_agent_ticket', 'component_token', 'authorizer_token',
+  'authorizer_jsapi_ticket', 'authorizer_wx_card_ticket']
 
 export function createMetrics (options: MetricsOptions = {}) {
   const maxApps = options.maxApps ?? 100

@@ -27,7 +27,8 @@ t.test('the interactive docs list every route and run "Try it out" on the token 
 
   const listed = await page.$$eval('.opblock-summary-path, .opblock-summary-path__deprecated', (nodes) => nodes.map((node) => node.getAttribute('data-path') ?? node.textContent?.trim()))
   t.same([...listed].sort(), [
-    '/api/v3/decrypt-wechat-miniprogram-data', '/api/v3/exchange-authorization-code', '/api/v3/get-authorizer-access-token', '/api/v3/get-component-access-token', '/api/v3/get-component-pre-auth-code', '/api/v3/get-wechat-access-token', '/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-jsapi-ticket',
+    '/api/v3/decrypt-wechat-miniprogram-data', '/api/v3/exchange-authorization-code', '/api/v3/get-authorizer-access-token',
+    '/api/v3/get-authorizer-jsapi-ticket', '/api/v3/get-authorizer-jssdk-signature', '/api/v3/get-component-access-token', '/api/v3/get-component-pre-auth-code', '/api/v3/get-wechat-access-token', '/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-jsapi-ticket',
     '/api/v3/get-wechat-jssdk-signature', '/api/v3/get-wechat-miniprogram-phone', '/api/v3/get-wecom-access-token', '/api/v3/get-wecom-jsapi-ticket',
     '/api/v3/get-wecom-jssdk-signature', '/api/v3/refresh-wechat-access-token',
     '/health/live', '/health/ready', '/metrics'

@@ -49,7 +49,8 @@ t.test('every route docs/api.md lists is served, and it lists every route', asyn
     'POST /cgi-bin/component/api_component_token', 'POST /cgi-bin/component/api_create_preauthcode',
     'POST /cgi-bin/component/api_authorizer_token', 'POST /cgi-bin/component/api_query_auth',
     'GET /cgi-bin/*', 'POST /cgi-bin/*',
-    'POST /api/v3/get-component-access-token', 'POST /api/v3/get-component-pre-auth-code', 'POST /api/v3/get-authorizer-access-token', 'POST /api/v3/exchange-authorization-code', 'POST /wechat/components/:componentAppId/events'
+    'POST /api/v3/get-component-access-token', 'POST /api/v3/get-component-pre-auth-code', 'POST /api/v3/get-authorizer-access-token', 'POST /api/v3/exchange-authorization-code', 'POST /wechat/components/:componentAppId/events',
+    'POST /api/v3/get-authorizer-jsapi-ticket', 'POST /api/v3/get-authorizer-jssdk-signature'
   ].sort())
   for (const route of documented) t.ok(app.hasRoute(route), `${route.method} ${route.url} is served`)
   const sdks = await doc('wechat-sdks.md')

@@ -25,7 +25,9 @@ const API_ROUTES = [
   '/api/v3/get-wechat-access-token-info', '/api/v3/get-wechat-access-token', '/api/v3/refresh-wechat-access-token',
   '/api/v3/get-wechat-jsapi-ticket', '/api/v3/get-wechat-jssdk-signature', '/api/v3/get-wechat-miniprogram-phone',
   '/api/v3/decrypt-wechat-miniprogram-data', '/api/v3/get-wecom-access-token', '/api/v3/get-wecom-jsapi-ticket',
-  '/api/v3/get-wecom-jssdk-signature', '/api/v3/get-component-access-token', '/api/v3/get-component-pre-auth-code', '/api/v3/get-authorizer-access-token', '/api/v3/exchange-authorization-code'
+  '/api/v3/get-wecom-jssdk-signature', '/api/v3/get-component-access-token', '/api/v3/get-component-pre-auth-code',
+  '/api/v3/get-authorizer-access-token', '/api/v3/exchange-authorization-code', '/api/v3/get-authorizer-jsapi-ticket',
+  '/api/v3/get-authorizer-jssdk-signature'
 ]
 
 async function served (t: Parameters<typeof build>[0], env: Record<string, string> = {}) {

@@ -8,6 +8,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { loadApps, type Config } from '../config.js'
 import type { Metrics } from '../metrics.js'
+import { ticketSettings } from '../tokens/tickets.js'
 import { scheduleRefreshes } from './scheduler.js'
 import { createTicketService, type TicketService } from './ticket-service.js'
 import ticketRoutes from './ticket-routes.js'
@@ -58,14 +59,7 @@ export const officialAccount = fp<ProductOptions>(async (app, { config, metrics,
     tokens: app.tokens,
     store: app.store,
     wechat: app.wechat,
-    dailyBudget: config.TICKET_DAILY_BUDGET,
-    serveMarginSeconds: config.TOKEN_SERVE_MARGIN_SECONDS,
-    refreshAheadSeconds: config.REFRESH_AHEAD_SECONDS,
-    requestDeadlineMs: config.REQUEST_DEADLINE_MS,
-    lockLeaseMs: config.LOCK_LEASE_MS,
-    negativeCacheSeconds: config.NEGATIVE_CACHE_SECONDS,
-    hotCacheMs: config.HOT_CACHE_MS,
-    hotCacheMaxApps: config.HOT_CACHE_MAX_APPS,
+    ...ticketSettings(config),
     metrics,
     ...(apps ? { apps } : {}),
     ...clock

@@ -11,7 +11,8 @@ export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
 
 const OK = 'Operation successful'
 
-function ticketData (ticket: ServedToken) {
+/** The `data` of a ticket route (the Official Account's, an authorizer's). */
+export function ticketData (ticket: ServedToken) {
   return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
 }
 
@@ -19,7 +20,7 @@ function ticketData (ticket: ServedToken) {
  * An absolute http(s) URL: the schema checked its scheme, characters and length; this checks it parses (a host, and
  * one that is valid), without building a URL object.
  */
-function checkUrl (url: string): void {
+export function checkUrl (url: string): void {
   if (!URL.canParse(url)) throw new AppError('INVALID_ARGUMENT', 'url must be an absolute http:// or https:// URL')
 }
 

@@ -16,6 +16,7 @@ import { authorizerTokenCredential } from '../tokens/credential.js'
 import type { Source } from '../tokens/lifecycle.js'
 import type { CallContext } from '../tokens/refresher.js'
 import { beijingDay, served, type ServedToken } from '../tokens/rules.js'
+import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { AuthorizerToken, FetchedToken, FetchOptions } from '../wechat/client.js'
 import { WechatApiError } from '../wechat/errcodes.js'
 import { componentKind, type ComponentKindOptions } from './component-kind.js'
@@ -118,6 +119,17 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     return await lifecycle.afterHotMiss(owner, component.appSecret, fp, sourceFor(componentAppId, authorizerAppId, owner, fp, ctx), ctx)
   }
 
+  /**
+   * WeChat refused this authorizer's token on a call made with it (getticket: 40001, 42001): fetched again, only while
+   * it is still the stored one (src/tokens/with-token.ts). `componentAppId` and `authorizerAppId` stand where an Official
+   * Account's appId and secret stand in the refresh-once rule.
+   */
+  async function refreshReported (componentAppId: string, authorizerAppId: string, reported: string, ctx: CallContext): Promise<RefreshOutcome> {
+    const { component, fp } = admit(componentAppId)
+    const owner = authorizerSpace(componentAppId, authorizerAppId)
+    return await engine.refreshReported(owner, component.appSecret, fp, reported, sourceFor(componentAppId, authorizerAppId, owner, fp, ctx), ctx)
+  }
+
   /** A token WeChat issued outside a refresh (api_query_auth): stored as the authorizer's current one, and announced. */
   async function storeIssued (owner: string, fp: string, got: FetchedToken): Promise<TokenEntry> {
     for (let tries = 0; tries < 4; tries++) {
@@ -217,6 +229,14 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     refreshToken: async (componentAppId: string, authorizerAppId: string): Promise<string | undefined> =>
       await refreshTokens.get(componentAppId, authorizerAppId),
     revoke,
+    /** The configured component (APP_NOT_CONFIGURED otherwise) and its secret's fingerprint, which its authorizers' entries carry. */
+    admit,
+    refreshReported,
+    refusedAgainRecently: async (componentAppId: string, authorizerAppId: string) =>
+      await engine.guards.refusedAgainRecently(authorizerSpace(componentAppId, authorizerAppId)),
+    rememberRefusedAgain: async (componentAppId: string, authorizerAppId: string, message: string) => {
+      await engine.guards.rememberRefusedAgain(authorizerSpace(componentAppId, authorizerAppId), message)
+    },
     known: lifecycle.known,
     close: engine.close
   }

@@ -9,6 +9,8 @@ import type { FastifyError, FastifyPluginAsync } from 'fastify'
 import { loadComponents } from '../config.js'
 import type { ProductOptions } from '../official-account/index.js'
 import { scheduleRefreshes } from '../official-account/scheduler.js'
+import { ticketSettings } from '../tokens/tickets.js'
+import { createAuthorizerTicketService, type AuthorizerTicketService } from './authorizer-ticket-service.js'
 import { createAuthorizerTokenService, type AuthorizerTokenService } from './authorizer-token-service.js'
 import type { ComponentKindOptions } from './component-kind.js'
 import { createComponentTokenService, type ComponentTokenService } from './component-token-service.js'
@@ -18,11 +20,13 @@ import { createRefreshTokens } from './refresh-tokens.js'
 import { TICKET_LIFE_MS, componentSpace, createVerifyTickets, type VerifyTickets } from './verify-tickets.js'
 
 export { default as openPlatformRoutes } from './routes.js'
+export { default as authorizerTicketRoutes } from './ticket-routes.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     componentTokens: ComponentTokenService
     authorizerTokens: AuthorizerTokenService
+    authorizerTickets: AuthorizerTicketService
     verifyTickets: VerifyTickets
   }
 }
@@ -67,10 +71,19 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
       ...clock
     })
   }))
+  app.decorate('authorizerTickets', createAuthorizerTicketService({
+    authorizerTokens: app.authorizerTokens,
+    components,
+    store: app.store,
+    wechat: app.wechat,
+    ...ticketSettings(config),
+    metrics,
+    ...clock
+  }))
   metrics.observeApps(function * () {
     for (const [owner, expiresAt] of app.componentTokens.known()) yield [owner, 'component_token', expiresAt] as const
     for (const [owner, expiresAt] of app.authorizerTokens.known()) yield [owner, 'authorizer_token', expiresAt] as const
-  })
+  }, () => app.authorizerTickets.known())
   metrics.observeComponentTickets(function * () {
     for (const appId of components.keys()) {
       const held = app.verifyTickets.held(appId)
@@ -78,6 +91,7 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     }
   })
   app.addHook('onClose', async () => {
+    await app.authorizerTickets.close()
     await app.authorizerTokens.close()
     await app.componentTokens.close()
   })
@@ -171,6 +185,9 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
     } else if (event.type === 'unauthorized') {
       await app.authorizerTokens.revoke(componentAppId, event.authorizerAppId).catch((err: unknown) => {
         request.log.warn({ componentAppId, authorizerAppId: event.authorizerAppId, err: (err as Error).message }, 'an authorization ended, and the store could not forget its refresh token')
+      })
+      await app.authorizerTickets.revoke(componentAppId, event.authorizerAppId).catch((err: unknown) => {
+        request.log.warn({ componentAppId, authorizerAppId: event.authorizerAppId, err: (err as Error).message }, 'an authorization ended, and the store could not forget its tickets')
       })
       request.log.info({ componentAppId, authorizerAppId: event.authorizerAppId }, 'an authorization ended: its refresh token and token are removed')
     } else if (event.type !== 'other') {

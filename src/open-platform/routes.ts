@@ -47,14 +47,21 @@ export interface OpenPlatformRouteOptions {
   open: boolean
 }
 
-const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = async (app, { open }) => {
-  /** Without caller keys, refused unless the operator said otherwise: nothing else stands before a component's credentials. */
-  const keyed = async (): Promise<void> => {
+/**
+ * The onRequest hook of every component route (an authorizer's tickets' too): without caller keys, refused unless the
+ * operator said otherwise: nothing else stands before a component's credentials.
+ */
+export function componentKeyRule ({ open }: OpenPlatformRouteOptions): () => Promise<void> {
+  return async (): Promise<void> => {
     if (!open) {
       throw new AppError('UNAUTHORIZED', 'The component routes need caller keys (AUTH_TOKENS), or COMPONENT_ROUTES_WITHOUT_KEYS=true: ' +
         'a component\'s credentials need no secret from the caller')
     }
   }
+}
+
+const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = async (app, options) => {
+  const keyed = componentKeyRule(options)
 
   /** A token in the envelope: from the hot cache at once (no promise on the hot path), else once the service has it. */
   function answer (request: FastifyRequest, reply: FastifyReply, route: string, kept: ServedToken | undefined,

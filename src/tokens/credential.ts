@@ -9,6 +9,7 @@ import type { TokenMode } from '../wechat/access-token.js'
 import type { WechatApi } from '../wechat/errcodes.js'
 
 export type CredentialName = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'wecom_token' | 'wecom_corp_ticket' | 'wecom_agent_ticket' | 'component_token' | 'authorizer_token'
+  | 'authorizer_jsapi_ticket' | 'authorizer_wx_card_ticket'
 /** What the guards stand before: a credential's fetch, or (code2session) a Mini Program login code's exchange. */
 export type GuardedName = CredentialName | 'code2session'
 export type TicketType = 'jsapi' | 'wx_card'
@@ -179,6 +180,16 @@ function openPlatformCredential (name: 'component_token' | 'authorizer_token', d
     provesSecret: false,
     ...taggedSubjects(name)
   }
+}
+
+/**
+ * A JS-SDK or card ticket of an authorizer (getticket with its authorizer_access_token). Its owner is the authorizer's
+ * (opaque to the engine, as its token's): one per authorizer and type, budgeted per authorizer (TICKET_DAILY_BUDGET).
+ * A fetch may replace the one served, as an Official Account's ticket.
+ */
+export function authorizerTicketCredential (type: TicketType, dailyBudget: number): Credential {
+  const name = type === 'jsapi' ? 'authorizer_jsapi_ticket' : 'authorizer_wx_card_ticket'
+  return { ...ticketCredential(type, dailyBudget), name, slot: name, prefix: `${name}:`, ...taggedSubjects(name) }
 }
 
 /**

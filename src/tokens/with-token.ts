@@ -25,8 +25,9 @@ export interface RefreshOutcome {
 }
 
 /**
- * What the rule needs of the service that keeps the token (an Official Account's, a WeCom application's), for the id
- * and secret a caller sent (an appId, a corpId).
+ * What the rule needs of the service that keeps the token (an Official Account's, a WeCom application's, an Open
+ * Platform authorizer's), for the id and secret a caller sent (an appId or a corpId and its secret; for an authorizer,
+ * the component and the authorizer's appId).
  */
 export interface TokenHolder {
   getToken: (id: string, secret: string, ctx: CallContext) => Promise<ServedToken>

@@ -10,12 +10,12 @@ import type { FastifyBaseLogger } from 'fastify'
 import { AppError } from '../errors.js'
 import { fingerprint, sameString } from '../fingerprint.js'
 import type { Metrics } from '../metrics.js'
-import type { TokenEntry, TokenStore } from '../store/types.js'
+import type { TokenStore } from '../store/types.js'
 import { wecomTokenCredential } from '../tokens/credential.js'
 import { createConfiguredEngine } from '../tokens/configured-engine.js'
 import type { Source } from '../tokens/lifecycle.js'
-import type { CallContext, Need } from '../tokens/refresher.js'
-import { served, usable, type ServedToken } from '../tokens/rules.js'
+import type { CallContext } from '../tokens/refresher.js'
+import type { ServedToken } from '../tokens/rules.js'
 import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { WechatClient } from '../wechat/client.js'
 
@@ -96,7 +96,6 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
     now
   })
   const { lifecycle, guards } = engine
-  const { caches, refresher } = lifecycle
 
   /** The configured application of a secret (APP_NOT_CONFIGURED, SECRET_MISMATCH). */
   function admit (corpId: string, secret: string): WecomApplication {
@@ -146,25 +145,7 @@ export function createWecomTokenService (opts: WecomTokenServiceOptions) {
    */
   async function refreshReported (corpId: string, secret: string, reported: string, ctx: CallContext): Promise<RefreshOutcome> {
     const { owner, fp } = admit(corpId, secret)
-    const mark = caches.mark()
-    const source = sourceFor(corpId, secret, owner, fp, ctx)
-    const need: Need = {
-      ...lifecycle.freshNeed(owner, fp, true, source, ctx),
-      reported,
-      satisfied: (entry): entry is TokenEntry => usable(entry, fp, 0, now()) && entry.accessToken !== reported
-    }
-    try {
-      const entry = await refresher.shared(`${owner}\0${reported}`, async () => await refresher.obtain(need, ctx))
-      caches.keep(owner, secret, entry, mark, false)
-      return { token: served(entry, now()) }
-    } catch (err) {
-      // Not fetched now (the application's fetches are backed off): the current token, and why.
-      if (err instanceof AppError && err.kind === 'UPSTREAM_BACKOFF') {
-        const current = await store.get(owner)
-        return { token: usable(current, fp, 0, now()) ? served(current, now()) : null, notice: err }
-      }
-      throw err
-    }
+    return await engine.refreshReported(owner, secret, fp, reported, sourceFor(corpId, secret, owner, fp, ctx), ctx)
   }
 
   /** The configured applications by the owner of their token: what the scheduler keeps a token for. */
