@@ -253,3 +253,25 @@ t.test('the pass-through never fetches an authorizer token or exchanges a code p
   t.ok(app.hasRoute({ method: 'POST', url: AUTHORIZER_TOKEN_PATH }))
   t.ok(app.hasRoute({ method: 'POST', url: QUERY_AUTH_PATH }))
 })
+
+t.test('getticket with an authorizer token handed out here answers the authorizer\'s ticket, fetched once', async (t) => {
+  const { mock, platform, url } = await startOpenPlatformMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: on })
+  t.ok(await pushTicket(app, platform))
+  t.ok(await authorizeAll(app, platform, [A]))
+  const ct = await componentToken(app)
+  const { body } = await call(app, withToken(AUTHORIZER_TOKEN_PATH, ct), { component_appid: C, authorizer_appid: A, authorizer_refresh_token: WRONG_REFRESH_TOKEN })
+  const token = body.authorizer_access_token as string
+  t.type(token, 'string', JSON.stringify(body))
+  const answers = await Promise.all(Array.from({ length: 10 }, async () =>
+    (await app.inject({ method: 'GET', url: `/cgi-bin/ticket/getticket?access_token=${encodeURIComponent(token)}&type=jsapi`, headers: auth })).json() as Record<string, unknown>))
+  t.ok(answers.every((a) => a.errcode === 0 && typeof a.ticket === 'string'), JSON.stringify(answers[0]))
+  t.equal(new Set(answers.map((a) => a.ticket)).size, 1)
+  t.equal(mock.calls('getticket'), 1, 'one getticket, made with the authorizer\'s token')
+  const genauth = await post(app, '/api/v3/get-authorizer-jsapi-ticket', { componentAppId: C, authorizerAppId: A }, auth)
+  t.equal((genauth.body.data as { ticket?: string } | undefined)?.ticket, answers[0]!.ticket, 'the same ticket the GenAuth route answers')
+  const stranger = (await app.inject({ method: 'GET', url: '/cgi-bin/ticket/getticket?access_token=not-handed-out&type=jsapi', headers: auth })).json() as Record<string, unknown>
+  t.equal(stranger.errcode, 40001, 'a token not handed out here is refused as before')
+  const lines = logs.lines.join('\n')
+  for (const secret of platform.secrets()) t.notOk(lines.includes(secret), 'no token, ticket or refresh token in the log')
+})

@@ -25,6 +25,12 @@ import { componentSpace } from './verify-tickets.js'
 
 /** The store space (hash tag) of an authorizer of a component: its refresh token and its token. */
 export const authorizerSpace = (componentAppId: string, authorizerAppId: string): string => `_authorizer:${componentAppId}:${authorizerAppId}`
+/** The component and authorizer of an authorizer space (`_authorizer:<component>:<authorizer>`), or undefined. */
+export function parseAuthorizerSpace (space: string): { componentAppId: string, authorizerAppId: string } | undefined {
+  const [head, componentAppId, authorizerAppId, ...rest] = space.split(':')
+  return head === '_authorizer' && componentAppId && authorizerAppId && rest.length === 0 ? { componentAppId, authorizerAppId } : undefined
+}
+
 /** The authorizer appId of an authorizer space of this component, or undefined. */
 export function authorizerOf (space: string, componentAppId: string): string | undefined {
   const head = `_authorizer:${componentAppId}:`

@@ -20,6 +20,7 @@ import passthroughRoutes, { type PassthroughOptions } from './passthrough.js'
 import componentRoutes from './component-routes.js'
 import type { TicketType } from '../tokens/credential.js'
 import type { ComponentConfig } from '../config.js'
+import { parseAuthorizerSpace } from '../open-platform/refresh-tokens.js'
 
 export const TOKEN_PATH = '/cgi-bin/token'
 export const STABLE_TOKEN_PATH = '/cgi-bin/stable_token'
@@ -257,6 +258,15 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app,
     return owner
   }
 
+  /** The authorizer a token was handed out for, while it is that authorizer's current token; undefined for another kind's. */
+  async function authorizerOfToken (token: string): Promise<{ componentAppId: string, authorizerAppId: string } | undefined> {
+    const subject = await handedOut.subjectOf(token)
+    const space = subject === undefined ? undefined : app.authorizerTokens.credential.ownerOf(subject)
+    if (space === undefined) return undefined
+    await currentOwner(token, () => space)
+    return parseAuthorizerSpace(space)
+  }
+
   const ticketAnswer = (ticket: ServedToken) => ({ errcode: 0, errmsg: 'ok', ticket: ticket.accessToken, expires_in: ticket.expiresIn })
 
   app.get(TICKET_PATH, {
@@ -273,6 +283,15 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app,
     onRequest: app.limits.perCaller
   }, async (request, reply) => {
     const { access_token: token, type = 'jsapi' } = request.query
+    // An Open Platform authorizer's token (handed out on api_authorizer_token or api_query_auth): its own tickets.
+    const authorizer = components === undefined ? undefined : await authorizerOfToken(token)
+    if (authorizer !== undefined) {
+      const { componentAppId, authorizerAppId } = authorizer
+      const ticket = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, type) ??
+        await app.authorizerTickets.afterHotMiss(componentAppId, authorizerAppId, type, context(request, componentAppId))
+      app.finish(request, reply, 200, TICKET_PATH)
+      return ticketAnswer(ticket)
+    }
     const appId = await currentOwner(token, (subject) => app.tokens.credential.ownerOf(subject))
     const ctx = context(request, appId)
     const secret = app.tokens.configuredSecret(appId)
