@@ -236,3 +236,33 @@ t.test('codes a caller sends are bounded per component and day (COMPONENT_DAILY_
   t.equal(refused.body.apiCode, 4002, JSON.stringify(refused.body))
   t.equal(platform.calls('api_query_auth'), 3, 'not sent')
 })
+
+t.test('while another instance reads the authorizer list, or died reading it, an authorized account is not answered 4010', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet, redis } = await fleetRedis(t)
+  const { apps, env } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0', REQUEST_DEADLINE_MS: '2000', LOCK_LEASE_MS: '3000' })
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  // Authorized at WeChat, its event never taken here: only the list holds its refresh token.
+  platform.authorize(C, A)
+  const client = redis.client()
+  t.teardown(() => client.quit())
+  const lock = `${env.REDIS_KEY_PREFIX}:{_component:${C}}:authorizer_list`
+  // An instance took the list's lock and died (a deploy, a crash) before its read ended.
+  await client.set(lock, 'an-instance-that-died', 'PX', 3000)
+  const waited = await tokenOf(apps[1]!)
+  t.equal(waited.body.apiCode, 4003, `the list was not read: not "not authorized" (${JSON.stringify(waited.body)})`)
+  t.equal(platform.calls('api_get_authorizer_list'), 0)
+  // Once the dead reader's lock lapses, the next request reads the list; the lock a reader holds lapses with LOCK_LEASE_MS.
+  platform.inject({ endpoint: 'api_get_authorizer_list', fault: { kind: 'latency', ms: 500 }, times: 1 })
+  let lease = -1
+  const watched = until(async () => {
+    if (platform.calls('api_get_authorizer_list') === 0) return false
+    lease = await client.pttl(lock)
+    return true
+  }, 10_000)
+  t.ok(await until(async () => (await tokenOf(apps[1]!)).body.statusCode === 200, 10_000), 'served once the lock lapsed')
+  t.ok(await watched)
+  t.ok(lease > 0 && lease <= 3000, `a reader's lock lapses with LOCK_LEASE_MS, not the list spacing (${lease} ms left)`)
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+})

@@ -66,6 +66,7 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     refreshTokens: createRefreshTokens({
       store: app.store,
       listSpacingMs: config.AUTHORIZER_LIST_SPACING_SECONDS * 1000,
+      lockLeaseMs: config.LOCK_LEASE_MS,
       log: app.log.child({ component: 'open-platform' }),
       metrics,
       ...clock

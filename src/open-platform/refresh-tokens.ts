@@ -58,6 +58,8 @@ export interface RefreshTokensOptions {
   store: TokenStore
   /** How often a component's authorizer list may be read, across instances. */
   listSpacingMs: number
+  /** How long the lock of a list read outlives a reader that died (at least any request deadline). */
+  lockLeaseMs: number
   log: FastifyBaseLogger
   metrics?: Metrics | undefined
   now?: () => number
@@ -191,7 +193,8 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
   /**
    * The refresh token of an authorizer none is held for (or whose one WeChat refused: `refused`), from WeChat's
    * authorizer list: read by one instance at most once per spacing per component, the others waiting for it. Rejects
-   * with AUTHORIZER_NOT_AUTHORIZED when the list does not hold the authorizer (or holds only the refused one).
+   * with AUTHORIZER_NOT_AUTHORIZED when the list does not hold the authorizer (or holds only the refused one), and with
+   * REFRESH_IN_PROGRESS when another instance's read did not end in time.
    */
   async function recover (componentAppId: string, authorizerAppId: string, page: ListPage, deadline: number, refused?: string): Promise<string> {
     const space = componentSpace(componentAppId)
@@ -207,10 +210,13 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
     const settled = async (): Promise<string> => {
       const token = await get(componentAppId, authorizerAppId)
       if (token !== undefined && token !== refused) return token
-      if (await lastRead() === FAILED) {
+      const last = await lastRead()
+      if (last === FAILED) {
         throw new AppError('UPSTREAM_BACKOFF', `The authorizer list of component ${componentAppId} could not be read from WeChat: it is asked again ` +
           `${Math.round(Math.min(opts.listSpacingMs, FAILED_LIST_WAIT_MS) / 1000)} s after the last try`)
       }
+      // Not read yet: another instance is reading it (or died reading it, its lock lapsing with the lock lease).
+      if (last === null) throw new AppError('REFRESH_IN_PROGRESS', `Another instance is reading the authorizer list of component ${componentAppId}; it did not finish in time`)
       throw notAuthorized()
     }
     if (await lastRead() !== null) return await settled()
@@ -227,7 +233,7 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
       read = (async () => {
         const last = listedAt.get(componentAppId)
         const id = randomUUID()
-        const mine = await store.acquire(space, LISTING, id, opts.listSpacingMs)
+        const mine = await store.acquire(space, LISTING, id, Math.min(opts.listSpacingMs, opts.lockLeaseMs))
           .catch(() => last === undefined || last <= now() - opts.listSpacingMs)
         if (!mine) {
           // Another instance reads it: its end is announced (or the wait ends at the deadline).
