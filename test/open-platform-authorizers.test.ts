@@ -266,3 +266,41 @@ t.test('while another instance reads the authorizer list, or died reading it, an
   t.ok(lease > 0 && lease <= 3000, `a reader's lock lapses with LOCK_LEASE_MS, not the list spacing (${lease} ms left)`)
   t.equal(platform.calls('api_get_authorizer_list'), 1)
 })
+
+/** Another deployment refreshes the authorizer's token with WeChat rotating: the refresh token kept here is dead. */
+async function rotateElsewhere (app: FastifyInstance, platform: MockOpenPlatform, url: string, authorizerAppId: string): Promise<void> {
+  platform.rotateRefreshTokens(true)
+  const componentToken = (await post(app, '/api/v3/get-component-access-token', { componentAppId: C }, auth)).body.data!.accessToken
+  await fetch(`${url}/cgi-bin/component/api_authorizer_token?component_access_token=${componentToken}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ component_appid: C, authorizer_appid: authorizerAppId, authorizer_refresh_token: platform.refreshTokenOf(C, authorizerAppId) })
+  })
+  platform.rotateRefreshTokens(false)
+}
+
+t.test('refresh tokens rotated elsewhere are replaced though the list was just read for a made-up appId, with one read for all', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const clock = new TestClock()
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' }, clock)
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  const B = authorizer(2)
+  t.ok(await authorizeAll(apps[0]!, platform, [A, B]))
+  // A caller asking for an account that never authorized (or left): the list is read, and not again for the spacing.
+  t.equal((await tokenOf(apps[0]!, authorizer(999))).body.apiCode, 4010)
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+  const kept = { A: platform.refreshTokenOf(C, A), B: platform.refreshTokenOf(C, B) }
+  await rotateElsewhere(apps[0]!, platform, url, A)
+  await rotateElsewhere(apps[0]!, platform, url, B)
+  t.not(platform.refreshTokenOf(C, A), kept.A)
+  t.not(platform.refreshTokenOf(C, B), kept.B)
+  clock.advance(7200_000)
+  for (const [appId, app] of [[A, apps[1]!], [B, apps[0]!]] as const) {
+    const served = await tokenOf(app, appId)
+    t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+    t.equal(platform.checkAuthorizerToken(served.body.data!.accessToken), 'valid')
+  }
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'one more read, for both refused refresh tokens')
+})
