@@ -304,3 +304,18 @@ t.test('refresh tokens rotated elsewhere are replaced though the list was just r
   }
   t.equal(platform.calls('api_get_authorizer_list'), 2, 'one more read, for both refused refresh tokens')
 })
+
+t.test('an authorization WeChat pushes is exchanged though callers spent the day\'s budget of codes', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, COMPONENT_DAILY_BUDGET: '2' } })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  for (let i = 0; i < 2; i++) t.equal((await exchange(app, `made-up-code-${i}`)).body.apiCode, 3018)
+  t.equal((await exchange(app, 'made-up-code-2')).body.apiCode, 4002, 'the callers\' budget of codes is spent')
+  // (And the list was read lately, so a refresh token not kept now would be 4010 until the spacing ends.)
+  t.equal((await tokenOf(app, authorizer(999))).body.apiCode, 4010)
+  t.ok(await authorizeAll(app, platform, [A]), 'the pushed code (signed by WeChat, not a caller\'s) was exchanged')
+  const served = await tokenOf(app)
+  t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+})
