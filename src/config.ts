@@ -100,7 +100,7 @@ export const ConfigSchema = Type.Object({
     maximum: 3600,
     default: 300,
     description: 'How often, at most, a component\'s authorizer list (api_get_authorizer_list) is read from WeChat across instances, to ' +
-      'recover refresh tokens no store or instance holds; an authorizer it does not hold is answered 4010 without WeChat until then.'
+      'recover refresh tokens no store or instance holds (and once more for refresh tokens WeChat refused); an authorizer it does not hold is answered 4010 without WeChat until then.'
   }),
   WECOM_DAILY_BUDGET: Type.Integer({
     minimum: 1,

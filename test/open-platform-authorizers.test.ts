@@ -236,3 +236,86 @@ t.test('codes a caller sends are bounded per component and day (COMPONENT_DAILY_
   t.equal(refused.body.apiCode, 4002, JSON.stringify(refused.body))
   t.equal(platform.calls('api_query_auth'), 3, 'not sent')
 })
+
+t.test('while another instance reads the authorizer list, or died reading it, an authorized account is not answered 4010', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet, redis } = await fleetRedis(t)
+  const { apps, env } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0', REQUEST_DEADLINE_MS: '2000', LOCK_LEASE_MS: '3000' })
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  // Authorized at WeChat, its event never taken here: only the list holds its refresh token.
+  platform.authorize(C, A)
+  const client = redis.client()
+  t.teardown(() => client.quit())
+  const lock = `${env.REDIS_KEY_PREFIX}:{_component:${C}}:authorizer_list`
+  // An instance took the list's lock and died (a deploy, a crash) before its read ended.
+  await client.set(lock, 'an-instance-that-died', 'PX', 3000)
+  const waited = await tokenOf(apps[1]!)
+  t.equal(waited.body.apiCode, 4003, `the list was not read: not "not authorized" (${JSON.stringify(waited.body)})`)
+  t.equal(platform.calls('api_get_authorizer_list'), 0)
+  // Once the dead reader's lock lapses, the next request reads the list; the lock a reader holds lapses with LOCK_LEASE_MS.
+  platform.inject({ endpoint: 'api_get_authorizer_list', fault: { kind: 'latency', ms: 500 }, times: 1 })
+  let lease = -1
+  const watched = until(async () => {
+    if (platform.calls('api_get_authorizer_list') === 0) return false
+    lease = await client.pttl(lock)
+    return true
+  }, 10_000)
+  t.ok(await until(async () => (await tokenOf(apps[1]!)).body.statusCode === 200, 10_000), 'served once the lock lapsed')
+  t.ok(await watched)
+  t.ok(lease > 0 && lease <= 3000, `a reader's lock lapses with LOCK_LEASE_MS, not the list spacing (${lease} ms left)`)
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+})
+
+/** Another deployment refreshes the authorizer's token with WeChat rotating: the refresh token kept here is dead. */
+async function rotateElsewhere (app: FastifyInstance, platform: MockOpenPlatform, url: string, authorizerAppId: string): Promise<void> {
+  platform.rotateRefreshTokens(true)
+  const componentToken = (await post(app, '/api/v3/get-component-access-token', { componentAppId: C }, auth)).body.data!.accessToken
+  await fetch(`${url}/cgi-bin/component/api_authorizer_token?component_access_token=${componentToken}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ component_appid: C, authorizer_appid: authorizerAppId, authorizer_refresh_token: platform.refreshTokenOf(C, authorizerAppId) })
+  })
+  platform.rotateRefreshTokens(false)
+}
+
+t.test('refresh tokens rotated elsewhere are replaced though the list was just read for a made-up appId, with one read for all', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { fleet } = await fleetRedis(t)
+  const clock = new TestClock()
+  const { apps } = await fleet(t, 2, url, { ...on, HOT_CACHE_MS: '0' }, clock)
+  await callbackOf(apps[0]!, platform)
+  await platform.pushTicket(C)
+  const B = authorizer(2)
+  t.ok(await authorizeAll(apps[0]!, platform, [A, B]))
+  // A caller asking for an account that never authorized (or left): the list is read, and not again for the spacing.
+  t.equal((await tokenOf(apps[0]!, authorizer(999))).body.apiCode, 4010)
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+  const kept = { A: platform.refreshTokenOf(C, A), B: platform.refreshTokenOf(C, B) }
+  await rotateElsewhere(apps[0]!, platform, url, A)
+  await rotateElsewhere(apps[0]!, platform, url, B)
+  t.not(platform.refreshTokenOf(C, A), kept.A)
+  t.not(platform.refreshTokenOf(C, B), kept.B)
+  clock.advance(7200_000)
+  for (const [appId, app] of [[A, apps[1]!], [B, apps[0]!]] as const) {
+    const served = await tokenOf(app, appId)
+    t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+    t.equal(platform.checkAuthorizerToken(served.body.data!.accessToken), 'valid')
+  }
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'one more read, for both refused refresh tokens')
+})
+
+t.test('an authorization WeChat pushes is exchanged though callers spent the day\'s budget of codes', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: { ...on, COMPONENT_DAILY_BUDGET: '2' } })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  for (let i = 0; i < 2; i++) t.equal((await exchange(app, `made-up-code-${i}`)).body.apiCode, 3018)
+  t.equal((await exchange(app, 'made-up-code-2')).body.apiCode, 4002, 'the callers\' budget of codes is spent')
+  // (And the list was read lately, so a refresh token not kept now would be 4010 until the spacing ends.)
+  t.equal((await tokenOf(app, authorizer(999))).body.apiCode, 4010)
+  t.ok(await authorizeAll(app, platform, [A]), 'the pushed code (signed by WeChat, not a caller\'s) was exchanged')
+  const served = await tokenOf(app)
+  t.equal(served.body.statusCode, 200, JSON.stringify(served.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 1)
+})

@@ -146,9 +146,10 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
   /**
    * An authorization code (the `authorized` event's, or the authorization redirect's) exchanged for the authorizer's
    * refresh token and token (api_query_auth), once across instances: the same code again (the event and the redirect
-   * both carry it) is answered with the authorizer's token, without WeChat.
+   * both carry it) is answered with the authorizer's token, without WeChat. A code WeChat pushed (`pushed`: its
+   * signature checked) is not counted against the budget of codes callers send: they cannot make it fail.
    */
-  async function exchange (componentAppId: string, code: string, ctx: CallContext): Promise<Authorization> {
+  async function exchange (componentAppId: string, code: string, ctx: CallContext, pushed = false): Promise<Authorization> {
     const { fp } = admit(componentAppId)
     const space = componentSpace(componentAppId)
     const name = codeName(code)
@@ -169,7 +170,7 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     let got: AuthorizerToken
     try {
       // Each code a caller sends is a call to WeChat: bounded per component and day, whatever the callers.
-      const used = await store.increment(space, `query_auth:${beijingDay(now())}`, 2 * 24 * 3600_000).catch(() => 0)
+      const used = pushed ? 0 : await store.increment(space, `query_auth:${beijingDay(now())}`, 2 * 24 * 3600_000).catch(() => 0)
       if (used > opts.dailyBudget) {
         throw new AppError('DAILY_BUDGET_EXHAUSTED', `Component ${componentAppId} used its COMPONENT_DAILY_BUDGET of api_query_auth calls today`)
       }

@@ -66,6 +66,7 @@ export const openPlatform = fp<ProductOptions>(async (app, { config, metrics, no
     refreshTokens: createRefreshTokens({
       store: app.store,
       listSpacingMs: config.AUTHORIZER_LIST_SPACING_SECONDS * 1000,
+      lockLeaseMs: config.LOCK_LEASE_MS,
       log: app.log.child({ component: 'open-platform' }),
       metrics,
       ...clock
@@ -196,7 +197,7 @@ export const componentCallback: FastifyPluginAsync<{ config: ProductOptions['con
       const log = request.log
       const { authorizerAppId, authorizationCode } = event
       setImmediate(() => {
-        app.authorizerTokens.exchange(componentAppId, authorizationCode, { log, origin: 'background' }).catch((err: unknown) => {
+        app.authorizerTokens.exchange(componentAppId, authorizationCode, { log, origin: 'background' }, true).catch((err: unknown) => {
           log.warn({ componentAppId, authorizerAppId, apiCode: (err as { apiCode?: number }).apiCode, err: (err as Error).message },
             'the pushed authorization code could not be exchanged: the refresh token will be recovered from the authorizer list when needed')
         })

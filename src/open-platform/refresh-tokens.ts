@@ -13,6 +13,9 @@
  *   (api_get_authorizer_list, which holds each refresh token) is read once across instances, at most once per spacing
  *   per component, and every refresh token missing from the store is written back. An authorizer the list does not
  *   hold has not authorized the component: AUTHORIZER_NOT_AUTHORIZED, with no call to WeChat until the spacing ends.
+ * - One WeChat refused (61023, another deployment rotated it): the one a list read since held (kept for the spacing
+ *   where the store had another), else the list read for it, at most once per spacing per component apart from the
+ *   reads for missing ones (a caller asking for made-up appIds does not stop refused ones from being replaced).
  * - Removed (store and every instance) on the `unauthorized` event.
  */
 import { hash, randomUUID } from 'node:crypto'
@@ -41,6 +44,10 @@ const REFRESH_TOKEN = 'refresh_token'
 const REFUSED = 'refresh_token_refused'
 const LISTING = 'authorizer_list'
 const LISTED = 'authorizer_listed'
+/** When the list was last read for a refresh token WeChat refused: apart, so reads for missing ones never starve these. */
+const LISTED_REFUSED = 'authorizer_listed_refused'
+/** The refresh token the last list read held for an authorizer whose store already held one (it may be newer). */
+const LISTED_TOKEN = 'refresh_token_listed'
 /** Change messages: `authorizer_refresh|<space>` with a hash of the refresh token now held, or REMOVED. */
 const CHANGE_HEAD = 'authorizer_refresh|'
 const LISTED_HEAD = 'authorizer_listed|'
@@ -64,6 +71,8 @@ export interface RefreshTokensOptions {
   store: TokenStore
   /** How often a component's authorizer list may be read, across instances. */
   listSpacingMs: number
+  /** How long the lock of a list read outlives a reader that died (at least any request deadline). */
+  lockLeaseMs: number
   log: FastifyBaseLogger
   metrics?: Metrics | undefined
   now?: () => number
@@ -185,6 +194,8 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
         const stale = replacing?.authorizerAppId === authorizerAppId && replacing.token !== refreshToken
         if (stale) await save(componentAppId, authorizerAppId, refreshToken)
         else if (await store.keepValue(space, REFRESH_TOKEN, refreshToken, true).catch(() => false)) restored++
+        // The store holds one already, maybe one WeChat has since refused: the listed one is kept for the spacing.
+        else await store.setValue(space, LISTED_TOKEN, refreshToken, opts.listSpacingMs).catch(() => {})
         if (stale || !held.has(space)) held.set(space, { token: refreshToken, saved: true })
       }
       offset += authorizers.length
@@ -196,16 +207,19 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
 
   /**
    * The refresh token of an authorizer none is held for (or whose one WeChat refused: `refused`), from WeChat's
-   * authorizer list: read by one instance at most once per spacing per component, the others waiting for it. Rejects
-   * with AUTHORIZER_NOT_AUTHORIZED when the list does not hold the authorizer (or holds only the refused one).
+   * authorizer list: read by one instance at most once per spacing per component for missing ones, and once more for
+   * refused ones (a read for a made-up appId does not stop a refused one from being replaced), the others waiting for
+   * it. Rejects with AUTHORIZER_NOT_AUTHORIZED when the list read does not hold the authorizer (or holds only the
+   * refused one), and with REFRESH_IN_PROGRESS when another instance's read did not end in time.
    */
   async function recover (componentAppId: string, authorizerAppId: string, page: ListPage, deadline: number, refused?: string): Promise<string> {
     const space = componentSpace(componentAppId)
+    const mark = refused === undefined ? LISTED : LISTED_REFUSED
     const notAuthorized = (): AppError => new AppError('AUTHORIZER_NOT_AUTHORIZED',
       `Authorizer ${authorizerAppId} has not authorized component ${componentAppId} (WeChat's authorizer list does not hold it, or its authorization ended)`)
     const lastRead = async (): Promise<string | null | undefined> => {
       try {
-        return await store.getValue(space, LISTED)
+        return await store.getValue(space, mark)
       } catch {
         return (listedAt.get(componentAppId) ?? -Infinity) > now() - opts.listSpacingMs ? String(listedAt.get(componentAppId)) : null
       }
@@ -213,10 +227,21 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
     const settled = async (): Promise<string> => {
       const token = await get(componentAppId, authorizerAppId)
       if (token !== undefined && token !== refused) return token
-      if (await lastRead() === FAILED) {
+      if (refused !== undefined) {
+        // A list read since the store's was written may hold a newer one.
+        const listed = await store.getValue(authorizerSpace(componentAppId, authorizerAppId), LISTED_TOKEN).catch(() => null)
+        if (listed !== null && listed !== refused && !await isRefused(componentAppId, authorizerAppId, listed)) {
+          await save(componentAppId, authorizerAppId, listed)
+          return listed
+        }
+      }
+      const last = await lastRead()
+      if (last === FAILED) {
         throw new AppError('UPSTREAM_BACKOFF', `The authorizer list of component ${componentAppId} could not be read from WeChat: it is asked again ` +
           `${Math.round(Math.min(opts.listSpacingMs, FAILED_LIST_WAIT_MS) / 1000)} s after the last try`)
       }
+      // Not read yet: another instance is reading it (or died reading it, its lock lapsing with the lock lease).
+      if (last === null) throw new AppError('REFRESH_IN_PROGRESS', `Another instance is reading the authorizer list of component ${componentAppId}; it did not finish in time`)
       throw notAuthorized()
     }
     if (await lastRead() !== null) return await settled()
@@ -228,22 +253,25 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
       const token = await get(componentAppId, authorizerAppId)
       if (token !== undefined) return token
     }
-    let read = listing.get(componentAppId)
+    const key = `${componentAppId}\0${mark}`
+    let read = listing.get(key)
     if (read === undefined) {
       read = (async () => {
         const last = listedAt.get(componentAppId)
         const id = randomUUID()
-        const mine = await store.acquire(space, LISTING, id, opts.listSpacingMs)
+        const mine = await store.acquire(space, LISTING, id, Math.min(opts.listSpacingMs, opts.lockLeaseMs))
           .catch(() => last === undefined || last <= now() - opts.listSpacingMs)
         if (!mine) {
           // Another instance reads it: its end is announced (or the wait ends at the deadline).
-          if (await store.getValue(space, LISTED).catch(() => null) === null) await store.waitForChange(LISTED_HEAD + componentAppId, deadline - now())
+          if (await store.getValue(space, mark).catch(() => null) === null) await store.waitForChange(LISTED_HEAD + componentAppId, deadline - now())
           return
         }
         listedAt.set(componentAppId, now())
         try {
           await readList(componentAppId, page, refused === undefined ? undefined : { authorizerAppId, token: refused })
           await store.setValue(space, LISTED, String(now()), opts.listSpacingMs).catch(() => {})
+          if (refused !== undefined) await store.setValue(space, LISTED_REFUSED, String(now()), opts.listSpacingMs).catch(() => {})
+          await store.release(space, LISTING, id).catch(() => false)
         } catch (err) {
           metrics?.authorizerRefreshTokens.labels('list_failed').inc()
           log.error({ componentAppId, apiCode: (err as AppError).apiCode, err: (err as Error).message }, 'the authorizer list could not be read from WeChat')
@@ -252,12 +280,13 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
           listedAt.set(componentAppId, now() - opts.listSpacingMs + wait)
           await store.setValue(space, LISTING, FAILED, wait).catch(() => {})
           await store.setValue(space, LISTED, FAILED, wait).catch(() => {})
+          await store.setValue(space, LISTED_REFUSED, FAILED, wait).catch(() => {})
           throw err
         } finally {
           await store.notify(LISTED_HEAD + componentAppId).catch(() => {})
         }
-      })().finally(() => listing.delete(componentAppId))
-      listing.set(componentAppId, read)
+      })().finally(() => listing.delete(key))
+      listing.set(key, read)
     }
     await read
     return await settled()
