@@ -10,6 +10,7 @@ import { CALLER_KEYS, COMPONENT, TestClock, post, startOpenPlatformMock, type Lo
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
 import { until } from './helpers/until.js'
+import { refreshTokenCount } from './helpers/open-platform.js'
 import type { MockOpenPlatform } from '../src/stand-in/open-platform.js'
 import type { MockWechat } from '../src/stand-in/wechat.js'
 
@@ -36,9 +37,6 @@ const signatureOf = async (app: FastifyInstance, authorizerAppId = A, url = PAGE
   await post<SignatureData>(app, SIGNATURE, { componentAppId: C, authorizerAppId, url }, headers)
 const tokenOf = async (app: FastifyInstance, authorizerAppId = A) =>
   await post(app, TOKEN, { componentAppId: C, authorizerAppId }, auth)
-const counted = async (app: FastifyInstance, outcome: string): Promise<number> =>
-  (await app.metrics.authorizerRefreshTokens.get()).values.find((value) => value.labels.outcome === outcome)?.value ?? 0
-
 /**
  * A fleet on the test file's Redis with the Open Platform's stand-in, its callback on the first instance, a verify
  * ticket pushed, and each account authorized by the pushed `authorized` event (its refresh token and token kept).
@@ -49,7 +47,7 @@ async function authorized (t: Test, n: number, appIds: string[], env: Record<str
   platform.setCallback(C, `http://127.0.0.1:${await listen(apps[0]!)}/wechat/components/${C}/events`)
   t.ok(await platform.pushTicket(C), 'a verify ticket was pushed')
   for (const appId of appIds) t.ok(await platform.pushEvent(C, 'authorized', appId), `${appId} authorized`)
-  t.ok(await until(async () => await counted(apps[0]!, 'authorized') === appIds.length, 10_000), 'the authorizations were exchanged')
+  t.ok(await until(async () => await refreshTokenCount(apps[0]!, 'authorized') === appIds.length, 10_000), 'the authorizations were exchanged')
   return { platform, mock, url, apps, logs: instances.map((i) => i.logs) }
 }
 
@@ -180,7 +178,7 @@ t.test('an account that has not authorized the component: 4010, no getticket, no
   t.equal((await ticketOf(a!, A, 'wx_card')).body.statusCode, 200)
   t.ok(await a!.store.get(`_authorizer:${C}:${A}`, 'authorizer_jsapi_ticket'), 'kept under the authorizer\'s space')
   t.equal(await platform.unauthorize(C, A), true, 'the unauthorized event was taken')
-  t.ok(await until(async () => await counted(a!, 'removed') === 1), 'removed')
+  t.ok(await until(async () => await refreshTokenCount(a!, 'removed') === 1), 'removed')
   t.equal(await a!.store.get(`_authorizer:${C}:${A}`, 'authorizer_jsapi_ticket'), null, 'its tickets removed from the store')
   t.equal(await a!.store.get(`_authorizer:${C}:${A}`, 'authorizer_wx_card_ticket'), null)
   for (const app of [a!, b!]) {

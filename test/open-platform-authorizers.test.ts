@@ -9,6 +9,7 @@ import { CALLER_KEYS, COMPONENT, TestClock, build, post, startOpenPlatformMock }
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
 import { until } from './helpers/until.js'
+import { authorizeAll, refreshTokenCount } from './helpers/open-platform.js'
 import type { MockOpenPlatform } from '../src/stand-in/open-platform.js'
 
 const KEY = CALLER_KEYS[0]!
@@ -26,17 +27,6 @@ const tokenOf = async (app: FastifyInstance, authorizerAppId = A) =>
   await post(app, '/api/v3/get-authorizer-access-token', { componentAppId: C, authorizerAppId }, auth)
 const exchange = async (app: FastifyInstance, authorizationCode: string) =>
   await post(app, '/api/v3/exchange-authorization-code', { componentAppId: C, authorizationCode }, auth)
-/** The instance's count of refresh-token outcomes (read from the counter: /metrics renders once a second). */
-const counted = async (app: FastifyInstance, outcome: string): Promise<number> =>
-  (await app.metrics.authorizerRefreshTokens.get()).values.find((value) => value.labels.outcome === outcome)?.value ?? 0
-
-/** Authorizes each account by the pushed `authorized` event, and waits until the service kept its refresh token. */
-async function authorizeAll (app: FastifyInstance, platform: MockOpenPlatform, appIds: string[]): Promise<boolean> {
-  const before = await counted(app, 'authorized')
-  for (const appId of appIds) if (!await platform.pushEvent(C, 'authorized', appId)) return false
-  return await until(async () => await counted(app, 'authorized') === before + appIds.length, 10_000)
-}
-
 t.test('an authorized event is exchanged once; its token is served to a herd without another fetch', async (t) => {
   const { platform, url } = await startOpenPlatformMock(t)
   const { app, logs } = await build(t, { upstream: url, env: on })
@@ -90,7 +80,7 @@ t.test('a refresh token WeChat rotates is saved before use: no instance sends th
   }
   t.not(platform.refreshTokenOf(C, A), before, 'WeChat rotated it')
   t.equal(platform.calls('api_get_authorizer_list'), 0, 'never refused (61023), so never recovered')
-  t.equal(await counted(apps[0]!, 'rotated') + await counted(apps[1]!, 'rotated'), 3)
+  t.equal(await refreshTokenCount(apps[0]!, 'rotated') + await refreshTokenCount(apps[1]!, 'rotated'), 3)
 })
 
 t.test('unauthorized removes the refresh token: 4010, with one list read per spacing and no token call', async (t) => {
@@ -102,7 +92,7 @@ t.test('unauthorized removes the refresh token: 4010, with one list read per spa
   t.ok(await authorizeAll(apps[0]!, platform, [A]))
   t.equal((await tokenOf(apps[1]!)).body.statusCode, 200)
   t.equal(await platform.unauthorize(C, A), true, 'the unauthorized event was taken')
-  t.ok(await until(async () => await counted(apps[0]!, 'removed') === 1), 'removed')
+  t.ok(await until(async () => await refreshTokenCount(apps[0]!, 'removed') === 1), 'removed')
   const answers = await Promise.all(Array.from({ length: 10 }, async (_, i) => await tokenOf(apps[i % 2]!)))
   t.ok(answers.every((a) => a.body.apiCode === 4010), JSON.stringify(answers.map((a) => a.body.apiCode)))
   t.equal(platform.calls('api_get_authorizer_list'), 1, 'the list was read once for both instances and ten requests')

@@ -5,11 +5,12 @@
  */
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { CacheInterface, OpenPlatform } from 'node-easywechat'
+import { OpenPlatform } from 'node-easywechat'
 import { CALLER_KEYS, COMPONENT, TestClock, build, post, startOpenPlatformMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
 import { until } from './helpers/until.js'
+import { MemoryCache, authorizeAll, refreshTokenCount } from './helpers/open-platform.js'
 import { authorizerSpace } from '../src/open-platform/refresh-tokens.js'
 import { createHandedOut } from '../src/wechat-api/handed-out.js'
 import type { MockComponent, MockOpenPlatform } from '../src/stand-in/open-platform.js'
@@ -59,30 +60,6 @@ async function baseOf (app: FastifyInstance): Promise<string> {
 async function pushTicket (app: FastifyInstance, platform: MockOpenPlatform, component: MockComponent = COMPONENT): Promise<boolean> {
   platform.setCallback(component.appId, `${await baseOf(app)}/wechat/components/${component.appId}/events`)
   return await platform.pushTicket(component.appId)
-}
-
-/** The instance's count of refresh-token outcomes (read from the counter: /metrics renders once a second). */
-const counted = async (app: FastifyInstance, outcome: string): Promise<number> =>
-  (await app.metrics.authorizerRefreshTokens.get()).values.find((value) => value.labels.outcome === outcome)?.value ?? 0
-
-/** Authorizes each account by the pushed `authorized` event, and waits until the service kept its refresh token. */
-async function authorizeAll (app: FastifyInstance, platform: MockOpenPlatform, appIds: string[]): Promise<boolean> {
-  const before = await counted(app, 'authorized')
-  for (const appId of appIds) if (!await platform.pushEvent(C, 'authorized', appId)) return false
-  return await until(async () => await counted(app, 'authorized') === before + appIds.length, 10_000)
-}
-
-/** A cache per SDK instance, in memory (node-easywechat's default is files in the working directory, shared). */
-class MemoryCache extends CacheInterface {
-  private readonly values = new Map<string, unknown>()
-  override async get (key: string): Promise<unknown> { return this.values.get(key) ?? null }
-  override async has (key: string): Promise<boolean> { return this.values.has(key) }
-  override async set (key: string, value: unknown): Promise<boolean> {
-    this.values.set(key, value)
-    return true
-  }
-
-  override async delete (key: string): Promise<boolean> { return this.values.delete(key) }
 }
 
 t.test('api_authorizer_token: a herd over 3 instances sending a wrong refresh token gets the cached token and the kept refresh token; one fetch', async (t) => {
@@ -219,7 +196,7 @@ t.test('refusals: unknown component token 40001, not authorized 61003, a code We
   t.match(String(stranger.body.errmsg), /apiCode 4010/, 'the errmsg names the apiCode')
   t.equal(platform.calls('api_get_authorizer_list'), lists + 1, 'WeChat\'s list was read for it, once')
   t.equal(await platform.unauthorize(C, A), true, 'the authorization ended')
-  t.ok(await until(async () => await counted(app, 'removed') === 1), 'its refresh token was removed')
+  t.ok(await until(async () => await refreshTokenCount(app, 'removed') === 1), 'its refresh token was removed')
   const ended = await call(app, withToken(AUTHORIZER_TOKEN_PATH, token), authorizerBody())
   t.equal(ended.body.errcode, 61003, `an authorization that ended: ${String(ended.body.errmsg)}`)
   t.notOk('authorizer_access_token' in ended.body)

@@ -6,11 +6,12 @@
  */
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { CacheInterface, OpenPlatform } from 'node-easywechat'
+import { OpenPlatform } from 'node-easywechat'
 import { APP_ID, APP_SECRET, CALLER_KEYS, COMPONENT, OTHER_SECRET, build, post, startOpenPlatformMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
 import { until } from './helpers/until.js'
+import { MemoryCache } from './helpers/open-platform.js'
 import type { MockComponent, MockOpenPlatform } from '../src/stand-in/open-platform.js'
 
 const KEY = CALLER_KEYS[0]!
@@ -54,19 +55,6 @@ async function setCallback (app: FastifyInstance, platform: MockOpenPlatform, co
 async function pushTicket (app: FastifyInstance, platform: MockOpenPlatform, component: MockComponent = COMPONENT): Promise<boolean> {
   await setCallback(app, platform, component)
   return await platform.pushTicket(component.appId)
-}
-
-/** A cache per SDK instance, in memory (node-easywechat's default is files in the working directory, shared). */
-class MemoryCache extends CacheInterface {
-  private readonly values = new Map<string, unknown>()
-  override async get (key: string): Promise<unknown> { return this.values.get(key) ?? null }
-  override async has (key: string): Promise<boolean> { return this.values.has(key) }
-  override async set (key: string, value: unknown): Promise<boolean> {
-    this.values.set(key, value)
-    return true
-  }
-
-  override async delete (key: string): Promise<boolean> { return this.values.delete(key) }
 }
 
 t.test('a herd of callers over 3 instances gets the cached component token; WeChat sees one api_component_token call', async (t) => {

@@ -9,30 +9,14 @@ import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import WechatAPI from 'wechat-api'
 import WechatEnterpriseAPI from 'wechat-enterprise-api'
-import { CacheInterface, OfficialAccount, Work } from 'node-easywechat'
+import { OfficialAccount, Work } from 'node-easywechat'
 import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CALLER_KEYS, CORP_ID, startMock, startWecomMock } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
+import { MemoryCache } from './helpers/open-platform.js'
 
 const KEY = CALLER_KEYS[0]!
 const HERD = 50
-
-/** A cache per SDK instance, in memory (node-easywechat's default is files in the working directory, shared). */
-class MemoryCache extends CacheInterface {
-  private readonly values = new Map<string, { value: unknown, until: number }>()
-  override async get (key: string): Promise<unknown> {
-    const kept = this.values.get(key)
-    return kept !== undefined && (kept.until === 0 || kept.until > Date.now()) ? kept.value : null
-  }
-
-  override async has (key: string): Promise<boolean> { return await this.get(key) !== null }
-  override async set (key: string, value: unknown, lifetime = 0): Promise<boolean> {
-    this.values.set(key, { value, until: lifetime > 0 ? Date.now() + lifetime * 1000 : 0 })
-    return true
-  }
-
-  override async delete (key: string): Promise<boolean> { return this.values.delete(key) }
-}
 
 /** Three service instances on one Redis, with the WeChat-shaped endpoints and caller keys; their base URLs. */
 async function services (t: Test, upstream: string, env: Record<string, string> = {}): Promise<string[]> {
