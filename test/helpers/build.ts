@@ -105,6 +105,16 @@ export class TestClock {
   offset = 0
   readonly now = (): number => Date.now() + this.offset
   advance (ms: number): void { this.offset += ms }
+  /**
+   * Moves forward to the next 01:00 in Beijing (17:00 UTC), where daily budgets (counted from 00:00 Beijing time) have
+   * 23 hours to go: a test that moves the clock a few hours on never crosses into the next budget day, whatever the
+   * time it runs at.
+   */
+  toEarlyBeijingDay (): void {
+    const day = 24 * 3600_000
+    const target = 17 * 3600_000
+    this.advance(((target - (this.now() % day)) % day + day) % day)
+  }
 }
 
 export async function startMock (t: Teardown, options: MockWechatOptions = {}): Promise<{ mock: MockWechat, url: string }> {
