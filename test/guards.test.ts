@@ -93,6 +93,7 @@ t.test('the refresh route never spends a forced refresh for a secret that is not
 t.test('every upstream attempt counts against the budget, retries included', async (t) => {
   const { mock, url } = await startMock(t)
   const { apps, clock } = await fleet(t, 1, url, { DAILY_UPSTREAM_BUDGET: '3', UNVERIFIED_DAILY_BUDGET: '3', WECHAT_MAX_RETRIES: '2', REFRESH_AHEAD_SECONDS: '600' })
+  clock.toEarlyBeijingDay()
   mock.inject({ fault: { kind: 'http', status: 502 } })
   for (let i = 0; i < 5; i++) await from(apps[0]!, '10.0.4.1', ROUTE, body)
   t.equal(mock.calls('stable_token'), 3, 'an unverified secret: 3 attempts in all, not 3 fetches of 3 attempts')
