@@ -16,9 +16,15 @@
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
  * spell of the shared machine moves both sides of a ratio.
- * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood).
+ * Pinned (on a machine of 2 cores or more with taskset, unless BENCH_PIN=0): every server process on the last core, the
+ * driver with everything it starts (Redis, the stand-ins, autocannon) on the others, so that the load generator never
+ * takes the service's core and a ratio compares the two servers' own CPU.
+ * Before and after in one run: BENCH_BASELINE=<dir>, a checkout of an earlier commit built there (`npm ci && npm run
+ * build`), adds each hit case run on that build's compiled service, in the same interleaved rounds.
+ * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood),
+ * BENCH_PIN (1), BENCH_BASELINE (none).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
@@ -61,8 +67,22 @@ const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
 
 interface Server { child: ChildProcess, base: string, metricsBase?: string }
 
-async function startServer (env: Record<string, string>): Promise<Server> {
-  const child = spawn(process.execPath, [...nodeFlags, '--expose-gc', 'scripts/bench-server.js'], {
+/** The cores the servers run on, and the driver's (with Redis, the stand-ins and autocannon): undefined when not pinned. */
+const cores = cpus().length
+const pinned = process.env.BENCH_PIN !== '0' && cores >= 2 && spawnSync('taskset', ['-V']).status === 0
+  ? { server: String(cores - 1), driver: cores === 2 ? '0' : `0-${cores - 2}` }
+  : undefined
+// Everything this process starts from now on inherits its cores.
+if (pinned) spawnSync('taskset', ['-a', '-pc', pinned.driver, String(process.pid)])
+/** BENCH_BASELINE: an earlier build to measure beside this one. */
+const baseline = process.env.BENCH_BASELINE
+
+/** A server process: this build's, or (`dir`) the build of another checkout, pinned to the server core. */
+async function startServer (env: Record<string, string>, dir = '.'): Promise<Server> {
+  const command = [...nodeFlags, '--expose-gc', `${dir}/scripts/bench-server.js`]
+  // taskset execs node: the child's pid is the server's.
+  const child = spawn(pinned ? 'taskset' : process.execPath, pinned ? ['-c', pinned.server, process.execPath, ...command] : command, {
+    cwd: dir,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -146,13 +166,18 @@ const serviceEnv = (hotMs: string) => ({
   WECHAT_COMPAT_API: 'true',
   LOG_LEVEL: 'warn'
 })
-console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}`)
+console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}, ` +
+  (pinned ? `servers pinned to core ${pinned.server}, the load generator, Redis and the stand-ins to ${pinned.driver}` : 'not pinned'))
 
 if (only.has('hits')) {
   const bare = await startServer({ BENCH_VARIANT: 'bare' })
   const hot = await startServer(serviceEnv('2000'))
   const cold = await startServer(serviceEnv('0'))
-  for (const server of [hot, cold]) {
+  // The earlier build, on keys of its own (its entries may be written in another shape).
+  const before = baseline === undefined
+    ? undefined
+    : { hot: await startServer({ ...serviceEnv('2000'), REDIS_KEY_PREFIX: 'baseline' }, baseline), cold: await startServer({ ...serviceEnv('0'), REDIS_KEY_PREFIX: 'baseline' }, baseline) }
+  for (const server of [hot, cold, ...(before ? [before.hot, before.cold] : [])]) {
     for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM]) {
       await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })
     }
@@ -173,6 +198,10 @@ if (only.has('hits')) {
     { name: 'WeCom token, hot cache off', server: cold, path: WECOM },
     { name: 'GET /cgi-bin/token, hot cache off', server: cold, path: WECHAT_TOKEN }
   ]
+  if (before) {
+    // The same cases on the earlier build (those of its routes that exist: a case it cannot answer counts errors).
+    for (const c of cases.slice(1)) cases.push({ name: `before: ${c.name}`, server: c.server === hot ? before.hot : before.cold, path: c.path })
+  }
   const runs = cases.map((): Run[] => [])
   for (const c of cases) await load(c.server, c.path, 3) // every server warmed up before the first round
   for (let round = 0; round < rounds; round++) {
@@ -182,7 +211,7 @@ if (only.has('hits')) {
       runs[i]!.push(await load(cases[i]!.server, cases[i]!.path, 1))
     }
   }
-  for (const server of [bare, hot, cold]) await stopServer(server)
+  for (const server of [bare, hot, cold, ...(before ? [before.hot, before.cold] : [])]) await stopServer(server)
 
   console.log(`\nautocannon (own process), ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
   console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | errors |')
