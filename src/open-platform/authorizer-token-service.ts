@@ -183,9 +183,10 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
     }
     const { authorizerAppId } = got
     await refreshTokens.save(componentAppId, authorizerAppId, got.refreshToken)
-    metrics?.authorizerRefreshTokens.labels('authorized').inc()
     const owner = authorizerSpace(componentAppId, authorizerAppId)
     const entry = await storeIssued(owner, fp, got).catch(() => fetchedEntry(got, credential.mode, fp, 0))
+    // Counted once the exchange is complete (refresh token and token kept): what a watcher of it may rely on.
+    metrics?.authorizerRefreshTokens.labels('authorized').inc()
     await store.setValue(space, name, authorizerAppId, CODE_MEMORY_MS).catch(() => {})
     await store.notify(exchangeSubject(componentAppId)).catch(() => {})
     ctx.log.info({ componentAppId, authorizerAppId }, 'an authorization was exchanged: the authorizer\'s refresh token is kept')
