@@ -2,7 +2,7 @@ import t from 'tap'
 import { createDecipheriv, randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { demoSessionKey, encryptOpenData } from '../src/stand-in/wechat.js'
-import { APP_ID, APP_SECRET, startMock } from './helpers/build.js'
+import { APP_ID, APP_SECRET, startMock, untilEarlyBeijingDay } from './helpers/build.js'
 
 async function call (url: string, path: string, init: { method?: 'GET' | 'POST', body?: unknown } = {}) {
   const res = await request(`${url}${path}`, {
@@ -35,7 +35,8 @@ t.test('classic: each fetch issues a new token and retires the previous one afte
 })
 
 t.test('classic: errcodes carry a rid and the daily quota is enforced', async (t) => {
-  const { url } = await startMock(t, { classicDailyQuota: 2 })
+  const { mock, url } = await startMock(t, { classicDailyQuota: 2 })
+  mock.advance(untilEarlyBeijingDay(mock.now()))
   const wrong = await call(url, classicPath('0'.repeat(32)))
   t.equal(wrong.errcode, 40125)
   t.match(wrong.errmsg, /rid: [0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}$/)
@@ -96,6 +97,7 @@ t.test('faults apply to matching requests, a given number of times', async (t) =
 
 t.test('getticket: a ticket per type with the token; 40001 / 42001 for a bad or expired token; 40097; the quota', async (t) => {
   const { mock, url } = await startMock(t, { ticketDailyQuota: 3 })
+  mock.advance(untilEarlyBeijingDay(mock.now()))
   const token = (await call(url, classicPath())).access_token as string
   const jsapi = await call(url, `/cgi-bin/ticket/getticket?access_token=${token}&type=jsapi`)
   t.equal(jsapi.errcode, 0)

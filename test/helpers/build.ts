@@ -110,11 +110,17 @@ export class TestClock {
    * 23 hours to go: a test that moves the clock a few hours on never crosses into the next budget day, whatever the
    * time it runs at.
    */
-  toEarlyBeijingDay (): void {
-    const day = 24 * 3600_000
-    const target = 17 * 3600_000
-    this.advance(((target - (this.now() % day)) % day + day) % day)
-  }
+  toEarlyBeijingDay (): void { this.advance(untilEarlyBeijingDay(this.now())) }
+}
+
+/**
+ * How far a clock reading `now` is from the next 01:00 in Beijing (17:00 UTC): moved there, a clock (a TestClock, or a
+ * stand-in's through its advance()) has 23 hours of the budget or quota day left.
+ */
+export function untilEarlyBeijingDay (now: number): number {
+  const day = 24 * 3600_000
+  const target = 17 * 3600_000
+  return ((target - (now % day)) % day + day) % day
 }
 
 export async function startMock (t: Teardown, options: MockWechatOptions = {}): Promise<{ mock: MockWechat, url: string }> {
