@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { normalized, type ServedToken } from './token-service.js'
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
@@ -36,7 +36,6 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       security: CallerKeySecurity,
       description: 'Cached per app and type until it expires, and fetched once for any number of callers and instances.',
       body: TicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     ...limited
@@ -63,7 +62,6 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       description: 'data holds appId, timestamp, nonceStr and signature, ready for wx.config. The url is the page\'s, as the page has it; ' +
         'its #fragment is ignored and nothing in it is escaped.',
       body: SignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(SignatureDataSchema), 429: ThrottledSchema }
     },
     ...limited

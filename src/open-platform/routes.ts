@@ -9,7 +9,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import type { ServedToken } from '../tokens/rules.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
@@ -87,7 +87,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         '/wechat/components/{componentAppId}/events, cached, refreshed ahead and fetched once for any number of callers and instances. ' +
         'Without a usable ticket: apiCode 4009, and WeChat is asked to push one. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: ComponentTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -108,7 +107,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
       description: 'A new pre_auth_code (api_create_preauthcode, with the component\'s cached token) at every call: one per ' +
         'authorization link. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: ComponentTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: PreAuthCodeEnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -132,7 +130,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         'for any number of callers and instances. An account that has not authorized the component: apiCode 4010. Needs a caller key ' +
         '(see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -155,7 +152,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         'code and is exchanged too: whichever comes second is answered from the first, without WeChat. A code WeChat refuses: apiCode 3018. ' +
         'Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizationRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: AuthorizationEnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },

@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
 import { checkUrl, ticketData } from '../official-account/ticket-routes.js'
 import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { AuthorizerTokenRequestSchema, componentKeyRule, type OpenPlatformRouteOptions } from './routes.js'
 
 export const AUTHORIZER_TICKET_ROUTE = '/api/v3/get-authorizer-jsapi-ticket'
@@ -41,7 +41,6 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
         'number of callers and instances (TICKET_DAILY_BUDGET per authorizer). An account that has not authorized the component: ' +
         'apiCode 4010. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerTicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     ...guarded
@@ -70,7 +69,6 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
         'is ignored and nothing in it is escaped. An account that has not authorized the component: apiCode 4010. Needs a caller key ' +
         '(see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerSignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(SignatureDataSchema), 429: ThrottledSchema }
     },
     ...guarded

@@ -28,6 +28,7 @@ export const RefreshRequestSchema = Type.Object({
   accessToken: Type.String({ minLength: 1, maxLength: 2048, description: 'The token WeChat refused (errcode 40001 or 42001)' })
 })
 
+/** The headers the SDKs send, as the API description shows them on every /api route (described, not validated: see docs.ts). */
 export const SdkHeadersSchema = Type.Object({
   'x-authing-app-id': Type.Optional(Type.String()),
   'x-genauth-app-id': Type.Optional(Type.String()),

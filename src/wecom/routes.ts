@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { SignatureRequestSchema, TicketDataSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
+import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import type { WecomSignature } from './ticket-service.js'
 
@@ -68,7 +68,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       description: 'One token per application (corpId and the application\'s secret, of WECOM_APPS), cached until it expires and ' +
         'fetched once for any number of callers and instances. Two applications of one corp never share a token.',
       body: WecomTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
@@ -98,7 +97,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'application, never another\'s. Each is cached until it expires and fetched once for any number of callers and instances, ' +
         'within an hourly budget (WECOM_CORP_TICKET_HOURLY_BUDGET, WECOM_AGENT_TICKET_HOURLY_BUDGET).',
       body: WecomTicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
@@ -128,7 +126,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'signature, for wx.config; for type agent corpid, agentid, timestamp, nonceStr and signature, for wx.agentConfig. The url ' +
         'is the page\'s, as the page has it; its #fragment is ignored and nothing in it is escaped.',
       body: WecomSignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(WecomSignatureDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
