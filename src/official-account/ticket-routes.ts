@@ -2,19 +2,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
-import { normalized, type ServedToken } from './token-service.js'
+import { normalized } from './token-service.js'
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
 export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
 
 const OK = 'Operation successful'
-
-/** The `data` of a ticket route (the Official Account's, an authorizer's). */
-export function ticketData (ticket: ServedToken) {
-  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
-}
 
 /**
  * An absolute http(s) URL: the schema checked its scheme, characters and length; this checks it parses (a host, and
@@ -43,8 +38,7 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { appId, appSecret, type = 'jsapi' } = request.body
     const kept = app.tickets.fromHot(appId, appSecret, type)
     if (kept) {
-      app.finish(request, reply, 200, TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.tickets.afterHotMiss(appId, appSecret, type, context(request, appId)).then((ticket) => {
@@ -70,8 +64,7 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     checkUrl(url)
     const kept = app.tickets.fromHot(appId, appSecret, 'jsapi')
     if (kept) {
-      app.finish(request, reply, 200, SIGNATURE_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.tickets.signed(normalized(appId), kept, url) })
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(app.tickets.signed(normalized(appId), kept, url)))
       return
     }
     return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {

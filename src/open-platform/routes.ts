@@ -9,7 +9,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import type { ServedToken } from '../tokens/rules.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson, tokenSuccess as success } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
@@ -67,8 +67,7 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
   function answer (request: FastifyRequest, reply: FastifyReply, route: string, kept: ServedToken | undefined,
     miss: () => Promise<ServedToken>): Promise<ReturnType<typeof success>> | undefined {
     if (kept) {
-      app.finish(request, reply, 200, route)
-      reply.send(success(request.id, kept))
+      app.sendSuccess(request, reply, route, tokenDataJson(kept))
       return
     }
     return miss().then((token) => {

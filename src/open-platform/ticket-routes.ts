@@ -6,8 +6,8 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
-import { checkUrl, ticketData } from '../official-account/ticket-routes.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
+import { checkUrl } from '../official-account/ticket-routes.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { AuthorizerTokenRequestSchema, componentKeyRule, type OpenPlatformRouteOptions } from './routes.js'
 
@@ -48,8 +48,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
     const { componentAppId, authorizerAppId, type = 'jsapi' } = request.body
     const kept = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, type)
     if (kept) {
-      app.finish(request, reply, 200, AUTHORIZER_TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, AUTHORIZER_TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.authorizerTickets.afterHotMiss(componentAppId, authorizerAppId, type, context(request, componentAppId)).then((ticket) => {
@@ -77,8 +76,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
     checkUrl(url)
     const kept = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, 'jsapi')
     if (kept) {
-      app.finish(request, reply, 200, AUTHORIZER_SIGNATURE_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.authorizerTickets.signed(authorizerAppId, kept, url) })
+      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, JSON.stringify(app.authorizerTickets.signed(authorizerAppId, kept, url)))
       return
     }
     return app.authorizerTickets.signature(componentAppId, authorizerAppId, url, context(request, componentAppId)).then((data) => {

@@ -82,3 +82,23 @@ export function tokenData (token: ServedToken) {
 export function tokenSuccess (requestId: string, token: ServedToken) {
   return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
 }
+
+/**
+ * Makes a served credential's JSON text once per credential and second left (what changes it), and gives the same
+ * text back until then: a cached answer is sent as text, without serializing it again. At most `max` credentials are
+ * remembered, the oldest forgotten first.
+ */
+export function jsonOnce (make: (token: ServedToken) => unknown, max = 10_000): (token: ServedToken) => string {
+  const made = new Map<string, { expiresAt: number, expiresIn: number, json: string }>()
+  return (token) => {
+    const last = made.get(token.accessToken)
+    if (last !== undefined && last.expiresIn === token.expiresIn && last.expiresAt === token.expiresAt) return last.json
+    const json = JSON.stringify(make(token))
+    if (last === undefined && made.size >= max) made.delete(made.keys().next().value as string)
+    made.set(token.accessToken, { expiresAt: token.expiresAt, expiresIn: token.expiresIn, json })
+    return json
+  }
+}
+
+/** tokenData's JSON text, made once per token and second. */
+export const tokenDataJson = jsonOnce(tokenData)

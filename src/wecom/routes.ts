@@ -3,9 +3,8 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureRequestSchema, TicketDataSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
-import type { ServedToken } from '../tokens/rules.js'
+import { SignatureRequestSchema, TicketDataSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
+import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson, tokenSuccess as success } from '../schemas/token.js'
 import type { WecomSignature } from './ticket-service.js'
 
 export const WECOM_TOKEN_ROUTE = '/api/v3/get-wecom-access-token'
@@ -54,10 +53,6 @@ function signatureData (signed: WecomSignature) {
     : { corpid: corpId, agentid: agentId, timestamp, nonceStr, signature }
 }
 
-function ticketData (ticket: ServedToken) {
-  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
-}
-
 const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(WECOM_TOKEN_ROUTE, {
     schema: {
@@ -77,8 +72,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { corpId, corpSecret } = request.body
     const kept = app.wecomTokens.fromHot(corpId, corpSecret)
     if (kept) {
-      app.finish(request, reply, 200, WECOM_TOKEN_ROUTE)
-      reply.send(success(request.id, kept))
+      app.sendSuccess(request, reply, WECOM_TOKEN_ROUTE, tokenDataJson(kept))
       return
     }
     return app.wecomTokens.afterHotMiss(corpId, corpSecret, context(request, corpId)).then((token) => {
@@ -106,8 +100,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { corpId, corpSecret, type, agentId } = request.body
     const kept = app.wecomTickets.fromHot(corpId, corpSecret, type, agentId)
     if (kept) {
-      app.finish(request, reply, 200, WECOM_TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, WECOM_TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.wecomTickets.afterHotMiss(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
