@@ -249,9 +249,9 @@ class Limiter {
  * connection whose request has all arrived is not closed until it is answered, unless it abuses that by leaving its
  * answers unread or looping on refusals. A connection with more than PIPELINE_MAX requests under way at once is
  * closed at once, at any count: each of them holds its answer in memory until the client reads it. Node's own `maxConnections` is left unset: it would close
- * the new connection, the caller's, whatever the others do. Each state keeps its connections in the order they
- * entered it, so a choice looks at the first few of each, moving on the way those whose state changed without an
- * event (bytes that arrived, a body that completed). The first shedding of a minute is logged at warn.
+ * the new connection, the caller's, whatever the others do. The connections yet to send a request are kept in the
+ * order they opened or sent their first byte; those that have had one are read only when room must be made, so a
+ * request costs the limit two counts and two time stamps. The first shedding of a minute is logged at warn.
  */
 export function limitConnections (server: Server, options: ConnectionLimit): void {
   const limiter = new Limiter(options)
