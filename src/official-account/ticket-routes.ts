@@ -2,14 +2,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { normalized } from './token-service.js'
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
 export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
-
-const OK = 'Operation successful'
 
 /**
  * An absolute http(s) URL: the schema checked its scheme, characters and length; this checks it parses (a host, and
@@ -42,8 +40,7 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return
     }
     return app.tickets.afterHotMiss(appId, appSecret, type, context(request, appId)).then((ticket) => {
-      app.finish(request, reply, 200, TICKET_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+      app.sendSuccess(request, reply, TICKET_ROUTE, ticketDataJson(ticket))
     })
   })
 
@@ -68,8 +65,7 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return
     }
     return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {
-      app.finish(request, reply, 200, SIGNATURE_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data }
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(data))
     })
   })
 }

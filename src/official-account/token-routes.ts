@@ -1,7 +1,7 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
-import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, ThrottledSchema, TokenRequestSchema, tokenData, tokenDataJson, tokenSuccess as success } from '../schemas/token.js'
+import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, ThrottledSchema, TokenRequestSchema, tokenData, tokenDataJson } from '../schemas/token.js'
 
 /** RFC 9745 Deprecation: a past date (2024-01-01), meaning already deprecated; the successor is named in Link. */
 const DEPRECATION = '@1704067200'
@@ -37,8 +37,7 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         return
       }
       return app.tokens.afterHotMiss(appId, appSecret, context(request, appId)).then((token) => {
-        app.finish(request, reply, 200, route.url)
-        return success(request.id, token)
+        app.sendSuccess(request, reply, route.url, tokenDataJson(token))
       })
     })
   }

@@ -9,7 +9,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import type { ServedToken } from '../tokens/rules.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson, tokenSuccess as success } from '../schemas/token.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
@@ -65,15 +65,12 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
 
   /** A token in the envelope: from the hot cache at once (no promise on the hot path), else once the service has it. */
   function answer (request: FastifyRequest, reply: FastifyReply, route: string, kept: ServedToken | undefined,
-    miss: () => Promise<ServedToken>): Promise<ReturnType<typeof success>> | undefined {
+    miss: () => Promise<ServedToken>): Promise<void> | undefined {
     if (kept) {
       app.sendSuccess(request, reply, route, tokenDataJson(kept))
       return
     }
-    return miss().then((token) => {
-      app.finish(request, reply, 200, route)
-      return success(request.id, token)
-    })
+    return miss().then((token) => { app.sendSuccess(request, reply, route, tokenDataJson(token)) })
   }
 
   app.post(COMPONENT_TOKEN_ROUTE, {

@@ -78,11 +78,6 @@ export function tokenData (token: ServedToken) {
   return { accessToken: token.accessToken, expiresAt: String(Math.floor(token.expiresAt / 1000)), expiresIn: token.expiresIn }
 }
 
-/** The success envelope of a token route. */
-export function tokenSuccess (requestId: string, token: ServedToken) {
-  return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
-}
-
 /**
  * Makes a served credential's JSON text once per credential and second left (what changes it), and gives the same
  * text back until then: a cached answer is sent as text, without serializing it again. At most `max` credentials are

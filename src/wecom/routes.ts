@@ -3,8 +3,8 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureRequestSchema, TicketDataSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
-import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson, tokenSuccess as success } from '../schemas/token.js'
+import { SignatureRequestSchema, TicketDataSchema, ticketDataJson } from '../schemas/credentials.js'
+import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson } from '../schemas/token.js'
 import type { WecomSignature } from './ticket-service.js'
 
 export const WECOM_TOKEN_ROUTE = '/api/v3/get-wecom-access-token'
@@ -76,8 +76,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return
     }
     return app.wecomTokens.afterHotMiss(corpId, corpSecret, context(request, corpId)).then((token) => {
-      app.finish(request, reply, 200, WECOM_TOKEN_ROUTE)
-      return success(request.id, token)
+      app.sendSuccess(request, reply, WECOM_TOKEN_ROUTE, tokenDataJson(token))
     })
   })
 
@@ -104,8 +103,7 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       return
     }
     return app.wecomTickets.afterHotMiss(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
-      app.finish(request, reply, 200, WECOM_TICKET_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+      app.sendSuccess(request, reply, WECOM_TICKET_ROUTE, ticketDataJson(ticket))
     })
   })
 
