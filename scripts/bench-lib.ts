@@ -13,6 +13,14 @@ import type autocannon from 'autocannon'
 const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
 export const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
 
+/** The cached app, the WeCom application and the token route both scripts drive. */
+export const SECRET = '0123456789abcdef0123456789abcdef'
+export const APP = 'wx0123456789abcdef'
+export const CORP = 'ww0123456789abcdef'
+export const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
+export const INFO = '/api/v3/get-wechat-access-token-info'
+export const body = JSON.stringify({ appId: APP, appSecret: SECRET })
+
 /** The core the servers run on, and the driver's (with Redis, the stand-ins and autocannon). */
 export interface Cores { server: string, driver: string }
 

@@ -36,24 +36,18 @@ import { Pool } from 'undici'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server } from './bench-lib.js'
+import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory,flood').split(','))
-const SECRET = '0123456789abcdef0123456789abcdef'
-const APP = 'wx0123456789abcdef'
-const INFO = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const WECOM = '/api/v3/get-wecom-access-token'
 /** WeChat's own token endpoint (a GET: its query names the app), as a WeChat SDK pointed at the service calls it. */
 const WECHAT_TOKEN = '/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=0123456789abcdef0123456789abcdef'
-const CORP = 'ww0123456789abcdef'
-const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
-const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 /** The body each route is driven with. */
 const bodies: Record<string, string> = {
   [INFO]: body,

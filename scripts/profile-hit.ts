@@ -37,7 +37,7 @@ import { pathToFileURL } from 'node:url'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server } from './bench-lib.js'
+import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server, AGENT_SECRET, CORP, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.PROFILE_ROUNDS ?? 5)
 const seconds = Number(process.env.PROFILE_SECONDS ?? 5)
@@ -45,12 +45,6 @@ const profiling = process.env.PROFILE_CPU === '1'
 const intervalMicros = Number(process.env.PROFILE_INTERVAL_US ?? 500)
 const baseline = process.env.PROFILE_BASELINE
 const connections = 50
-const SECRET = '0123456789abcdef0123456789abcdef'
-const APP = 'wx0123456789abcdef'
-const CORP = 'ww0123456789abcdef'
-const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
-const INFO = '/api/v3/get-wechat-access-token-info'
-const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 
 const pinned = pinCores(process.env.PROFILE_PIN === '1')
 
