@@ -24,7 +24,7 @@
  * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood),
  * BENCH_PIN (1), BENCH_BASELINE (none).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
@@ -36,23 +36,18 @@ import { Pool } from 'undici'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
+import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const only = new Set((process.env.BENCH_ONLY ?? 'hits,cold,memory,flood').split(','))
-const SECRET = '0123456789abcdef0123456789abcdef'
-const APP = 'wx0123456789abcdef'
-const INFO = '/api/v3/get-wechat-access-token-info'
 const OBSOLETE = '/api/v3/get-wechat-access-token'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const WECOM = '/api/v3/get-wecom-access-token'
 /** WeChat's own token endpoint (a GET: its query names the app), as a WeChat SDK pointed at the service calls it. */
 const WECHAT_TOKEN = '/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=0123456789abcdef0123456789abcdef'
-const CORP = 'ww0123456789abcdef'
-const AGENT_SECRET = 'WeComBenchSecret000000000000000000000000001'
-const body = JSON.stringify({ appId: APP, appSecret: SECRET })
 /** The body each route is driven with. */
 const bodies: Record<string, string> = {
   [INFO]: body,
@@ -61,40 +56,14 @@ const bodies: Record<string, string> = {
   [SIGNATURE]: JSON.stringify({ appId: APP, appSecret: SECRET, url: 'https://shop.example.com/cart?item=1&from=share' }),
   [WECOM]: JSON.stringify({ corpId: CORP, corpSecret: AGENT_SECRET })
 }
-/** The Node flags of `npm start`, so that the service is measured as it runs in production. */
-const startScript = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
-const nodeFlags = startScript.split(' ').filter((word) => word.startsWith('--'))
-
-interface Server { child: ChildProcess, base: string, metricsBase?: string }
-
 /** The cores the servers run on, and the driver's (with Redis, the stand-ins and autocannon): undefined when not pinned. */
-const cores = cpus().length
-const pinned = process.env.BENCH_PIN !== '0' && cores >= 2 && spawnSync('taskset', ['-V']).status === 0
-  ? { server: String(cores - 1), driver: cores === 2 ? '0' : `0-${cores - 2}` }
-  : undefined
-// Everything this process starts from now on inherits its cores.
-if (pinned) spawnSync('taskset', ['-a', '-pc', pinned.driver, String(process.pid)])
+const pinned = pinCores(process.env.BENCH_PIN !== '0')
 /** BENCH_BASELINE: an earlier build to measure beside this one. */
 const baseline = process.env.BENCH_BASELINE
 
 /** A server process: this build's, or (`dir`) the build of another checkout, pinned to the server core. */
 async function startServer (env: Record<string, string>, dir = '.'): Promise<Server> {
-  const command = [...nodeFlags, '--expose-gc', `${dir}/scripts/bench-server.js`]
-  // taskset execs node: the child's pid is the server's.
-  const child = spawn(pinned ? 'taskset' : process.execPath, pinned ? ['-c', pinned.server, process.execPath, ...command] : command, {
-    cwd: dir,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  const [chunk] = await once(child.stdout!, 'data') as [Buffer]
-  const [port, metricsPort] = chunk.toString().trim().split(' ')
-  return { child, base: `http://127.0.0.1:${port}`, ...(metricsPort ? { metricsBase: `http://127.0.0.1:${metricsPort}` } : {}) }
-}
-
-async function stopServer (server: Server): Promise<void> {
-  const exited = once(server.child, 'exit')
-  server.child.kill('SIGTERM')
-  await exited
+  return await start(env, { dir, pinned })
 }
 
 /** A line of /proc/<pid>/status, in MB (VmRSS, VmHWM). */
@@ -113,40 +82,15 @@ async function afterGc (server: Server): Promise<{ rss: number, heapUsed: number
   return { rss: statusMb(server.child.pid!, 'VmRSS'), heapUsed: heapUsed / 1048576 }
 }
 
-/** CPU time (user + system) a process has used, in microseconds. */
-function cpuMicros (pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * (1e6 / 100)
-}
-
 interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
-
-/** autocannon in a process of its own, as a load generator is run (its CLI, printing JSON). */
-async function autocannonRun (url: string, duration: number, payload: string | undefined): Promise<autocannon.Result> {
-  const request = payload === undefined ? ['-m', 'GET'] : ['-m', 'POST', '-H', 'content-type=application/json', '-b', payload]
-  const child = spawn(process.execPath, [
-    'node_modules/autocannon/autocannon.js', '--json', '-c', String(connections), '-p', '1', '-d', String(duration), ...request, url
-  ], { stdio: ['ignore', 'pipe', 'ignore'] })
-  let out = ''
-  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  const [code] = await once(child, 'exit') as [number]
-  if (code !== 0) throw new Error(`autocannon exited with ${code}`)
-  return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
-}
 
 async function load (server: Server, path: string, warmup: number): Promise<Run> {
   const payload = bodies[path] // none: a GET
-  await autocannonRun(server.base + path, warmup, payload)
+  await autocannonRun(server.base + path, warmup, payload, connections)
   const cpuBefore = cpuMicros(server.child.pid!)
-  const result = await autocannonRun(server.base + path, seconds, payload)
+  const result = await autocannonRun(server.base + path, seconds, payload, connections)
   const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors: result.errors + result.non2xx }
-}
-
-function median (values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
@@ -155,17 +99,7 @@ const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
 const wecomMock = new MockWecom({ corps: { [CORP]: { 1000002: AGENT_SECRET } } })
 const wecomUpstream = await wecomMock.start()
-const serviceEnv = (hotMs: string) => ({
-  REDIS_URL: redis.url,
-  WECHAT_API_BASE: upstream,
-  WECOM_API_BASE: wecomUpstream,
-  WECOM_APPS: JSON.stringify({ [CORP]: { 1000002: AGENT_SECRET } }),
-  // The WeCom scheduler would fetch before the cold burst does.
-  SCHEDULER_INTERVAL_SECONDS: '0',
-  HOT_CACHE_MS: hotMs,
-  WECHAT_COMPAT_API: 'true',
-  LOG_LEVEL: 'warn'
-})
+const serviceEnv = (hotMs: string) => environment({ redis: redis.url, wechat: upstream, wecom: wecomUpstream, wecomCorp: CORP, wecomSecret: AGENT_SECRET }, hotMs)
 console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}, ` +
   (pinned ? `servers pinned to core ${pinned.server}, the load generator, Redis and the stand-ins to ${pinned.driver}` : 'not pinned'))
 

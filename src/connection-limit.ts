@@ -20,13 +20,19 @@ export const PIPELINE_MAX = 16
  */
 type State = 'silent' | 'headers' | 'receiving' | 'busy' | 'held' | 'idle'
 
+/** The connection of a socket (or of a response), where its events find it without a lookup. */
+const CONNECTION = Symbol('connection')
+type Tracked<T> = T & { [CONNECTION]?: Connection }
+
 interface Connection {
   readonly socket: Socket
   readonly limiter: Limiter
-  state: State
+  /** Before its first request: silent or headers, in the map of that state. From then on `kept`, its state read when room is made. */
+  phase: 'silent' | 'headers' | 'kept'
   /**
-   * When it began waiting for the request it has not completed, or began to idle; while busy, when its answers last
-   * made progress (it began to be answered, an answer ended, the socket drained).
+   * When it opened, until its first request has all arrived; then when its answers last made progress (a request
+   * arrived, it began to be answered, an answer ended, the socket drained, a hold began or ended), which while it
+   * has none under way is when it began to idle; and when it was seen sending its next request since.
    */
   since: number
   /** Requests received and not answered yet (more than one only when they are pipelined). */
@@ -37,14 +43,13 @@ interface Connection {
   request: IncomingMessage | undefined
   /** socket.bytesRead when it began to idle: more means it has begun to send its next request. */
   bytesRead: number
+  /** While idle: whether it was seen sending its next request (since is then when it was seen). */
+  sending: boolean
   /** Ends the holds of its answers at once (it pipelined past PIPELINE_MAX, or closed). */
   release: (() => void) | undefined
   released: Promise<void> | undefined
   closed: boolean
 }
-
-/** Every connection of every limited server, by socket: what holdAnswer reads. */
-const tracked = new WeakMap<Socket, Connection>()
 
 export interface ConnectionLimit {
   max: number
@@ -61,12 +66,22 @@ function first<T> (map: Map<Socket, T>): T | undefined {
   return map.values().next().value
 }
 
+/** The one of two connections that has been in its state longer. */
+function older (a: Connection | undefined, b: Connection): Connection {
+  return a === undefined || b.since < a.since ? b : a
+}
+
+/**
+ * A request and an answer only count and stamp the time on their connection: no map changes on the way of a
+ * request. Where each connection kept alive stands (busy, held, receiving, idle) is read only when room must be made.
+ */
 class Limiter {
   readonly open = new Map<Socket, Connection>()
-  /** One map per state, each in the order its connections entered it. */
-  readonly states: Record<State, Map<Socket, Connection>> = {
-    silent: new Map(), headers: new Map(), receiving: new Map(), busy: new Map(), held: new Map(), idle: new Map()
-  }
+  /** The connections before their first request, in the order they opened (silent) or sent their first byte (headers). */
+  readonly silent = new Map<Socket, Connection>()
+  readonly headers = new Map<Socket, Connection>()
+  /** The connections that have had a request. */
+  readonly kept = new Map<Socket, Connection>()
 
   private warnedAt = -Infinity
 
@@ -74,78 +89,77 @@ class Limiter {
     for (const reason of SHED_REASONS) options.metrics.connectionsShed.labels(options.listener, reason).inc(0)
   }
 
-  accept (socket: Socket): void {
+  accept (socket: Tracked<Socket>): void {
     const connection: Connection = {
       socket,
       limiter: this,
-      state: 'silent',
+      phase: 'silent',
       since: performance.now(),
       active: 0,
       held: 0,
       request: undefined,
       bytesRead: 0,
+      sending: false,
       release: undefined,
       released: undefined,
       closed: false
     }
     this.open.set(socket, connection)
-    this.states.silent.set(socket, connection)
-    tracked.set(socket, connection)
+    this.silent.set(socket, connection)
+    socket[CONNECTION] = connection
     socket.once('close', () => { this.forget(connection) })
     socket.on('drain', () => { this.progress(connection) })
     if (this.open.size > this.options.max) this.makeRoom(connection)
   }
 
   received (connection: Connection, request: IncomingMessage): void {
+    if (connection.closed) return
     connection.active++
     connection.request = request
+    connection.sending = false
     // Past PIPELINE_MAX under way the connection is closed at once, whatever the count of connections: every request
     // under way holds its answer in memory until the client reads it (one read of 64 KiB can carry 1,500 requests).
     if (connection.active > PIPELINE_MAX) {
       this.shed(connection, 'pipelined')
       return
     }
-    this.settle(connection)
+    if (connection.phase !== 'kept') {
+      this[connection.phase].delete(connection.socket)
+      connection.phase = 'kept'
+      this.kept.set(connection.socket, connection)
+      // A first request still arriving keeps the time its connection opened: slow headers and a slow body are one wait.
+      if (!request.complete) return
+    }
+    connection.since = performance.now()
   }
 
   answered (connection: Connection): void {
     if (connection.closed) return
-    if (--connection.active === 0) connection.request = undefined
-    if (connection.state === 'busy') this.progress(connection)
-    this.settle(connection)
-  }
-
-  /** Its answers made progress: a busy connection goes to the end of the busy ones. */
-  progress (connection: Connection): void {
-    if (connection.state !== 'busy' || connection.closed) return
-    this.states.busy.delete(connection.socket)
+    if (--connection.active === 0) {
+      connection.request = undefined
+      connection.bytesRead = connection.socket.bytesRead
+    }
     connection.since = performance.now()
-    this.states.busy.set(connection.socket, connection)
   }
 
-  /** Puts the connection in the state its requests say, after a request, an answer or a hold began or ended. */
-  settle (connection: Connection): void {
-    if (connection.closed) return
+  /** Its answers made progress (the socket drained). */
+  progress (connection: Connection): void {
+    if (connection.active > 0) connection.since = performance.now()
+  }
+
+  /** Where a connection kept alive stands now; one idle seen sending its next request is receiving from then on. */
+  private stateOf (connection: Connection, now: number): State {
     if (connection.active === 0) {
-      this.move(connection, 'idle')
-      return
+      if (connection.socket.bytesRead === connection.bytesRead) return 'idle'
+      if (!connection.sending) {
+        connection.sending = true
+        connection.since = now
+      }
+      return 'receiving'
     }
     const arriving = connection.request?.complete === false ? 1 : 0
-    if (connection.active - arriving - connection.held > 0) this.move(connection, 'busy')
-    else if (arriving === 1) this.move(connection, 'receiving')
-    else this.move(connection, 'held')
-  }
-
-  /** Moves a connection to another state; one still waiting for its first request keeps the time it opened. */
-  private move (connection: Connection, state: State): void {
-    const from = connection.state
-    if (from === state) return
-    this.states[from].delete(connection.socket)
-    this.states[state].set(connection.socket, connection)
-    connection.state = state
-    if ((from === 'silent' || from === 'headers') && (state === 'headers' || state === 'receiving')) return
-    connection.since = performance.now()
-    if (state === 'idle') connection.bytesRead = connection.socket.bytesRead
+    if (connection.active - arriving - connection.held > 0) return 'busy'
+    return arriving === 1 ? 'receiving' : 'held'
   }
 
   endHolds (connection: Connection): void {
@@ -158,45 +172,18 @@ class Limiter {
     if (connection.closed) return
     connection.closed = true
     this.open.delete(connection.socket)
-    this.states[connection.state].delete(connection.socket)
+    this[connection.phase].delete(connection.socket)
     this.endHolds(connection)
   }
 
   /** The longest silent connection other than `newcomer`; those that have sent a byte since are moved to `headers`. */
   private firstSilent (newcomer: Connection): Connection | undefined {
-    for (const connection of this.states.silent.values()) {
-      if (connection.socket.bytesRead > 0) this.move(connection, 'headers')
-      else if (connection !== newcomer) return connection
-    }
-    return undefined
-  }
-
-  /** The longest receiving connection; those whose request has all arrived since are moved to `busy`. */
-  private firstReceiving (): Connection | undefined {
-    for (const connection of this.states.receiving.values()) {
-      if (connection.request?.complete !== true) return connection
-      this.settle(connection)
-    }
-    return undefined
-  }
-
-  /** The longest idle connection; those that have begun to send a request since are moved to `receiving`. */
-  private firstIdle (): Connection | undefined {
-    for (const connection of this.states.idle.values()) {
-      if (connection.socket.bytesRead === connection.bytesRead) return connection
-      this.move(connection, 'receiving')
-    }
-    return undefined
-  }
-
-  /**
-   * A busy connection whose answers are waiting to be read and have made no progress within the grace. The busy ones
-   * are in the order of their last progress, so this looks only at those that made none within the grace.
-   */
-  private firstUnread (now: number): Connection | undefined {
-    for (const connection of this.states.busy.values()) {
-      if (now - connection.since < this.options.graceMs) return undefined
-      if (connection.socket.writableLength > 0) return connection
+    for (const connection of this.silent.values()) {
+      if (connection.socket.bytesRead > 0) {
+        this.silent.delete(connection.socket)
+        connection.phase = 'headers'
+        this.headers.set(connection.socket, connection)
+      } else if (connection !== newcomer) return connection
     }
     return undefined
   }
@@ -205,26 +192,34 @@ class Limiter {
     const now = performance.now()
     const { graceMs } = this.options
     const silent = this.firstSilent(newcomer)
-    const headers = first(this.states.headers)
-    const idle = this.firstIdle()
-    const receiving = this.firstReceiving()
+    const headers = first(this.headers)
+    // The longest in each state; of the busy ones, the one whose answers have waited unread without progress the longest.
+    let idle: Connection | undefined
+    let receiving: Connection | undefined
+    let held: Connection | undefined
+    let unread: Connection | undefined
+    for (const connection of this.kept.values()) {
+      switch (this.stateOf(connection, now)) {
+        case 'idle': idle = older(idle, connection); break
+        case 'receiving': receiving = older(receiving, connection); break
+        case 'held': held = older(held, connection); break
+        default:
+          if (now - connection.since >= graceMs && connection.socket.writableLength > 0) unread = older(unread, connection)
+      }
+    }
     let stalled: Connection | undefined
     for (const waiting of [silent, headers, receiving]) {
       if (waiting !== undefined && now - waiting.since >= graceMs && (stalled === undefined || waiting.since < stalled.since)) stalled = waiting
     }
     if (stalled) this.shed(stalled, 'stalled')
-    else {
-      const unread = this.firstUnread(now)
-      const held = first(this.states.held)
-      if (unread) this.shed(unread, 'unread')
-      else if (held) this.shed(held, 'held')
-      else if (headers) this.shed(headers, 'headers')
-      else if (silent) this.shed(silent, 'silent')
-      else if (idle && now - idle.since >= graceMs) this.shed(idle, 'idle')
-      else if (receiving) this.shed(receiving, 'receiving')
-      else if (idle) this.shed(idle, 'idle')
-      else this.shed(newcomer, 'new')
-    }
+    else if (unread) this.shed(unread, 'unread')
+    else if (held) this.shed(held, 'held')
+    else if (headers) this.shed(headers, 'headers')
+    else if (silent) this.shed(silent, 'silent')
+    else if (idle && now - idle.since >= graceMs) this.shed(idle, 'idle')
+    else if (receiving) this.shed(receiving, 'receiving')
+    else if (idle) this.shed(idle, 'idle')
+    else this.shed(newcomer, 'new')
   }
 
   private shed (connection: Connection, reason: ShedReason): void {
@@ -254,24 +249,34 @@ class Limiter {
  * connection whose request has all arrived is not closed until it is answered, unless it abuses that by leaving its
  * answers unread or looping on refusals. A connection with more than PIPELINE_MAX requests under way at once is
  * closed at once, at any count: each of them holds its answer in memory until the client reads it. Node's own `maxConnections` is left unset: it would close
- * the new connection, the caller's, whatever the others do. Each state keeps its connections in the order they
- * entered it, so a choice looks at the first few of each, moving on the way those whose state changed without an
- * event (bytes that arrived, a body that completed). The first shedding of a minute is logged at warn.
+ * the new connection, the caller's, whatever the others do. The connections yet to send a request are kept in the
+ * order they opened or sent their first byte; those that have had one are read only when room must be made, so a
+ * request costs the limit two counts and two time stamps. The first shedding of a minute is logged at warn.
  */
 export function limitConnections (server: Server, options: ConnectionLimit): void {
   const limiter = new Limiter(options)
   server.on('connection', (socket: Socket) => { limiter.accept(socket) })
 
-  function answered (this: ServerResponse): void {
-    const connection = limiter.open.get(this.req.socket)
+  function answered (this: Tracked<ServerResponse>): void {
+    const connection = this[CONNECTION]
     if (connection !== undefined) limiter.answered(connection)
   }
 
-  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-    const connection = limiter.open.get(request.socket)
+  function track (request: IncomingMessage, response: Tracked<ServerResponse>): void {
+    const connection = (request.socket as Tracked<Socket> | null)?.[CONNECTION]
     if (connection === undefined) return
     limiter.received(connection, request)
+    response[CONNECTION] = connection
     response.on('close', answered)
+  }
+
+  // Each request is counted before the server's own request listeners (Fastify's) see it, in one call: a second
+  // listener would make every request's event copy its list of listeners.
+  const listeners = server.listeners('request') as Array<(request: IncomingMessage, response: ServerResponse) => void>
+  server.removeAllListeners('request')
+  server.on('request', function (this: Server, request: IncomingMessage, response: ServerResponse) {
+    track(request, response)
+    for (const listener of listeners) listener.call(this, request, response)
   })
 }
 
@@ -283,14 +288,14 @@ export function limitConnections (server: Server, options: ConnectionLimit): voi
  * server (app.inject) is held until `until()`.
  */
 export function holdAnswer (request: IncomingMessage, until: () => Promise<void>): Promise<void> | undefined {
-  const connection = tracked.get(request.socket)
+  const connection = (request.socket as Tracked<Socket> | null)?.[CONNECTION]
   if (connection === undefined) return until()
   if (connection.closed || connection.active > PIPELINE_MAX) return undefined
   connection.released ??= new Promise((resolve) => { connection.release = resolve })
   connection.held++
-  connection.limiter.settle(connection)
+  connection.since = performance.now()
   return Promise.race([until(), connection.released]).finally(() => {
     connection.held--
-    connection.limiter.settle(connection)
+    connection.since = performance.now()
   })
 }

@@ -206,6 +206,8 @@ export function createMetrics (options: MetricsOptions = {}) {
     help: 'Answered requests by route and envelope statusCode (HTTP status for routes without an envelope).',
     labelNames: ['route', 'status_code']
   })
+  /** The tallies of wxtoken_requests_total by route and numeric status, found without making a label string per request. */
+  const requestTallies = new Map<string, Map<number, Tally>>()
 
   const upstreamBudget = new Gauge({
     name: 'wxtoken_upstream_budget',
@@ -255,7 +257,11 @@ export function createMetrics (options: MetricsOptions = {}) {
     registry,
     connectionsShed,
     countRequest (route: string, status: number): void {
-      answered(route, String(status)).inc()
+      let byStatus = requestTallies.get(route)
+      if (byStatus === undefined) requestTallies.set(route, byStatus = new Map())
+      let tally = byStatus.get(status)
+      if (tally === undefined) byStatus.set(status, tally = answered(route, String(status)))
+      tally.inc()
     },
     /** The lookup tallies of a credential (bound once, so the hot path only adds). */
     lookups (credential: string): Lookups {

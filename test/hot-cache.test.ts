@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { APP_ID, APP_SECRET, OTHER_SECRET, build, post, startMock } from './helpers/build.js'
+import type { FastifyInstance } from 'fastify'
+import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CORP_ID, OTHER_SECRET, TestClock, build, post, startMock, startWecomMock } from './helpers/build.js'
 import { RedisServer } from './helpers/redis-server.js'
 import { until } from './helpers/until.js'
 
@@ -60,4 +61,57 @@ t.test('when one instance replaces a token, the others drop their hot copy at on
     await sleep(5)
   }
   t.equal(seen, fresh, `A serves the new token ${Date.now() - started} ms after B replaced it, not after HOT_CACHE_MS (60 s)`)
+})
+
+/** Hot-cache hits of every credential so far, as the lookup counter has them. */
+async function hotHits (app: FastifyInstance): Promise<number> {
+  const counted = await app.metrics.registry.getSingleMetric('wxtoken_cache_lookups_total')!.get()
+  return counted.values.filter(({ labels }) => labels.layer === 'hot' && labels.result === 'hit').reduce((sum, { value }) => sum + value, 0)
+}
+
+t.test('a hot answer is sent as text byte for byte as the route serializes the same answer from the store', async (t) => {
+  const { url } = await startMock(t)
+  const wecom = await startWecomMock(t)
+  // A clock that stands still: the seconds left are the same in both answers.
+  const at = Date.now()
+  const clock = Object.assign(new TestClock(), { now: () => at })
+  const env = {
+    WECHAT_COMPAT_API: 'true',
+    WECOM_API_BASE: wecom.url,
+    WECOM_APPS: JSON.stringify({ [CORP_ID]: { [AGENT_ID]: AGENT_SECRET } }),
+    SCHEDULER_INTERVAL_SECONDS: '0'
+  }
+  const signature = { ...body, url: 'https://example.com/page?x=1' }
+  const wecomBody = { corpId: CORP_ID, corpSecret: AGENT_SECRET }
+  const cases: Array<{ name: string, method: 'GET' | 'POST', path: string, payload?: unknown }> = [
+    { name: 'token', method: 'POST', path: ROUTE, payload: body },
+    { name: 'obsolete token route', method: 'POST', path: '/api/v3/get-wechat-access-token', payload: body },
+    { name: 'ticket', method: 'POST', path: '/api/v3/get-wechat-jsapi-ticket', payload: body },
+    { name: 'signature', method: 'POST', path: '/api/v3/get-wechat-jssdk-signature', payload: signature },
+    { name: 'WeCom token', method: 'POST', path: '/api/v3/get-wecom-access-token', payload: wecomBody },
+    { name: 'WeCom ticket', method: 'POST', path: '/api/v3/get-wecom-jsapi-ticket', payload: { ...wecomBody, type: 'corp' } },
+    { name: 'WeChat\'s /cgi-bin/token', method: 'GET', path: `/cgi-bin/token?grant_type=client_credential&appid=${APP_ID}&secret=${APP_SECRET}` },
+    { name: 'WeCom\'s /cgi-bin/gettoken', method: 'GET', path: `/cgi-bin/gettoken?corpid=${CORP_ID}&corpsecret=${AGENT_SECRET}` }
+  ]
+  for (const { name, method, path, payload } of cases) {
+    // Each from the store first (a fresh instance, its hot cache empty), then from the hot cache.
+    const { app } = await build(t, { upstream: url, clock, env: { ...env, REDIS_URL: redis.url, REDIS_KEY_PREFIX: `hot${++prefixes}` } })
+    t.ok(await until(() => app.store.pubsubUp), 'change messages reach it (the hot cache needs them)')
+    const ask = async () => await app.inject({
+      method,
+      url: path,
+      headers: { 'x-request-id': 'same-request-id', ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(payload === undefined ? {} : { payload: JSON.stringify(payload) })
+    })
+    const stored = await ask()
+    const hitsBefore = await hotHits(app)
+    t.match(stored.payload, /"(accessToken|ticket|access_token|signature)":/, `${name}: an answer with its credential`)
+    const hot = await ask()
+    // A signature is made for each request: its nonce and signature differ, nothing else.
+    const same = (text: string) => text.replace(/"nonceStr":"\w+","signature":"\w+"/, '"nonceStr":"","signature":""')
+    t.equal(same(hot.payload), same(stored.payload), `${name}: the same bytes`)
+    t.equal(hot.headers['content-type'], stored.headers['content-type'], `${name}: the same content-type`)
+    t.equal(hot.headers['content-length'], stored.headers['content-length'], `${name}: the same length`)
+    t.equal(await hotHits(app), hitsBefore + 1, `${name}: the second answer came from the hot cache`)
+  }
 })

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { DecryptDataSchema, DecryptRequestSchema, PhoneDataSchema, PhoneRequestSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 
 export const PHONE_ROUTE = '/api/v3/get-wechat-miniprogram-phone'
 export const DECRYPT_ROUTE = '/api/v3/decrypt-wechat-miniprogram-data'
@@ -23,7 +23,6 @@ const miniProgramRoutes: FastifyPluginAsyncTypebox = async (app) => {
       description: 'extIdpConnidentifier names a Mini Program of WECHAT_IDENTIFIERS. A code works once and for 5 minutes (apiCode 3012 after). ' +
         'data holds the phone fields, and again under phone_info.',
       body: PhoneRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(PhoneDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'extIdpConnidentifier' },
@@ -47,7 +46,6 @@ const miniProgramRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'data) is sent to WeChat once (apiCode 3013 after); data is the decrypted object, watermark included, whose ' +
         'watermark.appid is checked. Data encrypted for another session is apiCode 3014.',
       body: DecryptRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(DecryptDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'extIdpConnidentifier' },

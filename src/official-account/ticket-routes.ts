@@ -2,19 +2,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
-import { normalized, type ServedToken } from './token-service.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketDataJson } from '../schemas/credentials.js'
+import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { normalized } from './token-service.js'
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
 export const SIGNATURE_ROUTE = '/api/v3/get-wechat-jssdk-signature'
-
-const OK = 'Operation successful'
-
-/** The `data` of a ticket route (the Official Account's, an authorizer's). */
-export function ticketData (ticket: ServedToken) {
-  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
-}
 
 /**
  * An absolute http(s) URL: the schema checked its scheme, characters and length; this checks it parses (a host, and
@@ -36,7 +29,6 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       security: CallerKeySecurity,
       description: 'Cached per app and type until it expires, and fetched once for any number of callers and instances.',
       body: TicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     ...limited
@@ -44,13 +36,11 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { appId, appSecret, type = 'jsapi' } = request.body
     const kept = app.tickets.fromHot(appId, appSecret, type)
     if (kept) {
-      app.finish(request, reply, 200, TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.tickets.afterHotMiss(appId, appSecret, type, context(request, appId)).then((ticket) => {
-      app.finish(request, reply, 200, TICKET_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+      app.sendSuccess(request, reply, TICKET_ROUTE, ticketDataJson(ticket))
     })
   })
 
@@ -63,7 +53,6 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
       description: 'data holds appId, timestamp, nonceStr and signature, ready for wx.config. The url is the page\'s, as the page has it; ' +
         'its #fragment is ignored and nothing in it is escaped.',
       body: SignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(SignatureDataSchema), 429: ThrottledSchema }
     },
     ...limited
@@ -72,13 +61,11 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     checkUrl(url)
     const kept = app.tickets.fromHot(appId, appSecret, 'jsapi')
     if (kept) {
-      app.finish(request, reply, 200, SIGNATURE_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.tickets.signed(normalized(appId), kept, url) })
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(app.tickets.signed(normalized(appId), kept, url)))
       return
     }
     return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {
-      app.finish(request, reply, 200, SIGNATURE_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data }
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(data))
     })
   })
 }

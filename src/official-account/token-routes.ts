@@ -1,7 +1,7 @@
 /** The GenAuth token routes (current and deprecated), and the passive refresh route for a token WeChat refused. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
-import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, SdkHeadersSchema, ThrottledSchema, TokenRequestSchema, tokenData, tokenSuccess as success } from '../schemas/token.js'
+import { CallerKeySecurity, EnvelopeSchema, RefreshRequestSchema, ThrottledSchema, TokenRequestSchema, tokenData, tokenDataJson } from '../schemas/token.js'
 
 /** RFC 9745 Deprecation: a past date (2024-01-01), meaning already deprecated; the successor is named in Link. */
 const DEPRECATION = '@1704067200'
@@ -25,7 +25,6 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         security: CallerKeySecurity,
         deprecated: route.deprecated,
         body: TokenRequestSchema,
-        headers: SdkHeadersSchema,
         response: { 200: EnvelopeSchema, 429: ThrottledSchema }
       },
       onRequest: app.limits.perCaller,
@@ -34,13 +33,11 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { appId, appSecret } = request.body
       const kept = app.tokens.fromHot(appId, appSecret)
       if (kept) {
-        app.finish(request, reply, 200, route.url)
-        reply.send(success(request.id, kept))
+        app.sendSuccess(request, reply, route.url, tokenDataJson(kept))
         return
       }
       return app.tokens.afterHotMiss(appId, appSecret, context(request, appId)).then((token) => {
-        app.finish(request, reply, 200, route.url)
-        return success(request.id, token)
+        app.sendSuccess(request, reply, route.url, tokenDataJson(token))
       })
     })
   }
@@ -56,7 +53,6 @@ const tokenRoutes: FastifyPluginAsyncTypebox = async (app) => {
         '(apiCode 4001 past them, with the current token). While the app\'s fetches are backed off after WeChat failed, apiCode 4007 ' +
         'with the current token and retry-after.',
       body: RefreshRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     onRequest: app.limits.perCaller,

@@ -9,7 +9,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import type { ServedToken } from '../tokens/rules.js'
-import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
+import { APP_ID_PATTERN, CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson } from '../schemas/token.js'
 
 export const COMPONENT_TOKEN_ROUTE = '/api/v3/get-component-access-token'
 export const PRE_AUTH_CODE_ROUTE = '/api/v3/get-component-pre-auth-code'
@@ -65,16 +65,12 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
 
   /** A token in the envelope: from the hot cache at once (no promise on the hot path), else once the service has it. */
   function answer (request: FastifyRequest, reply: FastifyReply, route: string, kept: ServedToken | undefined,
-    miss: () => Promise<ServedToken>): Promise<ReturnType<typeof success>> | undefined {
+    miss: () => Promise<ServedToken>): Promise<void> | undefined {
     if (kept) {
-      app.finish(request, reply, 200, route)
-      reply.send(success(request.id, kept))
+      app.sendSuccess(request, reply, route, tokenDataJson(kept))
       return
     }
-    return miss().then((token) => {
-      app.finish(request, reply, 200, route)
-      return success(request.id, token)
-    })
+    return miss().then((token) => { app.sendSuccess(request, reply, route, tokenDataJson(token)) })
   }
 
   app.post(COMPONENT_TOKEN_ROUTE, {
@@ -87,7 +83,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         '/wechat/components/{componentAppId}/events, cached, refreshed ahead and fetched once for any number of callers and instances. ' +
         'Without a usable ticket: apiCode 4009, and WeChat is asked to push one. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: ComponentTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -108,7 +103,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
       description: 'A new pre_auth_code (api_create_preauthcode, with the component\'s cached token) at every call: one per ' +
         'authorization link. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: ComponentTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: PreAuthCodeEnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -132,7 +126,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         'for any number of callers and instances. An account that has not authorized the component: apiCode 4010. Needs a caller key ' +
         '(see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },
@@ -155,7 +148,6 @@ const openPlatformRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = 
         'code and is exchanged too: whichever comes second is answered from the first, without WeChat. A code WeChat refuses: apiCode 3018. ' +
         'Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizationRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: AuthorizationEnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'componentAppId' },

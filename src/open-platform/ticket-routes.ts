@@ -6,9 +6,9 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
-import { checkUrl, ticketData } from '../official-account/ticket-routes.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, SdkHeadersSchema, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { checkUrl } from '../official-account/ticket-routes.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
+import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { AuthorizerTokenRequestSchema, componentKeyRule, type OpenPlatformRouteOptions } from './routes.js'
 
 export const AUTHORIZER_TICKET_ROUTE = '/api/v3/get-authorizer-jsapi-ticket'
@@ -41,7 +41,6 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
         'number of callers and instances (TICKET_DAILY_BUDGET per authorizer). An account that has not authorized the component: ' +
         'apiCode 4010. Needs a caller key (see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerTicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     ...guarded
@@ -49,8 +48,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
     const { componentAppId, authorizerAppId, type = 'jsapi' } = request.body
     const kept = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, type)
     if (kept) {
-      app.finish(request, reply, 200, AUTHORIZER_TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, AUTHORIZER_TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.authorizerTickets.afterHotMiss(componentAppId, authorizerAppId, type, context(request, componentAppId)).then((ticket) => {
@@ -70,7 +68,6 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
         'is ignored and nothing in it is escaped. An account that has not authorized the component: apiCode 4010. Needs a caller key ' +
         '(see COMPONENT_ROUTES_WITHOUT_KEYS).',
       body: AuthorizerSignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(SignatureDataSchema), 429: ThrottledSchema }
     },
     ...guarded
@@ -79,8 +76,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
     checkUrl(url)
     const kept = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, 'jsapi')
     if (kept) {
-      app.finish(request, reply, 200, AUTHORIZER_SIGNATURE_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: app.authorizerTickets.signed(authorizerAppId, kept, url) })
+      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, JSON.stringify(app.authorizerTickets.signed(authorizerAppId, kept, url)))
       return
     }
     return app.authorizerTickets.signature(componentAppId, authorizerAppId, url, context(request, componentAppId)).then((data) => {

@@ -5,10 +5,12 @@
  * behind caller keys, like /metrics; DOCS_ENABLED=false turns both off. Register before the routes: the description
  * is collected as routes are added.
  */
+import type { FastifySchema } from 'fastify'
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { ApiCodes } from '../api-codes.js'
+import { SdkHeadersSchema } from '../schemas/token.js'
 import { VERSION } from '../version.js'
 
 /** The apiCode table, as docs/api.md has it, for the description's text. */
@@ -35,6 +37,29 @@ With AUTH_TOKENS set, every /api route needs a caller key in \`authorization\` (
 
 ${apiCodeTable()}`
 
+/**
+ * How a route is described. The /api routes show the headers the SDKs send, which no route validates: Node gives every
+ * header as a string, so a validator of optional strings could refuse none, and would cost each request its time.
+ * /metrics answers Prometheus text, which its route does not declare as a schema (the reply would be serialized).
+ */
+function describe ({ schema, url }: { schema: FastifySchema, url: string }): { schema: FastifySchema, url: string } {
+  if (url.startsWith('/api/')) return { schema: { ...schema, headers: SdkHeadersSchema }, url }
+  if (url !== '/metrics') return { schema, url }
+  return {
+    schema: {
+      ...schema,
+      summary: 'Prometheus metrics of this instance',
+      tags: ['operations'],
+      response: {
+        200: { description: 'The Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
+        401: { description: 'METRICS_KEY is set and authorization does not hold it: the envelope, apiCode 2003', content: { 'application/json': { schema: REFUSED } } },
+        429: { description: 'More than METRICS_SCRAPES_PER_SECOND scrapes this second: the envelope, apiCode 4004, with retry-after', content: { 'application/json': { schema: REFUSED } } }
+      }
+    },
+    url
+  }
+}
+
 export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
   if (!enabled) return
   await app.register(swagger, {
@@ -59,22 +84,7 @@ export default fp<{ enabled: boolean }>(async (app, { enabled }) => {
         }
       }
     },
-    // /metrics answers Prometheus text, which its route does not declare as a schema (the reply would be serialized).
-    transform: ({ schema, url }) => url === '/metrics'
-      ? {
-          schema: {
-            ...schema,
-            summary: 'Prometheus metrics of this instance',
-            tags: ['operations'],
-            response: {
-              200: { description: 'The Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
-              401: { description: 'METRICS_KEY is set and authorization does not hold it: the envelope, apiCode 2003', content: { 'application/json': { schema: REFUSED } } },
-              429: { description: 'More than METRICS_SCRAPES_PER_SECOND scrapes this second: the envelope, apiCode 4004, with retry-after', content: { 'application/json': { schema: REFUSED } } }
-            }
-          } as typeof schema,
-          url
-        }
-      : { schema, url }
+    transform: describe
   })
   // staticCSP: a Content-Security-Policy on the UI's pages that allows their own origin only; without the plugin's
   // upgrade-insecure-requests, which would send the page's own assets to https:// on a service reached over http.

@@ -4,7 +4,8 @@
  */
 import { Type } from '@sinclair/typebox'
 import { ENCRYPTED_PATTERN, IV_PATTERN } from '../mini-program/open-data.js'
-import { TokenRequestSchema } from './token.js'
+import type { ServedToken } from '../tokens/rules.js'
+import { TokenRequestSchema, jsonOnce } from './token.js'
 
 export const IDENTIFIER_PATTERN = '^[A-Za-z0-9._-]{1,128}$'
 
@@ -24,6 +25,14 @@ export const TicketDataSchema = Type.Object({
   expiresAt: Type.String({ description: 'Unix time in seconds, as a string' }),
   expiresIn: Type.Integer({ description: 'Seconds the ticket has left' })
 })
+
+/** The `data` of a ticket route (the Official Account's, WeCom's, an authorizer's). */
+export function ticketData (ticket: ServedToken) {
+  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
+}
+
+/** ticketData's JSON text, made once per ticket and second. */
+export const ticketDataJson = jsonOnce(ticketData)
 
 export const SignatureRequestSchema = Type.Object({
   appId: TokenRequestSchema.properties.appId,

@@ -28,6 +28,7 @@ export const RefreshRequestSchema = Type.Object({
   accessToken: Type.String({ minLength: 1, maxLength: 2048, description: 'The token WeChat refused (errcode 40001 or 42001)' })
 })
 
+/** The headers the SDKs send, as the API description shows them on every /api route (described, not validated: see docs.ts). */
 export const SdkHeadersSchema = Type.Object({
   'x-authing-app-id': Type.Optional(Type.String()),
   'x-genauth-app-id': Type.Optional(Type.String()),
@@ -77,7 +78,22 @@ export function tokenData (token: ServedToken) {
   return { accessToken: token.accessToken, expiresAt: String(Math.floor(token.expiresAt / 1000)), expiresIn: token.expiresIn }
 }
 
-/** The success envelope of a token route. */
-export function tokenSuccess (requestId: string, token: ServedToken) {
-  return { statusCode: 200, message: 'Operation successful', requestId, data: tokenData(token) }
+/**
+ * Makes a served credential's JSON text once per credential and second left (what changes it), and gives the same
+ * text back until then: a cached answer is sent as text, without serializing it again. At most `max` credentials are
+ * remembered, the oldest forgotten first.
+ */
+export function jsonOnce (make: (token: ServedToken) => unknown, max = 10_000): (token: ServedToken) => string {
+  const made = new Map<string, { expiresAt: number, expiresIn: number, json: string }>()
+  return (token) => {
+    const last = made.get(token.accessToken)
+    if (last !== undefined && last.expiresIn === token.expiresIn && last.expiresAt === token.expiresAt) return last.json
+    const json = JSON.stringify(make(token))
+    if (last === undefined && made.size >= max) made.delete(made.keys().next().value as string)
+    made.set(token.accessToken, { expiresAt: token.expiresAt, expiresIn: token.expiresIn, json })
+    return json
+  }
 }
+
+/** tokenData's JSON text, made once per token and second. */
+export const tokenDataJson = jsonOnce(tokenData)

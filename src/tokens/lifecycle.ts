@@ -163,7 +163,8 @@ export function createLifecycle (opts: LifecycleOptions) {
     let maker: TokenEntry | null = null
     try {
       // One round trip: the reads of one turn are pipelined.
-      [cached, maker] = await Promise.all([store.get(appId, slot), madeWith ? store.get(appId, madeWith.slot) : null])
+      if (madeWith) [cached, maker] = await Promise.all([store.get(appId, slot), store.get(appId, madeWith.slot)])
+      else cached = await store.get(appId, slot)
     } catch (err) {
       if (err instanceof StoreError) return await duringOutage(appId, fp, source)
       throw err

@@ -11,7 +11,7 @@ import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { StoreError } from '../store/types.js'
 import { WechatApiError } from '../wechat/errcodes.js'
-import { APP_ID_PATTERN, APP_SECRET_PATTERN, CallerKeySecurity } from '../schemas/token.js'
+import { APP_ID_PATTERN, APP_SECRET_PATTERN, CallerKeySecurity, jsonOnce } from '../schemas/token.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { WecomTokenRequestSchema } from '../wecom/routes.js'
 import { wechatErrorHandler, type Dialect } from './errors.js'
@@ -85,6 +85,9 @@ const officialSubject = (appId: string): string => appId.toLowerCase()
 
 /** WeChat's answer: the token and its whole seconds left (what WeChat's expires_in is for a token it gave earlier). */
 const answer = (token: ServedToken) => ({ access_token: token.accessToken, expires_in: token.expiresIn })
+/** WeChat's answer as JSON text, and WeCom's, made once per token and second (a hot token is sent as text). */
+const answerJson = jsonOnce(answer)
+const wecomAnswerJson = jsonOnce((token) => ({ errcode: 0, errmsg: 'ok', ...answer(token) }))
 
 const AccessToken = Type.String({ minLength: 1, maxLength: 2048, description: 'An access token this service handed out' })
 export const TicketQuerySchema = Type.Object({
@@ -176,8 +179,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app,
     const { appid, secret } = request.query
     const kept = app.tokens.fromHot(appid, secret)
     if (kept && handedOut.known(kept, officialSubject(appid))) {
-      app.finish(request, reply, 200, TOKEN_PATH)
-      reply.send(answer(kept))
+      app.sendJson(request, reply, TOKEN_PATH, answerJson(kept))
       return
     }
     return (kept ? Promise.resolve(kept) : app.tokens.afterHotMiss(appid, secret, context(request, appid)))
@@ -237,8 +239,7 @@ const wechatApiRoutes: FastifyPluginAsyncTypebox<WechatApiOptions> = async (app,
     const kept = app.wecomTokens.fromHot(corpid, corpsecret)
     const subject = (): string => app.wecomTokens.credential.subject(app.wecomTokens.admit(corpid, corpsecret).owner)
     if (kept && handedOut.known(kept, subject())) {
-      app.finish(request, reply, 200, WECOM_TOKEN_PATH)
-      reply.send({ errcode: 0, errmsg: 'ok', ...answer(kept) })
+      app.sendJson(request, reply, WECOM_TOKEN_PATH, wecomAnswerJson(kept))
       return
     }
     return (kept ? Promise.resolve(kept) : app.wecomTokens.afterHotMiss(corpid, corpsecret, context(request, corpid)))

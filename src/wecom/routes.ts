@@ -3,9 +3,8 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
-import { SignatureRequestSchema, TicketDataSchema } from '../schemas/credentials.js'
-import { CallerKeySecurity, EnvelopeSchema, SdkHeadersSchema, ThrottledSchema, envelopeOf, tokenSuccess as success } from '../schemas/token.js'
-import type { ServedToken } from '../tokens/rules.js'
+import { SignatureRequestSchema, TicketDataSchema, ticketDataJson } from '../schemas/credentials.js'
+import { CallerKeySecurity, EnvelopeSchema, ThrottledSchema, envelopeOf, tokenDataJson } from '../schemas/token.js'
 import type { WecomSignature } from './ticket-service.js'
 
 export const WECOM_TOKEN_ROUTE = '/api/v3/get-wecom-access-token'
@@ -54,10 +53,6 @@ function signatureData (signed: WecomSignature) {
     : { corpid: corpId, agentid: agentId, timestamp, nonceStr, signature }
 }
 
-function ticketData (ticket: ServedToken) {
-  return { ticket: ticket.accessToken, expiresAt: String(Math.floor(ticket.expiresAt / 1000)), expiresIn: ticket.expiresIn }
-}
-
 const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(WECOM_TOKEN_ROUTE, {
     schema: {
@@ -68,7 +63,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
       description: 'One token per application (corpId and the application\'s secret, of WECOM_APPS), cached until it expires and ' +
         'fetched once for any number of callers and instances. Two applications of one corp never share a token.',
       body: WecomTokenRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: EnvelopeSchema, 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
@@ -78,13 +72,11 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { corpId, corpSecret } = request.body
     const kept = app.wecomTokens.fromHot(corpId, corpSecret)
     if (kept) {
-      app.finish(request, reply, 200, WECOM_TOKEN_ROUTE)
-      reply.send(success(request.id, kept))
+      app.sendSuccess(request, reply, WECOM_TOKEN_ROUTE, tokenDataJson(kept))
       return
     }
     return app.wecomTokens.afterHotMiss(corpId, corpSecret, context(request, corpId)).then((token) => {
-      app.finish(request, reply, 200, WECOM_TOKEN_ROUTE)
-      return success(request.id, token)
+      app.sendSuccess(request, reply, WECOM_TOKEN_ROUTE, tokenDataJson(token))
     })
   })
 
@@ -98,7 +90,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'application, never another\'s. Each is cached until it expires and fetched once for any number of callers and instances, ' +
         'within an hourly budget (WECOM_CORP_TICKET_HOURLY_BUDGET, WECOM_AGENT_TICKET_HOURLY_BUDGET).',
       body: WecomTicketRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(TicketDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
@@ -108,13 +99,11 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { corpId, corpSecret, type, agentId } = request.body
     const kept = app.wecomTickets.fromHot(corpId, corpSecret, type, agentId)
     if (kept) {
-      app.finish(request, reply, 200, WECOM_TICKET_ROUTE)
-      reply.send({ statusCode: 200, message: OK, requestId: request.id, data: ticketData(kept) })
+      app.sendSuccess(request, reply, WECOM_TICKET_ROUTE, ticketDataJson(kept))
       return
     }
     return app.wecomTickets.afterHotMiss(corpId, corpSecret, type, agentId, context(request, corpId)).then((ticket) => {
-      app.finish(request, reply, 200, WECOM_TICKET_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+      app.sendSuccess(request, reply, WECOM_TICKET_ROUTE, ticketDataJson(ticket))
     })
   })
 
@@ -128,7 +117,6 @@ const wecomRoutes: FastifyPluginAsyncTypebox = async (app) => {
         'signature, for wx.config; for type agent corpid, agentid, timestamp, nonceStr and signature, for wx.agentConfig. The url ' +
         'is the page\'s, as the page has it; its #fragment is ignored and nothing in it is escaped.',
       body: WecomSignatureRequestSchema,
-      headers: SdkHeadersSchema,
       response: { 200: envelopeOf(WecomSignatureDataSchema), 429: ThrottledSchema }
     },
     config: { appField: 'corpId' },
