@@ -102,6 +102,23 @@ t.test('unauthorized removes the refresh token: 4010, with one list read per spa
   t.equal(platform.calls('api_get_authorizer_list'), 1)
 })
 
+t.test('a component with 600 authorizers: the list is read whole, its pages of 500 with WeChat\'s refresh tokens past 64 KB', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  // Authorized at WeChat, their events never taken here: only the list holds their refresh tokens.
+  const accounts = Array.from({ length: 600 }, (_, i) => authorizer(i))
+  for (const account of accounts) platform.authorize(C, account)
+  const last = await tokenOf(app, accounts.at(-1))
+  t.equal(last.body.statusCode, 200, JSON.stringify(last.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'two pages: 500 and 100')
+  const first = await tokenOf(app, accounts[0])
+  t.equal(first.body.statusCode, 200, JSON.stringify(first.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'every refresh token kept from the one read')
+  t.equal(platform.calls('api_authorizer_token'), 2)
+})
+
 t.test('a refresh token WeChat refuses (61023) is replaced from the authorizer list, once', async (t) => {
   const { platform, url } = await startOpenPlatformMock(t)
   const { fleet } = await fleetRedis(t)
