@@ -4,9 +4,13 @@
  * prints figures as Markdown:
  * cache hits on both token routes, the ticket route, the signature route, the WeCom token route and WeChat's own
  * GET /cgi-bin/token (WECHAT_COMPAT_API), with the hot cache on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
- * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's);
- * RSS with 10,000 apps cached; and a flood of 50,000 random appIds from one caller and from 500 callers (what upstream
- * calls, Redis keys and memory it costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
+ * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's, the Open
+ * Platform's behind WeChat's); RSS and heap per entry with 10,000 entries of each kind cached, each kind in a fresh
+ * process: Official Account tokens, JS-SDK tickets, WeCom tokens of 10,000 applications of WECOM_APPS (passed in a file:
+ * the environment takes 128 KiB a variable) and authorizer tokens of 10,000 accounts of one component; and floods of
+ * 50,000 requests each naming a random owner: appIds on the token route from one caller and from 500 callers and on the
+ * ticket route, WeCom corpIds and secrets, authorizer appIds of a configured component (what upstream calls, Redis keys
+ * and memory each costs). Off by default, BENCH_ONLY=crowd: a real caller's requests while a crowd of 1,100
  * connections that never complete a request (silent, then slowloris), each opened again as soon as it is closed, holds
  * a service with MAX_CONNECTIONS=1000: on new connections, on one kept-alive connection, with headers and body 100 ms
  * apart, and on a kept-alive connection idle 2.5 s (past CONNECTION_GRACE_MS) between requests. Off by default,
@@ -26,13 +30,16 @@
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
-import { cpus } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type autocannon from 'autocannon'
 import { Pool } from 'undici'
+import { MockOpenPlatform, type MockComponent } from '../src/stand-in/open-platform.js'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
@@ -46,6 +53,7 @@ const OBSOLETE = '/api/v3/get-wechat-access-token'
 const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const WECOM = '/api/v3/get-wecom-access-token'
+const AUTHORIZER = '/api/v3/get-authorizer-access-token'
 /** WeChat's own token endpoint (a GET: its query names the app), as a WeChat SDK pointed at the service calls it. */
 const WECHAT_TOKEN = '/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=0123456789abcdef0123456789abcdef'
 /** The body each route is driven with. */
@@ -97,6 +105,9 @@ const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 
 const redis = await RedisServer.start()
 const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
+// The Open Platform's calls, on WeChat's host as in production; its components are added by the sections that use them.
+const platform = new MockOpenPlatform({ wechat: mock, startPushDelayMs: 50 })
+mock.delegateComponents(platform)
 const wecomMock = new MockWecom({ corps: { [CORP]: { 1000002: AGENT_SECRET } } })
 const wecomUpstream = await wecomMock.start()
 const serviceEnv = (hotMs: string) => environment({ redis: redis.url, wechat: upstream, wecom: wecomUpstream, wecomCorp: CORP, wecomSecret: AGENT_SECRET }, hotMs)
@@ -224,31 +235,94 @@ if (only.has('cold')) {
     `${wecomAnswers.filter((s) => s === 200).length} got a token`)
 }
 
-if (only.has('memory')) {
-  const apps = 10_000
-  // One caller filling 10,000 apps: past the default UNVERIFIED_CHECKS_PER_CALLER, which this section does not measure.
-  const server = await startServer({ ...serviceEnv('2000'), UNVERIFIED_CHECKS_PER_CALLER: '100000' })
-  const pid = server.child.pid!
-  const idle = await afterGc(server)
-  const fill = new Pool(server.base, { connections: 200 })
-  for (let i = 0; i < apps; i += 200) {
-    await Promise.all(Array.from({ length: 200 }, async (_, j) => {
-      const appId = `wx${(i + j).toString(16).padStart(16, '7')}`
-      const res = await fill.request({ method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId, appSecret: SECRET }) })
-      await res.body.dump()
+/**
+ * POSTs `count` requests to `path`, `concurrency` at a time, the i-th with body(i), over `pools` in turn (one per
+ * caller address); the answers counted by apiCode (0: answered 200).
+ */
+async function postAll (pools: Pool[], path: string, count: number, body: (i: number) => string, concurrency: number): Promise<Map<number, number>> {
+  const apiCodes = new Map<number, number>()
+  for (let sent = 0; sent < count; sent += concurrency) {
+    await Promise.all(Array.from({ length: Math.min(concurrency, count - sent) }, async (_, j) => {
+      const res = await pools[(sent + j) % pools.length]!.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: body(sent + j) })
+      const { apiCode = 0 } = await res.body.json() as { apiCode?: number }
+      apiCodes.set(apiCode, (apiCodes.get(apiCode) ?? 0) + 1)
     }))
   }
-  await fill.close()
-  const peak = statusMb(pid, 'VmHWM')
-  await sleep(10_000)
-  const settled = statusMb(pid, 'VmRSS')
-  const filled = await afterGc(server)
-  await stopServer(server)
-  const mb = (n: number) => n.toFixed(1)
-  console.log(`\nmemory of a fresh service process filled with ${fmt(apps)} apps (200 concurrent cold requests at a time): ` +
-    `peak RSS while filling ${mb(peak)} MB; RSS 10 s after the fill ${mb(settled)} MB; after a full GC RSS ${mb(filled.rss)} MB ` +
-    `and heap ${mb(filled.heapUsed)} MB, against ${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle ` +
-    `(${((filled.heapUsed - idle.heapUsed) * 1024 / apps).toFixed(2)} KB of heap per app)`)
+  return apiCodes
+}
+const tallyCodes = (apiCodes: Map<number, number>) => [...apiCodes].sort((a, b) => b[1] - a[1]).map(([code, n]) => `${fmt(n)} × ${code || 200}`).join(', ')
+const mb = (n: number) => n.toFixed(1)
+/** A component as WeChat's console shows it (for the Open Platform stand-in and WECHAT_COMPONENTS). */
+const component = (appId: string): MockComponent =>
+  ({ appId, appSecret: appId.slice(2).repeat(2), token: 'BenchPushToken', encodingAESKey: 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG' })
+/** The service's settings for one component, its routes open without caller keys. */
+const componentEnv = (c: MockComponent) => ({ WECHAT_COMPONENTS: JSON.stringify([c]), COMPONENT_ROUTES_WITHOUT_KEYS: 'true' })
+/** Points the component's pushes at the service and pushes a component_verify_ticket: its token can be fetched from then on. */
+async function pushTicketTo (server: Server, c: MockComponent): Promise<void> {
+  platform.setCallback(c.appId, `${server.base}/wechat/components/${c.appId}/events`)
+  if (!await platform.pushTicket(c.appId)) {
+    const { status, answer, error } = platform.pushes(c.appId).at(-1)!
+    throw new Error(`the service did not take the ticket of ${c.appId}: ${JSON.stringify({ status, answer, error })}`)
+  }
+}
+
+if (only.has('memory')) {
+  const entries = 10_000
+  const appId = (i: number, pad: string) => `wx${i.toString(16).padStart(16, pad)}`
+  // WeCom: 1,000 corps of 10 applications each (every request compares the secret with each of its corp's).
+  const wecomApps: Record<string, Record<string, string>> = {}
+  const agents = Array.from({ length: entries }, (_, i) => {
+    const corpId = `ww${Math.floor(i / 10).toString(16).padStart(16, '0')}`
+    const agentId = String(1000000 + (i % 10))
+    const secret = `BenchWecomSecret${String(i).padStart(27, '0')}`
+    wecomMock.setApplication(corpId, agentId, secret)
+    ;(wecomApps[corpId] ??= {})[agentId] = secret
+    return { corpId, corpSecret: secret }
+  })
+  const dir = mkdtempSync(join(tmpdir(), 'bench-'))
+  const wecomFile = join(dir, 'wecom-apps.json')
+  writeFileSync(wecomFile, JSON.stringify({ WECOM_APPS: JSON.stringify(wecomApps) }))
+  // 10,000 accounts that authorized one component; the service recovers their refresh tokens from WeChat's list.
+  const authorizing = component('wxbe0c0be0c0be0c01')
+  platform.setComponent(authorizing)
+  for (let i = 0; i < entries; i++) platform.authorize(authorizing.appId, appId(i, 'a'))
+  interface Kind { name: string, path: string, body: (i: number) => string, env?: Record<string, string>, prepare?: (server: Server) => Promise<void> }
+  const kinds: Kind[] = [
+    { name: 'Official Account tokens (apps)', path: INFO, body: (i) => JSON.stringify({ appId: appId(i, '7'), appSecret: SECRET }) },
+    { name: 'JS-SDK tickets (apps, each with its token)', path: TICKET, body: (i) => JSON.stringify({ appId: appId(i, '8'), appSecret: SECRET }) },
+    { name: 'WeCom tokens (applications of WECOM_APPS, 1,000 corps of 10)', path: WECOM, body: (i) => JSON.stringify(agents[i]), env: { BENCH_ENV_FILE: wecomFile } },
+    {
+      name: 'authorizer tokens (accounts of one component)',
+      path: AUTHORIZER,
+      body: (i) => JSON.stringify({ componentAppId: authorizing.appId, authorizerAppId: appId(i, 'a') }),
+      env: componentEnv(authorizing),
+      prepare: async (server) => { await pushTicketTo(server, authorizing) }
+    }
+  ]
+  console.log(`\nmemory: a fresh service process per kind filled with ${fmt(entries)} entries (200 concurrent cold requests at a time); ` +
+    'RSS read 10 s after the fill with nothing forced, then 1 s after a full GC; heap per entry is the heap after GC less the idle one\n')
+  console.log('| kind | answers | fill s | peak RSS MB | RSS 10 s after MB | RSS after GC MB | heap after GC MB | idle RSS / heap MB | KB of heap per entry |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
+  for (const [index, kind] of kinds.entries()) {
+    // One caller filling 10,000 apps: past the default UNVERIFIED_CHECKS_PER_CALLER, which this section does not measure.
+    const server = await startServer({ ...serviceEnv('2000'), UNVERIFIED_CHECKS_PER_CALLER: '100000', REDIS_KEY_PREFIX: `memory${index}`, ...kind.env })
+    const pid = server.child.pid!
+    const idle = await afterGc(server)
+    await kind.prepare?.(server)
+    const fill = new Pool(server.base, { connections: 200 })
+    const started = performance.now()
+    const answers = await postAll([fill], kind.path, entries, kind.body, 200)
+    const took = (performance.now() - started) / 1000
+    await fill.close()
+    const peak = statusMb(pid, 'VmHWM')
+    await sleep(10_000)
+    const settled = statusMb(pid, 'VmRSS')
+    const filled = await afterGc(server)
+    await stopServer(server)
+    console.log(`| ${kind.name} | ${tallyCodes(answers)} | ${took.toFixed(1)} | ${mb(peak)} | ${mb(settled)} | ${mb(filled.rss)} | ${mb(filled.heapUsed)} | ` +
+      `${mb(idle.rss)} / ${mb(idle.heapUsed)} | ${((filled.heapUsed - idle.heapUsed) * 1024 / entries).toFixed(2)} |`)
+  }
+  rmSync(dir, { recursive: true })
 }
 
 if (only.has('flood')) {
@@ -257,44 +331,81 @@ if (only.has('flood')) {
   const strictBase = await strict.start()
   const requests = 50_000
   const randomAppId = (): string => `wx${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, '0')}`
-  for (const [label, callers] of [['one caller', 1], ['500 callers (127.0.x.y)', 500]] as const) {
-    const prefix = `flood${callers}`
-    const server = await startServer({ ...serviceEnv('2000'), WECHAT_API_BASE: strictBase, REDIS_KEY_PREFIX: prefix })
+  // A component no account authorized: every authorizer named is a made-up one.
+  const lonely = component('wxf100df100df100d1')
+  platform.setComponent(lonely)
+  interface Flood {
+    name: string
+    path: string
+    callers: number
+    body: () => string
+    env: Record<string, string>
+    /** The stand-in's counts of the upstream calls this flood could cost. */
+    calls: () => Record<string, number>
+    prepare?: (server: Server) => Promise<void>
+  }
+  const cases: Flood[] = [
+    { name: 'token route, random appIds, one caller', path: INFO, callers: 1, body: () => JSON.stringify({ appId: randomAppId(), appSecret: SECRET }), env: { WECHAT_API_BASE: strictBase }, calls: () => ({ stable_token: strict.calls('stable_token') }) },
+    { name: 'token route, random appIds, 500 callers (127.0.x.y)', path: INFO, callers: 500, body: () => JSON.stringify({ appId: randomAppId(), appSecret: SECRET }), env: { WECHAT_API_BASE: strictBase }, calls: () => ({ stable_token: strict.calls('stable_token') }) },
+    { name: 'ticket route, random appIds, one caller', path: TICKET, callers: 1, body: () => JSON.stringify({ appId: randomAppId(), appSecret: SECRET }), env: { WECHAT_API_BASE: strictBase }, calls: () => ({ stable_token: strict.calls('stable_token'), getticket: strict.calls('getticket') }) },
+    {
+      name: 'WeCom token route, random corpIds and secrets (every other request on the configured corp), one caller',
+      path: WECOM,
+      callers: 1,
+      body: () => JSON.stringify({ corpId: Math.random() < 0.5 ? CORP : `ww${randomAppId().slice(2)}`, corpSecret: randomBytes(32).toString('base64url') }),
+      env: {},
+      calls: () => ({ gettoken: wecomMock.calls('gettoken') })
+    },
+    {
+      name: 'authorizer token route, random authorizer appIds of a configured component, one caller',
+      path: AUTHORIZER,
+      callers: 1,
+      body: () => JSON.stringify({ componentAppId: lonely.appId, authorizerAppId: randomAppId() }),
+      env: componentEnv(lonely),
+      calls: () => Object.fromEntries((['api_component_token', 'api_authorizer_token', 'api_get_authorizer_list', 'api_start_push_ticket'] as const)
+        .map((endpoint) => [endpoint, platform.calls(endpoint)])),
+      prepare: async (server) => { await pushTicketTo(server, lonely) }
+    }
+  ]
+  console.log(`\nfloods of ${fmt(requests)} requests (500 at a time), each naming a random owner; a fresh service process each, its own Redis key prefix\n`)
+  console.log('| flood | s | upstream calls | answers (apiCode) | Redis keys left (longest TTL s, without a TTL) | Redis used_memory growth MB | ' +
+    'service peak RSS MB | RSS after GC MB | heap after GC at half / at the end MB | idle RSS / heap MB |')
+  console.log('|---|---|---|---|---|---|---|---|---|---|')
+  for (const [index, flood] of cases.entries()) {
+    const prefix = `flood${index}`
+    const server = await startServer({ ...serviceEnv('2000'), REDIS_KEY_PREFIX: prefix, ...flood.env })
     const pid = server.child.pid!
     const idle = await afterGc(server)
-    const callsBefore = strict.calls('stable_token')
-    const pools = Array.from({ length: callers }, (_, i) =>
-      new Pool(server.base, { connections: Math.max(1, Math.floor(100 / callers)), localAddress: `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}` }))
-    const apiCodes = new Map<number, number>()
-    const started = performance.now()
-    for (let sent = 0; sent < requests; sent += 500) {
-      await Promise.all(Array.from({ length: 500 }, async (_, j) => {
-        const res = await pools[(sent + j) % callers]!.request({
-          method: 'POST', path: INFO, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ appId: randomAppId(), appSecret: SECRET })
-        })
-        const { apiCode = 0 } = await res.body.json() as { apiCode?: number }
-        apiCodes.set(apiCode, (apiCodes.get(apiCode) ?? 0) + 1)
-      }))
-    }
-    const took = (performance.now() - started) / 1000
+    await flood.prepare?.(server)
+    const client = redis.client()
+    const usedMb = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1] ?? 0) / 1048576
+    const usedBefore = await usedMb()
+    const callsBefore = flood.calls()
+    const pools = Array.from({ length: flood.callers }, (_, i) =>
+      new Pool(server.base, { connections: Math.max(1, Math.floor(100 / flood.callers)), localAddress: `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}` }))
+    let started = performance.now()
+    const firstHalf = await postAll(pools, flood.path, requests / 2, flood.body, 500)
+    let took = performance.now() - started
+    const half = await afterGc(server)
+    started = performance.now()
+    const secondHalf = await postAll(pools, flood.path, requests / 2, flood.body, 500)
+    took += performance.now() - started
     await Promise.all(pools.map(async (pool) => { await pool.close() }))
+    const calls = flood.calls()
     const peak = statusMb(pid, 'VmHWM')
     const after = await afterGc(server)
-    const client = redis.client()
-    const keys = await client.keys(`${prefix}:*`)
-    const ttls = await Promise.all(keys.map(async (key) => await client.pttl(key)))
-    const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1] ?? 0)
+    // Each key with its TTL (-1: none); one that expired since it was listed (-2) is not counted.
+    const keys = (await Promise.all((await client.keys(`${prefix}:*`)).map(async (key) => [key, await client.pttl(key)] as const))).filter(([, ttl]) => ttl !== -2)
+    const lasting = keys.filter(([, ttl]) => ttl === -1).map(([key]) => key)
+    const grown = await usedMb() - usedBefore
+    const used = Math.abs(grown) < 0.05 ? 0 : grown
     client.disconnect()
     await stopServer(server)
-    const mb = (n: number) => n.toFixed(1)
-    const answers = [...apiCodes].sort((a, b) => b[1] - a[1]).map(([code, n]) => `${fmt(n)} × ${code || 200}`).join(', ')
-    console.log(`
-flood of ${fmt(requests)} random appIds from ${label}, in ${took.toFixed(1)} s: ` +
-      `${fmt(strict.calls('stable_token') - callsBefore)} upstream calls; answers ${answers}; ` +
-      `${fmt(keys.length)} Redis keys left, the longest-lived expiring in ${fmt(Math.max(0, ...ttls) / 1000)} s ` +
-      `(${ttls.filter((ttl) => ttl < 0).length} without a TTL; Redis used_memory ${mb(used / 1048576)} MB in all); ` +
-      `service peak RSS ${mb(peak)} MB, after a full GC ${mb(after.rss)} MB and heap ${mb(after.heapUsed)} MB ` +
-      `(${mb(idle.rss)} MB and ${mb(idle.heapUsed)} MB idle)`)
+    const answers = new Map(firstHalf)
+    for (const [code, n] of secondHalf) answers.set(code, (answers.get(code) ?? 0) + n)
+    console.log(`| ${flood.name} | ${(took / 1000).toFixed(1)} | ${Object.entries(calls).map(([endpoint, n]) => `${fmt(n - callsBefore[endpoint]!)} ${endpoint}`).join(', ')} | ` +
+      `${tallyCodes(answers)} | ${fmt(keys.length)} (${fmt(Math.max(0, ...keys.map(([, ttl]) => ttl)) / 1000)} s, ${lasting.length}${lasting.length > 0 ? `: ${lasting.slice(0, 3).join(' ')}` : ''}) | ${mb(used)} | ` +
+      `${mb(peak)} | ${mb(after.rss)} | ${mb(half.heapUsed)} / ${mb(after.heapUsed)} | ${mb(idle.rss)} / ${mb(idle.heapUsed)} |`)
   }
   await strict.close()
 }
@@ -571,6 +682,7 @@ if (only.has('passthrough')) {
   await stopServer(server)
 }
 
+await platform.close()
 await mock.close()
 await wecomMock.close()
 await redis.stop()

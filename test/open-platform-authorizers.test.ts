@@ -3,6 +3,7 @@
  * WeChat rotates it, removed when the authorization ends, and never lost: a flushed store and a store restarted empty
  * with every instance new are both served again without any re-authorization.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { CALLER_KEYS, COMPONENT, TestClock, build, post, startOpenPlatformMock } from './helpers/build.js'
@@ -100,6 +101,39 @@ t.test('unauthorized removes the refresh token: 4010, with one list read per spa
   const stranger = await tokenOf(apps[0]!, authorizer(999))
   t.equal(stranger.body.apiCode, 4010, 'an account that never authorized: the same, without another list read')
   t.equal(platform.calls('api_get_authorizer_list'), 1)
+})
+
+t.test('a component with 600 authorizers: the list is read whole, its pages of 500 with WeChat\'s refresh tokens past 64 KB', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  // Authorized at WeChat, their events never taken here: only the list holds their refresh tokens.
+  const accounts = Array.from({ length: 600 }, (_, i) => authorizer(i))
+  for (const account of accounts) platform.authorize(C, account)
+  const last = await tokenOf(app, accounts.at(-1))
+  t.equal(last.body.statusCode, 200, JSON.stringify(last.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'two pages: 500 and 100')
+  const first = await tokenOf(app, accounts[0])
+  t.equal(first.body.statusCode, 200, JSON.stringify(first.body))
+  t.equal(platform.calls('api_get_authorizer_list'), 2, 'every refresh token kept from the one read')
+  t.equal(platform.calls('api_authorizer_token'), 2)
+})
+
+t.test('made-up authorizers asked one after another for a second: the list is read once, not again by those that looked before it ended', async (t) => {
+  const { platform, url } = await startOpenPlatformMock(t)
+  const { app } = await build(t, { upstream: url, env: on })
+  await callbackOf(app, platform)
+  await platform.pushTicket(C)
+  // Each looks for the read's mark, waits for other instances to write theirs back, then reads: started 10 ms apart,
+  // many of them looked before the first read ended and reach the list's lock after it was released.
+  const answers = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+    await sleep(10 * i)
+    return await tokenOf(app, authorizer(2000 + i))
+  }))
+  t.ok(answers.every((a) => a.body.apiCode === 4010), JSON.stringify([...new Set(answers.map((a) => a.body.apiCode))]))
+  t.equal(platform.calls('api_get_authorizer_list'), 1, 'one read for all')
+  t.equal(platform.calls('api_authorizer_token'), 0)
 })
 
 t.test('a refresh token WeChat refuses (61023) is replaced from the authorizer list, once', async (t) => {

@@ -266,6 +266,11 @@ export function createRefreshTokens (opts: RefreshTokensOptions) {
           if (await store.getValue(space, mark).catch(() => null) === null) await store.waitForChange(LISTED_HEAD + componentAppId, deadline - now())
           return
         }
+        // A read (here or elsewhere) that ended after this caller looked at the mark, its lock released: not read again.
+        if (await store.getValue(space, mark).catch(() => null) !== null) {
+          await store.release(space, LISTING, id).catch(() => false)
+          return
+        }
         listedAt.set(componentAppId, now())
         try {
           await readList(componentAppId, page, refused === undefined ? undefined : { authorizerAppId, token: refused })

@@ -100,9 +100,16 @@ interface Call<T> {
    * code, which WeChat may have used before it answered busy).
    */
   retryBusy?: boolean
+  /** The largest answer taken (MAX_BODY_BYTES unless the call's answers are longer). */
+  maxBodyBytes?: number
 }
 
 const MAX_BODY_BYTES = 64 * 1024
+/**
+ * A page of api_get_authorizer_list: 500 authorizers at about 140 bytes each (a 58-character refresh token) is about
+ * 70 KB, and the parser takes refresh tokens of up to 512 characters (about 300 KB for a page).
+ */
+const AUTHORIZER_LIST_MAX_BODY_BYTES = 1024 * 1024
 /** Failures that happen before a request is sent: retrying them cannot repeat it. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN'])
 
@@ -172,7 +179,7 @@ export function createWechatClient (opts: WechatClientOptions) {
     }
     let text: string
     try {
-      text = await readCapped(res.body)
+      text = await readCapped(res.body, call.maxBodyBytes ?? MAX_BODY_BYTES)
     } catch (err) {
       throw err === OVERSIZED ? bad('WeChat answered with an oversized body') : networkError(err, signal, call.api)
     }
@@ -366,7 +373,8 @@ export function createWechatClient (opts: WechatClientOptions) {
 
   /** A call made with the component's token: POST {component_appid, ...} to /cgi-bin/component/<endpoint>. */
   function componentCall<T> (endpoint: string, componentAppId: string, componentToken: string, fields: Record<string, unknown>,
-    parse: (record: Record<string, unknown>, sentAt: number) => T, options: Pick<FetchOptions, 'deadline'> & AttemptControl): Promise<T> {
+    parse: (record: Record<string, unknown>, sentAt: number) => T, options: Pick<FetchOptions, 'deadline'> & AttemptControl,
+    maxBodyBytes = MAX_BODY_BYTES): Promise<T> {
     const query = new URLSearchParams({ component_access_token: componentToken })
     return send({
       endpoint,
@@ -378,7 +386,8 @@ export function createWechatClient (opts: WechatClientOptions) {
         body: JSON.stringify({ component_appid: componentAppId, ...fields })
       },
       parse,
-      idempotent: true
+      idempotent: true,
+      maxBodyBytes
     }, options)
   }
 
@@ -421,7 +430,7 @@ export function createWechatClient (opts: WechatClientOptions) {
         }
       }
       return { total: total as number, authorizers }
-    }, options)
+    }, options, AUTHORIZER_LIST_MAX_BODY_BYTES)
   }
 
   /** Asks WeChat to push a component_verify_ticket to the component's callback now (it answers before it pushes). */
@@ -512,15 +521,15 @@ function networkError (err: unknown, signal: AbortSignal, api: WechatApi): Upstr
   return new UpstreamError('WECHAT_UNAVAILABLE', `WeChat could not be reached (${named ?? 'network error'})`, api, true, !NOT_SENT.has(named ?? ''))
 }
 
-/** Thrown by readCapped past MAX_BODY_BYTES. */
+/** Thrown by readCapped past the call's cap. */
 const OVERSIZED = new Error('oversized')
 
-async function readCapped (body: AsyncIterable<Buffer> & { destroy: () => void }): Promise<string> {
+async function readCapped (body: AsyncIterable<Buffer> & { destroy: () => void }, maxBytes: number): Promise<string> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of body) {
     size += chunk.length
-    if (size > MAX_BODY_BYTES) {
+    if (size > maxBytes) {
       body.destroy()
       throw OVERSIZED
     }
