@@ -10,8 +10,8 @@ RUN npm run build
 
 # Runtime stage: production dependencies and the compiled code only, as the non-root node user.
 FROM node:26-trixie-slim
-# The heap limit npm start uses too (docs/operations.md: Memory); override NODE_OPTIONS to change it.
-ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 NODE_OPTIONS=--max-old-space-size=512
+# The heap limits npm start uses too (docs/operations.md: Memory); override NODE_OPTIONS to change it.
+ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 NODE_OPTIONS="--max-old-space-size=512 --max-semi-space-size=4"
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force

@@ -256,7 +256,7 @@ t.test('the pod runs as the image\'s node user with no privilege and a read-only
 })
 
 t.test('the memory request covers the measured peak and the limit the heap limit with headroom', async (t) => {
-  const heapFlag = /NODE_OPTIONS=--max-old-space-size=(\d+)/.exec(dockerfile)
+  const heapFlag = /NODE_OPTIONS="--max-old-space-size=(\d+)/.exec(dockerfile)
   t.ok(heapFlag, 'the image sets the heap limit')
   t.match(pkg.scripts.start!, `--max-old-space-size=${heapFlag![1]}`, 'as npm start does')
   const heap = Number(heapFlag![1]) * mib

@@ -83,7 +83,7 @@ export function tokenData (token: ServedToken) {
  * text back until then: a cached answer is sent as text, without serializing it again. At most `max` credentials are
  * remembered, the oldest forgotten first.
  */
-export function jsonOnce (make: (token: ServedToken) => unknown, max = 10_000): (token: ServedToken) => string {
+export function jsonOnce (make: (token: ServedToken) => unknown, max = 1_000): (token: ServedToken) => string {
   const made = new Map<string, { expiresAt: number, expiresIn: number, json: string }>()
   return (token) => {
     const last = made.get(token.accessToken)
