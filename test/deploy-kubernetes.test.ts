@@ -261,7 +261,7 @@ t.test('the memory request covers the measured peak and the limit the heap limit
   t.match(pkg.scripts.start!, `--max-old-space-size=${heapFlag![1]}`, 'as npm start does')
   const heap = Number(heapFlag![1]) * mib
   const { requests, limits } = container.resources ?? {}
-  // BENCHMARKS.md: 10,000 apps peak at 135 to 145 MB of RSS, a flood of random appIds from 500 callers at 154.5 MB.
+  // BENCHMARKS.md: 10,000 entries of any kind peak at 134 to 144 MB of RSS, a flood of random appIds from 500 callers at 152 MB.
   t.ok(bytes(requests!.memory!) >= 155e6, `request ${requests!.memory} covers the measured peak RSS`)
   // V8's old-generation limit leaves out the young generation (up to 48 MiB on 64-bit), code and Buffers: a
   // container limit below the heap limit plus that would have the kernel kill the pod before V8 collects.

@@ -87,16 +87,19 @@ export function parseEnvFile (text: string, file = 'env file'): Record<string, s
   return variables
 }
 
-/** The ENV of a Dockerfile's final stage (the `ENV KEY=VALUE ...` form, unquoted). */
+/**
+ * The ENV of a Dockerfile's final stage (the `ENV KEY=VALUE ...` form: values unquoted, or in double quotes without
+ * escapes or `$`).
+ */
 export function imageEnv (dockerfile: string): Record<string, string> {
   const stage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
   const env: Record<string, string> = {}
   for (const [, pairs] of stage.replace(/\\\n/g, ' ').matchAll(/^ENV\s+(.*)$/gm)) {
-    for (const pair of pairs!.trim().split(/\s+/)) {
-      const split = pair.indexOf('=')
-      if (split < 1 || /["']/.test(pair)) throw new Error(`ENV ${pair}: only unquoted KEY=VALUE pairs are modelled`)
-      env[pair.slice(0, split)] = pair.slice(split + 1)
-    }
+    const rest = pairs!.trim().replace(/([A-Za-z_][A-Za-z0-9_]*)=(?:"([^"\\$]*)"|([^\s"'$]+))(?:\s+|$)/g, (_, key: string, quoted?: string, bare?: string) => {
+      env[key] = quoted ?? bare!
+      return ''
+    })
+    if (rest !== '') throw new Error(`ENV ${rest}: only KEY=VALUE pairs, unquoted or in plain double quotes, are modelled`)
   }
   return env
 }
