@@ -2,8 +2,8 @@
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
  * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
  * prints figures as Markdown:
- * cache hits on both token routes, the ticket route, the signature route, the WeCom token route and WeChat's own
- * GET /cgi-bin/token (WECHAT_COMPAT_API), with the hot cache on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
+ * cache hits on both token routes, the ticket route, the signature route, the WeCom token route, WeChat's own
+ * GET /cgi-bin/token (WECHAT_COMPAT_API), and an Open Platform component's token and its authorizer's, with the hot cache on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
  * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's, the Open
  * Platform's behind WeChat's); RSS and heap per entry with 10,000 entries of each kind cached, each kind in a fresh
  * process: Official Account tokens, JS-SDK tickets, WeCom tokens of 10,000 applications of WECOM_APPS (passed in a file:
@@ -54,6 +54,10 @@ const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const SIGNATURE = '/api/v3/get-wechat-jssdk-signature'
 const WECOM = '/api/v3/get-wecom-access-token'
 const AUTHORIZER = '/api/v3/get-authorizer-access-token'
+const COMPONENT_TOKEN = '/api/v3/get-component-access-token'
+/** The component and the account that authorized it whose tokens the hit runs ask for. */
+const HIT_COMPONENT = 'wxbe0c0be0c0be0c02'
+const HIT_AUTHORIZER = 'wxa0a0a0a0a0a0a0a2'
 /** WeChat's own token endpoint (a GET: its query names the app), as a WeChat SDK pointed at the service calls it. */
 const WECHAT_TOKEN = '/cgi-bin/token?grant_type=client_credential&appid=wx0123456789abcdef&secret=0123456789abcdef0123456789abcdef'
 /** The body each route is driven with. */
@@ -62,7 +66,9 @@ const bodies: Record<string, string> = {
   [OBSOLETE]: body,
   [TICKET]: body,
   [SIGNATURE]: JSON.stringify({ appId: APP, appSecret: SECRET, url: 'https://shop.example.com/cart?item=1&from=share' }),
-  [WECOM]: JSON.stringify({ corpId: CORP, corpSecret: AGENT_SECRET })
+  [WECOM]: JSON.stringify({ corpId: CORP, corpSecret: AGENT_SECRET }),
+  [AUTHORIZER]: JSON.stringify({ componentAppId: HIT_COMPONENT, authorizerAppId: HIT_AUTHORIZER }),
+  [COMPONENT_TOKEN]: JSON.stringify({ componentAppId: HIT_COMPONENT })
 }
 /** The cores the servers run on, and the driver's (with Redis, the stand-ins and autocannon): undefined when not pinned. */
 const pinned = pinCores(process.env.BENCH_PIN !== '0')
@@ -114,17 +120,38 @@ const serviceEnv = (hotMs: string) => environment({ redis: redis.url, wechat: up
 console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}, ` +
   (pinned ? `servers pinned to core ${pinned.server}, the load generator, Redis and the stand-ins to ${pinned.driver}` : 'not pinned'))
 
+/** A component as WeChat's console shows it (for the Open Platform stand-in and WECHAT_COMPONENTS). */
+const component = (appId: string): MockComponent =>
+  ({ appId, appSecret: appId.slice(2).repeat(2), token: 'BenchPushToken', encodingAESKey: 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG' })
+/** The service's settings for one component, its routes open without caller keys. */
+const componentEnv = (c: MockComponent) => ({ WECHAT_COMPONENTS: JSON.stringify([c]), COMPONENT_ROUTES_WITHOUT_KEYS: 'true' })
+/** Points the component's pushes at the service and pushes a component_verify_ticket: its token can be fetched from then on. */
+async function pushTicketTo (server: Server, c: MockComponent): Promise<void> {
+  platform.setCallback(c.appId, `${server.base}/wechat/components/${c.appId}/events`)
+  if (!await platform.pushTicket(c.appId)) {
+    const { status, answer, error } = platform.pushes(c.appId).at(-1)!
+    throw new Error(`the service did not take the ticket of ${c.appId}: ${JSON.stringify({ status, answer, error })}`)
+  }
+}
+
 if (only.has('hits')) {
+  // A component with one authorized account, for its token and the account's.
+  const hitComponent = component(HIT_COMPONENT)
+  platform.setComponent(hitComponent)
+  platform.authorize(HIT_COMPONENT, HIT_AUTHORIZER)
+  const hitEnv = (hotMs: string) => ({ ...serviceEnv(hotMs), ...componentEnv(hitComponent) })
   const bare = await startServer({ BENCH_VARIANT: 'bare' })
-  const hot = await startServer(serviceEnv('2000'))
-  const cold = await startServer(serviceEnv('0'))
+  const hot = await startServer(hitEnv('2000'))
+  const cold = await startServer(hitEnv('0'))
   // The earlier build, on keys of its own (its entries may be written in another shape).
   const before = baseline === undefined
     ? undefined
-    : { hot: await startServer({ ...serviceEnv('2000'), REDIS_KEY_PREFIX: 'baseline' }, baseline), cold: await startServer({ ...serviceEnv('0'), REDIS_KEY_PREFIX: 'baseline' }, baseline) }
+    : { hot: await startServer({ ...hitEnv('2000'), REDIS_KEY_PREFIX: 'baseline' }, baseline), cold: await startServer({ ...hitEnv('0'), REDIS_KEY_PREFIX: 'baseline' }, baseline) }
+  for (const server of [hot, ...(before ? [before.hot] : [])]) await pushTicketTo(server, hitComponent)
   for (const server of [hot, cold, ...(before ? [before.hot, before.cold] : [])]) {
-    for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM]) {
-      await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })
+    for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM, COMPONENT_TOKEN, AUTHORIZER]) {
+      const answer = await (await fetch(server.base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[path]! })).json() as { statusCode: number, apiCode?: number }
+      if (answer.statusCode !== 200) throw new Error(`${path} was not answered with a credential to cache: apiCode ${String(answer.apiCode)}`)
     }
     await fetch(server.base + WECHAT_TOKEN)
   }
@@ -136,12 +163,16 @@ if (only.has('hits')) {
     { name: 'signature, hot cache on', server: hot, path: SIGNATURE },
     { name: 'WeCom token, hot cache on', server: hot, path: WECOM },
     { name: 'GET /cgi-bin/token, hot cache on', server: hot, path: WECHAT_TOKEN },
+    { name: 'component token, hot cache on', server: hot, path: COMPONENT_TOKEN },
+    { name: 'authorizer token, hot cache on', server: hot, path: AUTHORIZER },
     { name: 'cache hit, current route, hot cache off', server: cold, path: INFO },
     { name: 'cache hit, obsolete route, hot cache off', server: cold, path: OBSOLETE },
     { name: 'cached ticket, hot cache off', server: cold, path: TICKET },
     { name: 'signature, hot cache off', server: cold, path: SIGNATURE },
     { name: 'WeCom token, hot cache off', server: cold, path: WECOM },
-    { name: 'GET /cgi-bin/token, hot cache off', server: cold, path: WECHAT_TOKEN }
+    { name: 'GET /cgi-bin/token, hot cache off', server: cold, path: WECHAT_TOKEN },
+    { name: 'component token, hot cache off', server: cold, path: COMPONENT_TOKEN },
+    { name: 'authorizer token, hot cache off', server: cold, path: AUTHORIZER }
   ]
   if (before) {
     // The same cases on the earlier build (those of its routes that exist: a case it cannot answer counts errors).
@@ -252,20 +283,6 @@ async function postAll (pools: Pool[], path: string, count: number, body: (i: nu
 }
 const tallyCodes = (apiCodes: Map<number, number>) => [...apiCodes].sort((a, b) => b[1] - a[1]).map(([code, n]) => `${fmt(n)} × ${code || 200}`).join(', ')
 const mb = (n: number) => n.toFixed(1)
-/** A component as WeChat's console shows it (for the Open Platform stand-in and WECHAT_COMPONENTS). */
-const component = (appId: string): MockComponent =>
-  ({ appId, appSecret: appId.slice(2).repeat(2), token: 'BenchPushToken', encodingAESKey: 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG' })
-/** The service's settings for one component, its routes open without caller keys. */
-const componentEnv = (c: MockComponent) => ({ WECHAT_COMPONENTS: JSON.stringify([c]), COMPONENT_ROUTES_WITHOUT_KEYS: 'true' })
-/** Points the component's pushes at the service and pushes a component_verify_ticket: its token can be fetched from then on. */
-async function pushTicketTo (server: Server, c: MockComponent): Promise<void> {
-  platform.setCallback(c.appId, `${server.base}/wechat/components/${c.appId}/events`)
-  if (!await platform.pushTicket(c.appId)) {
-    const { status, answer, error } = platform.pushes(c.appId).at(-1)!
-    throw new Error(`the service did not take the ticket of ${c.appId}: ${JSON.stringify({ status, answer, error })}`)
-  }
-}
-
 if (only.has('memory')) {
   const entries = 10_000
   const appId = (i: number, pad: string) => `wx${i.toString(16).padStart(16, pad)}`
