@@ -116,6 +116,7 @@ class Limiter {
     if (connection.closed) return
     connection.active++
     connection.request = request
+    const seenSending = connection.sending
     connection.sending = false
     // Past PIPELINE_MAX under way the connection is closed at once, whatever the count of connections: every request
     // under way holds its answer in memory until the client reads it (one read of 64 KiB can carry 1,500 requests).
@@ -129,6 +130,9 @@ class Limiter {
       this.kept.set(connection.socket, connection)
       // A first request still arriving keeps the time its connection opened: slow headers and a slow body are one wait.
       if (!request.complete) return
+    } else if (seenSending && !request.complete) {
+      // So does the next request of a connection seen sending it: since is when it was seen, not when its headers ended.
+      return
     }
     connection.since = performance.now()
   }
