@@ -31,8 +31,9 @@ interface Connection {
   phase: 'silent' | 'headers' | 'kept'
   /**
    * When it opened, until its first request has all arrived; then when its answers last made progress (a request
-   * arrived, it began to be answered, an answer ended, the socket drained, a hold began or ended), which while it
-   * has none under way is when it began to idle; and when it was seen sending its next request since.
+   * arrived with none under way, an answer ended, the socket drained, a hold began or ended), which while it has none
+   * under way is when it began to idle; and when it was seen sending its next request since, until that request has
+   * all arrived. A request pipelined behind answers under way is no progress of theirs.
    */
   since: number
   /** Requests received and not answered yet (more than one only when they are pipelined). */
@@ -114,8 +115,11 @@ class Limiter {
 
   received (connection: Connection, request: IncomingMessage): void {
     if (connection.closed) return
+    // Answers already under way (pipelined): a request arriving is no progress of theirs, and leaves their time as it is.
+    const answering = connection.active - connection.held > 0
     connection.active++
     connection.request = request
+    const seenSending = connection.sending
     connection.sending = false
     // Past PIPELINE_MAX under way the connection is closed at once, whatever the count of connections: every request
     // under way holds its answer in memory until the client reads it (one read of 64 KiB can carry 1,500 requests).
@@ -129,6 +133,10 @@ class Limiter {
       this.kept.set(connection.socket, connection)
       // A first request still arriving keeps the time its connection opened: slow headers and a slow body are one wait.
       if (!request.complete) return
+    } else if (answering || (seenSending && !request.complete)) {
+      // So does the next request of a connection seen sending it (since is when it was seen, not when its headers
+      // ended); and one pipelined behind answers under way keeps the time those last made progress.
+      return
     }
     connection.since = performance.now()
   }
