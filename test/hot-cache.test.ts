@@ -1,6 +1,10 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { FastifyInstance } from 'fastify'
+import { Type, type TSchema } from '@sinclair/typebox'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { SignatureDataSchema, TicketDataSchema } from '../src/schemas/credentials.js'
+import { EnvelopeSchema, envelopeOf } from '../src/schemas/token.js'
+import { WechatErrorSchema, WechatTokenSchema, WecomTokenSchema } from '../src/wechat-api/routes.js'
 import { AGENT_ID, AGENT_SECRET, APP_ID, APP_SECRET, CORP_ID, OTHER_SECRET, TestClock, build, post, startMock, startWecomMock } from './helpers/build.js'
 import { RedisServer } from './helpers/redis-server.js'
 import { until } from './helpers/until.js'
@@ -69,7 +73,16 @@ async function hotHits (app: FastifyInstance): Promise<number> {
   return counted.values.filter(({ labels }) => labels.layer === 'hot' && labels.result === 'hit').reduce((sum, { value }) => sum + value, 0)
 }
 
-t.test('a hot answer is sent as text byte for byte as the route serializes the same answer from the store', async (t) => {
+/** What Fastify's serializer makes of `data` under a route's response schema: the bytes a route returning it sends. */
+async function serialized (schema: TSchema, data: unknown): Promise<{ payload: string, type: string | undefined }> {
+  const plain = Fastify()
+  plain.get('/', { schema: { response: { 200: schema } } }, async () => data)
+  const res = await plain.inject({ method: 'GET', url: '/' })
+  await plain.close()
+  return { payload: res.payload, type: res.headers['content-type'] as string | undefined }
+}
+
+t.test('an answer sent as text is byte for byte what the route\'s serializer makes of it, from the store and from the hot cache', async (t) => {
   const { url } = await startMock(t)
   const wecom = await startWecomMock(t)
   // A clock that stands still: the seconds left are the same in both answers.
@@ -83,17 +96,29 @@ t.test('a hot answer is sent as text byte for byte as the route serializes the s
   }
   const signature = { ...body, url: 'https://example.com/page?x=1' }
   const wecomBody = { corpId: CORP_ID, corpSecret: AGENT_SECRET }
-  const cases: Array<{ name: string, method: 'GET' | 'POST', path: string, payload?: unknown }> = [
-    { name: 'token', method: 'POST', path: ROUTE, payload: body },
-    { name: 'obsolete token route', method: 'POST', path: '/api/v3/get-wechat-access-token', payload: body },
-    { name: 'ticket', method: 'POST', path: '/api/v3/get-wechat-jsapi-ticket', payload: body },
-    { name: 'signature', method: 'POST', path: '/api/v3/get-wechat-jssdk-signature', payload: signature },
-    { name: 'WeCom token', method: 'POST', path: '/api/v3/get-wecom-access-token', payload: wecomBody },
-    { name: 'WeCom ticket', method: 'POST', path: '/api/v3/get-wecom-jsapi-ticket', payload: { ...wecomBody, type: 'corp' } },
-    { name: 'WeChat\'s /cgi-bin/token', method: 'GET', path: `/cgi-bin/token?grant_type=client_credential&appid=${APP_ID}&secret=${APP_SECRET}` },
-    { name: 'WeCom\'s /cgi-bin/gettoken', method: 'GET', path: `/cgi-bin/gettoken?corpid=${CORP_ID}&corpsecret=${AGENT_SECRET}` }
+  const tickets = envelopeOf(TicketDataSchema)
+  // Each route with its response schema, as the route declares it.
+  const cases: Array<{ name: string, method: 'GET' | 'POST', path: string, payload?: unknown, schema: TSchema }> = [
+    { name: 'token', method: 'POST', path: ROUTE, payload: body, schema: EnvelopeSchema },
+    { name: 'obsolete token route', method: 'POST', path: '/api/v3/get-wechat-access-token', payload: body, schema: EnvelopeSchema },
+    { name: 'ticket', method: 'POST', path: '/api/v3/get-wechat-jsapi-ticket', payload: body, schema: tickets },
+    { name: 'signature', method: 'POST', path: '/api/v3/get-wechat-jssdk-signature', payload: signature, schema: envelopeOf(SignatureDataSchema) },
+    { name: 'WeCom token', method: 'POST', path: '/api/v3/get-wecom-access-token', payload: wecomBody, schema: EnvelopeSchema },
+    { name: 'WeCom ticket', method: 'POST', path: '/api/v3/get-wecom-jsapi-ticket', payload: { ...wecomBody, type: 'corp' }, schema: tickets },
+    {
+      name: 'WeChat\'s /cgi-bin/token',
+      method: 'GET',
+      path: `/cgi-bin/token?grant_type=client_credential&appid=${APP_ID}&secret=${APP_SECRET}`,
+      schema: Type.Union([WechatTokenSchema, WechatErrorSchema])
+    },
+    {
+      name: 'WeCom\'s /cgi-bin/gettoken',
+      method: 'GET',
+      path: `/cgi-bin/gettoken?corpid=${CORP_ID}&corpsecret=${AGENT_SECRET}`,
+      schema: Type.Union([WecomTokenSchema, WechatErrorSchema])
+    }
   ]
-  for (const { name, method, path, payload } of cases) {
+  for (const { name, method, path, payload, schema } of cases) {
     // Each from the store first (a fresh instance, its hot cache empty), then from the hot cache.
     const { app } = await build(t, { upstream: url, clock, env: { ...env, REDIS_URL: redis.url, REDIS_KEY_PREFIX: `hot${++prefixes}` } })
     t.ok(await until(() => app.store.pubsubUp), 'change messages reach it (the hot cache needs them)')
@@ -113,5 +138,8 @@ t.test('a hot answer is sent as text byte for byte as the route serializes the s
     t.equal(hot.headers['content-type'], stored.headers['content-type'], `${name}: the same content-type`)
     t.equal(hot.headers['content-length'], stored.headers['content-length'], `${name}: the same length`)
     t.equal(await hotHits(app), hitsBefore + 1, `${name}: the second answer came from the hot cache`)
+    const expected = await serialized(schema, JSON.parse(hot.payload))
+    t.equal(hot.payload, expected.payload, `${name}: what the serializer makes of the same answer`)
+    t.equal(hot.headers['content-type'], expected.type, `${name}: with the serializer's content-type`)
   }
 })
