@@ -5,8 +5,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
-import { cpus } from 'node:os'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type autocannon from 'autocannon'
 
 /** The Node flags of `npm start`, so that the service is measured as it runs in production. */
@@ -107,6 +108,68 @@ export async function autocannonRun (url: string, duration: number, payload: str
   const [code] = await once(child, 'exit') as [number]
   if (code !== 0) throw new Error(`autocannon exited with ${code}`)
   return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
+}
+
+/** What one load run measured, whichever generator ran it. */
+export interface LoadResult {
+  /** Requests answered per second over the run. */
+  rps: number
+  /** Requests answered in all. */
+  total: number
+  /** Latency percentiles, ms. */
+  p50: number
+  p99: number
+  /** Connection errors, timeouts and answers with a status other than 2xx. */
+  errors: number
+}
+
+/**
+ * The load generator: wrk (C, one thread; `apt-get install wrk`) when it is on the PATH, as the hot-path target was
+ * measured, unless BENCH_LOAD=autocannon; autocannon's CLI otherwise. wrk spends a fraction of autocannon's CPU per
+ * request, so the driver's core (shared with Redis and the stand-ins) limits a run far less.
+ */
+export const loadGenerator: 'wrk' | 'autocannon' =
+  process.env.BENCH_LOAD !== 'autocannon' && spawnSync('wrk', ['--version']).error === undefined ? 'wrk' : 'autocannon'
+
+/** wrk's script: the request, and a summary printed as one JSON line at the end (latencies in µs). */
+const wrkScript = `
+local body = os.getenv("WRK_BODY")
+if body ~= nil and body ~= "" then
+  wrk.method = "POST"
+  wrk.body = body
+  wrk.headers["content-type"] = "application/json"
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"duration":%d,"errors":%d,"p50":%d,"p99":%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+`
+let wrkScriptFile: string | undefined
+
+/** One load run of `duration` seconds on `url` with `connections` kept-alive connections: a POST of `payload`, or a GET. */
+export async function loadRun (url: string, duration: number, payload: string | undefined, connections: number): Promise<LoadResult> {
+  if (loadGenerator === 'autocannon') {
+    const result = await autocannonRun(url, duration, payload, connections)
+    return { rps: result.requests.average, total: result.requests.total, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx }
+  }
+  if (wrkScriptFile === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'wxtoken-wrk-'))
+    process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+    wrkScriptFile = join(dir, 'request.lua')
+    writeFileSync(wrkScriptFile, wrkScript)
+  }
+  const child = spawn('wrk', ['-t', '1', '-c', String(connections), '-d', `${duration}s`, '-s', wrkScriptFile, url], {
+    env: { PATH: process.env.PATH ?? '', WRK_BODY: payload ?? '' }, stdio: ['ignore', 'pipe', 'ignore']
+  })
+  let out = ''
+  child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  const [code] = await once(child, 'exit') as [number]
+  const line = out.trim().split('\n').at(-1) ?? ''
+  if (code !== 0 || !line.startsWith('{')) throw new Error(`wrk exited with ${code}: ${out.slice(-500)}`)
+  const result = JSON.parse(line) as { requests: number, duration: number, errors: number, p50: number, p99: number }
+  return { rps: result.requests / (result.duration / 1e6), total: result.requests, p50: result.p50 / 1000, p99: result.p99 / 1000, errors: result.errors }
 }
 
 export function median (values: number[]): number {

@@ -1,7 +1,8 @@
 /**
  * Benchmark (npm run bench builds first): starts Redis, the WeChat stand-in and each server variant in its own
- * process, with the Node flags `npm start` uses, drives them with autocannon (its CLI, in a process of its own) and
- * prints figures as Markdown:
+ * process, with the Node flags `npm start` uses, drives them with wrk when it is installed (`apt-get install wrk`; as
+ * the hot-path target was measured) or else autocannon (scripts/bench-lib.ts loadRun; BENCH_LOAD=autocannon picks it),
+ * each in a process of its own, and prints figures as Markdown:
  * cache hits on both token routes, the ticket route, the signature route, the WeCom token route, WeChat's own
  * GET /cgi-bin/token (WECHAT_COMPAT_API), and an Open Platform component's token and its authorizer's, with the hot cache on and off, against a bare Fastify route (the ceiling); a cold burst of 1,000 concurrent token requests, one of 1,000
  * ticket requests and one of 1,000 WeCom token requests over 3 instances (the WeCom stand-in beside WeChat's, the Open
@@ -21,12 +22,13 @@
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
  * spell of the shared machine moves both sides of a ratio.
  * Pinned (on a machine of 2 cores or more with taskset, unless BENCH_PIN=0): every server process on the last core, the
- * driver with everything it starts (Redis, the stand-ins, autocannon) on the others, so that the load generator never
+ * driver with everything it starts (Redis, the stand-ins, the load generator) on the others, so that the load generator never
  * takes the service's core and a ratio compares the two servers' own CPU.
  * Before and after in one run: BENCH_BASELINE=<dir>, a checkout of an earlier commit built there (`npm ci && npm run
  * build`), adds each hit case run on that build's compiled service, in the same interleaved rounds.
  * Settings: BENCH_ROUNDS (5), BENCH_SECONDS (5 per run), BENCH_CONNECTIONS (50), BENCH_ONLY (hits,cold,memory,flood),
- * BENCH_PIN (1), BENCH_BASELINE (none).
+ * BENCH_PIN (1), BENCH_BASELINE (none), BENCH_LOAD (wrk when installed, else autocannon). The scrape section always
+ * uses autocannon (for its fixed request rate).
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -43,7 +45,7 @@ import { MockOpenPlatform, type MockComponent } from '../src/stand-in/open-platf
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
+import { cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
@@ -70,7 +72,7 @@ const bodies: Record<string, string> = {
   [AUTHORIZER]: JSON.stringify({ componentAppId: HIT_COMPONENT, authorizerAppId: HIT_AUTHORIZER }),
   [COMPONENT_TOKEN]: JSON.stringify({ componentAppId: HIT_COMPONENT })
 }
-/** The cores the servers run on, and the driver's (with Redis, the stand-ins and autocannon): undefined when not pinned. */
+/** The cores the servers run on, and the driver's (with Redis, the stand-ins and the load generator): undefined when not pinned. */
 const pinned = pinCores(process.env.BENCH_PIN !== '0')
 /** BENCH_BASELINE: an earlier build to measure beside this one. */
 const baseline = process.env.BENCH_BASELINE
@@ -100,11 +102,11 @@ interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, er
 
 async function load (server: Server, path: string, warmup: number): Promise<Run> {
   const payload = bodies[path] // none: a GET
-  await autocannonRun(server.base + path, warmup, payload, connections)
+  await loadRun(server.base + path, warmup, payload, connections)
   const cpuBefore = cpuMicros(server.child.pid!)
-  const result = await autocannonRun(server.base + path, seconds, payload, connections)
-  const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.requests.total
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest, errors: result.errors + result.non2xx }
+  const result = await loadRun(server.base + path, seconds, payload, connections)
+  const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.total
+  return { rps: result.rps, p50: result.p50, p99: result.p99, cpuPerRequest, errors: result.errors }
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
@@ -189,7 +191,7 @@ if (only.has('hits')) {
   }
   for (const server of [bare, hot, cold, ...(before ? [before.hot, before.cold] : [])]) await stopServer(server)
 
-  console.log(`\nautocannon (own process), ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
+  console.log(`\n${loadGenerator} (own process, one thread), ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
   console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | errors |')
   console.log('|---|---|---|---|---|---|---|---|---|')
   const ceiling = runs[0]!

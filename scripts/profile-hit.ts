@@ -4,8 +4,8 @@
  *
  * Starts Redis, the WeChat stand-in (and WeCom's, so the service is configured as in scripts/bench.ts) and three
  * server processes of scripts/bench-server.js, as scripts/bench.ts does (scripts/bench-lib.ts): the bare Fastify route,
- * the service with the hot cache on (HOT_CACHE_MS=2000) and off (HOT_CACHE_MS=0). Each is driven by autocannon (its CLI,
- * in a process of its own, 50 connections) on POST /api/v3/get-wechat-access-token-info for a cached app: a 3 s
+ * the service with the hot cache on (HOT_CACHE_MS=2000) and off (HOT_CACHE_MS=0). Each is driven by wrk (or autocannon,
+ * as scripts/bench.ts picks it; in a process of its own, 50 connections) on POST /api/v3/get-wechat-access-token-info for a cached app: a 3 s
  * warm-up of every server, then rounds that measure each variant once (1 s warm-up, then PROFILE_SECONDS measured),
  * each round starting one variant later. Reported per variant: the server process's CPU time (utime + stime from
  * /proc/<pid>/stat) over the measured window divided by the requests answered, in µs per request, the median over
@@ -26,7 +26,7 @@
  *
  * PROFILE_BASELINE=<dir>: a checkout of an earlier commit, built there (`npm ci && npm run build`); its hot-on and
  * hot-off servers run in the same rounds (on keys of their own), and the summary shows before and after.
- * PROFILE_PIN=1: the servers on the last core, this process with Redis, the stand-ins and autocannon on the others.
+ * PROFILE_PIN=1: the servers on the last core, this process with Redis, the stand-ins and the load generator on the others.
  * Settings: PROFILE_ROUNDS (5), PROFILE_SECONDS (5), PROFILE_CPU (off), PROFILE_OUT (none: a temporary directory),
  * PROFILE_INTERVAL_US (500), PROFILE_BASELINE (none), PROFILE_PIN (off).
  */
@@ -37,7 +37,7 @@ import { pathToFileURL } from 'node:url'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { autocannonRun, cpuMicros, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server, AGENT_SECRET, CORP, INFO, body } from './bench-lib.js'
+import { cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server, AGENT_SECRET, CORP, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.PROFILE_ROUNDS ?? 5)
 const seconds = Number(process.env.PROFILE_SECONDS ?? 5)
@@ -105,18 +105,18 @@ function profilerMicros (pid: number): number {
 async function measure (variant: Variant, round: number, warmup: number): Promise<Run> {
   const { server } = variant
   const pid = server.child.pid!
-  await autocannonRun(server.base + INFO, warmup, body, connections)
+  await loadRun(server.base + INFO, warmup, body, connections)
   if (profiling) await command(server, `start ${intervalMicros}`, 'started')
   const cpuBefore = cpuMicros(pid)
   const mainBefore = cpuMicros(pid, pid)
   const profilerBefore = profiling ? profilerMicros(pid) : 0
-  const result = await autocannonRun(server.base + INFO, seconds, body, connections)
+  const result = await loadRun(server.base + INFO, seconds, body, connections)
   const profiler = profiling ? profilerMicros(pid) - profilerBefore : 0
   const cpu = cpuMicros(pid) - cpuBefore - profiler
   const main = cpuMicros(pid, pid) - mainBefore
-  const requests = result.requests.total
-  if (result.errors + result.non2xx > 0) throw new Error(`${variant.name}: ${result.errors} errors, ${result.non2xx} answers not 2xx`)
-  const run: Run = { rps: result.requests.average, requests, cpu: cpu / requests, main: main / requests }
+  const requests = result.total
+  if (result.errors > 0) throw new Error(`${variant.name}: ${result.errors} errors or answers not 2xx`)
+  const run: Run = { rps: result.rps, requests, cpu: cpu / requests, main: main / requests }
   if (profiling) {
     run.profile = join(out!, `${variant.key}-round${round + 1}.cpuprofile`)
     await command(server, `stop ${run.profile}`, 'stopped')
@@ -269,7 +269,7 @@ try {
   }
 
   const runs = variants.map((): Run[] => [])
-  for (const variant of variants) await autocannonRun(variant.server.base + INFO, 3, body, connections)
+  for (const variant of variants) await loadRun(variant.server.base + INFO, 3, body, connections)
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < variants.length; k++) {
       const i = (round + k) % variants.length
@@ -281,7 +281,7 @@ try {
   const signed = (n: number): string => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(1)}`
   console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}, ` +
     (pinned ? `servers pinned to core ${pinned.server}, the load generator, Redis and the stand-ins to ${pinned.driver}` : 'not pinned') +
-    `; autocannon (own process), ${connections} connections, POST ${INFO} for a cached app; ${rounds} rounds of ${seconds} s per variant ` +
+    `; ${loadGenerator} (own process, one thread), ${connections} connections, POST ${INFO} for a cached app; ${rounds} rounds of ${seconds} s per variant ` +
     '(each after a 1 s warm-up), alternated; medians over the rounds' +
     (profiling ? `; profiled (V8 CPU profiler, a sample every ${intervalMicros} µs, in the figures)` : ''))
   console.log('\n| variant | requests/s | ratio to bare | server CPU µs per request | per round | − bare (µs, median of rounds) | main thread µs per request |')
