@@ -20,7 +20,7 @@ const redisServer = await RedisServer.start()
 t.teardown(() => redisServer.stop())
 let prefixes = 0
 
-// The client the service makes (auto-pipelining on); the Cluster and Sentinel runs are in topologies.test.ts.
+// The client the service makes (one socket write per event-loop turn); the Cluster and Sentinel runs are in topologies.test.ts.
 storeContract(t, 'redis', async (t, clock) => {
   const client = createRedisClient(loadConfig({ REDIS_URL: redisServer.url }))!
   await client.connect()

@@ -6,6 +6,7 @@ import { safeError } from '../logger.js'
 import { createMemoryStore } from '../store/memory-store.js'
 import { SCRIPT_COMMANDS, createRedisStore } from '../store/redis-store.js'
 import type { TokenStore } from '../store/types.js'
+import { TurnRedis } from '../store/turn-redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -31,23 +32,22 @@ export function createRedisClient (config: Config): RedisClient | null {
     maxRetriesPerRequest: 1,
     connectTimeout: config.REDIS_CONNECT_TIMEOUT_MS,
     commandTimeout: config.REDIS_COMMAND_TIMEOUT_MS,
-    // One socket write for the commands of an event-loop turn. Not for EVAL: on a Cluster, ioredis routes an
-    // auto-pipelined command by its first argument, which for EVAL is the script, not a key. The store's scripts
-    // (defined commands, sent as EVALSHA) are sent on their own as well, as they were when sent as EVAL.
-    enableAutoPipelining: true,
-    autoPipeliningIgnoredCommands,
     retryStrategy: (times) => Math.min(times * 100, 2000)
   }
   const credentials = {
     ...(config.REDIS_USERNAME ? { username: config.REDIS_USERNAME } : {}),
     ...(config.REDIS_PASSWORD ? { password: config.REDIS_PASSWORD } : {})
   }
-  if (config.REDIS_URL) return new Redis(config.REDIS_URL, options)
+  // One socket write for the commands of an event-loop turn (TurnRedis).
+  if (config.REDIS_URL) return new TurnRedis(config.REDIS_URL, options)
   if (config.REDIS_CLUSTER_NODES) {
     return new Cluster(hostPorts(config.REDIS_CLUSTER_NODES), {
       lazyConnect: true,
       enableOfflineQueue: false,
       scaleReads: 'master',
+      // One socket write per node for the commands of an event-loop turn. Not for EVAL: ioredis routes an
+      // auto-pipelined command by its first argument, which for EVAL is the script, not a key. The store's scripts
+      // (defined commands, sent as EVALSHA) are sent on their own as well, as they were when sent as EVAL.
       enableAutoPipelining: true,
       autoPipeliningIgnoredCommands,
       clusterRetryStrategy: (times) => Math.min(times * 100, 2000),
@@ -55,7 +55,7 @@ export function createRedisClient (config: Config): RedisClient | null {
     })
   }
   if (config.REDIS_SENTINELS && config.REDIS_SENTINEL_NAME) {
-    return new Redis({
+    return new TurnRedis({
       ...options,
       ...credentials,
       sentinels: hostPorts(config.REDIS_SENTINELS),

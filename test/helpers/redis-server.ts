@@ -88,6 +88,15 @@ export class RedisServer {
     await exited
   }
 
+  /** Stops the server's process where it stands (SIGSTOP): connections stay open, and nothing is answered until thaw. */
+  freeze (): void {
+    this.child?.kill('SIGSTOP')
+  }
+
+  thaw (): void {
+    this.child?.kill('SIGCONT')
+  }
+
   /** A fresh client for looking at what the service wrote. */
   client (): Redis {
     return new Redis(this.port, '127.0.0.1')
