@@ -56,7 +56,7 @@ const SCRIPTS = {
   tokenStoreIncrement: { numberOfKeys: 1, lua: INCREMENT }
 } as const
 
-/** The names of the script commands, which the client keeps out of auto-pipelining, as it does EVAL and EVALSHA. */
+/** The names of the script commands, which a Cluster client keeps out of auto-pipelining, as it does EVAL and EVALSHA. */
 export const SCRIPT_COMMANDS: readonly string[] = Object.keys(SCRIPTS)
 
 /** The script commands of a client that defineScripts has been given; each resolves with the script's integer reply. */
