@@ -36,7 +36,7 @@ export async function buildMetricsServer (config: Config, logger: FastifyBaseLog
   })
   limitConnections(server.server, { max: MAX_METRICS_CONNECTIONS, graceMs: config.CONNECTION_GRACE_MS, log, metrics, listener: 'metrics' })
   answerOutsideRoutes(server.server, metrics)
-  await server.register(envelope, { metrics, logLevel: config.LOG_LEVEL })
+  await server.register(envelope, { metrics, logLevel: config.LOG_LEVEL, direct: true })
   await server.register(metricsRoute, { metrics, key: config.METRICS_KEY, scrapesPerSecond: config.METRICS_SCRAPES_PER_SECOND })
   return server
 }

@@ -195,7 +195,11 @@ declare module 'fastify' {
      * as text, byte for byte what the route's serializer would make of it, without serializing it again.
      */
     sendSuccess: (request: FastifyRequest, reply: FastifyReply, route: string, dataJson: string) => void
-    /** Sends `json`, a JSON text, as the answer (application/json; charset=utf-8), after finish. */
+    /**
+     * Sends `json`, a JSON text, as the answer (application/json; charset=utf-8), after finish. With `direct` (no hook
+     * of the app sets headers), written on the response at once, with the headers finish and Fastify's send would
+     * give it, in the same order.
+     */
     sendJson: (request: FastifyRequest, reply: FastifyReply, route: string, json: string) => void
     /** Headers finish adds to every answer of a route, errors included (the obsolete route's Deprecation and Link). */
     routeHeaders: (route: string, headers: Record<string, string>) => void
@@ -214,7 +218,17 @@ export function appIdOf (request: FastifyRequest): { appId?: string } {
   return typeof appId === 'string' && /^wx[0-9a-fA-F]{16}$/.test(appId) ? { appId } : {}
 }
 
-export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics, logLevel }) => {
+export interface EnvelopeOptions {
+  metrics: Metrics
+  logLevel: string
+  /**
+   * Whether no hook of the app sets a header before a handler answers (the rate limits do, when configured): then a
+   * success is written on the response directly, without Fastify's send path (its debug line logged there).
+   */
+  direct: boolean
+}
+
+export default fp<EnvelopeOptions>(async (app, { metrics, logLevel, direct }) => {
   let closing = false
   app.addHook('preClose', (done) => {
     closing = true
@@ -230,17 +244,33 @@ export default fp<{ metrics: Metrics, logLevel: string }>(async (app, { metrics,
     if (closing) reply.header('connection', 'close')
     metrics.countRequest(url, status)
   })
+  const debug = logLevel === 'debug' || logLevel === 'trace'
+  /** The debug line of a finished request (the route matched, never the target as sent: it can hold anything a caller put in it). */
+  const completed = (request: FastifyRequest, reply: FastifyReply, route: string | undefined): void => {
+    request.log.debug({ ...appIdOf(request), route: route ?? '(none)', status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+  }
   app.decorate('sendJson', (request: FastifyRequest, reply: FastifyReply, route: string, json: string) => {
+    if (direct) {
+      metrics.countRequest(route, 200)
+      const headers = ['x-request-id', request.id]
+      const extra = extraHeaders.get(route)
+      if (extra) for (const name in extra) headers.push(name, extra[name]!)
+      if (closing) headers.push('connection', 'close')
+      headers.push('content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(json)))
+      reply.raw.writeHead(200, headers).end(json)
+      // Fastify's onResponse hooks run for what its send path answers only.
+      if (debug) completed(request, reply, route)
+      return
+    }
     app.finish(request, reply, 200, route)
     reply.header('content-type', JSON_TYPE).send(json)
   })
   app.decorate('sendSuccess', (request: FastifyRequest, reply: FastifyReply, route: string, dataJson: string) => {
     app.sendJson(request, reply, route, `{"statusCode":200,"message":"Operation successful","requestId":${JSON.stringify(request.id)},"data":${dataJson}}`)
   })
-  if (logLevel === 'debug' || logLevel === 'trace') {
+  if (debug) {
     app.addHook('onResponse', (request, reply, done) => {
-      // The route matched, never the target as sent: that can hold anything a caller put in it (user info, a key).
-      request.log.debug({ ...appIdOf(request), route: request.routeOptions.url ?? '(none)', status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed')
+      completed(request, reply, request.routeOptions.url)
       done()
     })
   }
