@@ -48,7 +48,8 @@ t.test('an answer written directly is the answer Fastify\'s send path makes, hea
   const apps: Array<{ app: FastifyInstance, port: number }> = []
   // How each answer was written: the direct path hands writeHead a list of header lines, Fastify's send an object.
   const paths: string[] = []
-  for (const limits of [{}, { RATE_LIMIT_PER_CALLER: '1000', RATE_LIMIT_PER_APP: '1000' }]) {
+  const settings: Array<Record<string, string>> = [{}, { RATE_LIMIT_PER_CALLER: '1000', RATE_LIMIT_PER_APP: '1000' }]
+  for (const limits of settings) {
     const { app } = await build(t, { upstream: url, clock, env: { ...env, ...limits } })
     app.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
       const writeHead = res.writeHead

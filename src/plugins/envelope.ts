@@ -9,6 +9,7 @@ import { safeError } from '../logger.js'
 import type { Metrics } from '../metrics.js'
 import { FieldHints } from '../schemas/token.js'
 
+/** What an incoming x-request-id may hold: none of it needs escaping in JSON (sendSuccess writes it unescaped). */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 const JSON_TYPE = 'application/json; charset=utf-8'
 
@@ -266,7 +267,8 @@ export default fp<EnvelopeOptions>(async (app, { metrics, logLevel, direct }) =>
     reply.header('content-type', JSON_TYPE).send(json)
   })
   app.decorate('sendSuccess', (request: FastifyRequest, reply: FastifyReply, route: string, dataJson: string) => {
-    app.sendJson(request, reply, route, `{"statusCode":200,"message":"Operation successful","requestId":${JSON.stringify(request.id)},"data":${dataJson}}`)
+    // A request id is REQUEST_ID's characters or a UUID (requestIdFrom): nothing in it needs escaping in JSON.
+    app.sendJson(request, reply, route, `{"statusCode":200,"message":"Operation successful","requestId":"${request.id}","data":${dataJson}}`)
   })
   if (debug) {
     app.addHook('onResponse', (request, reply, done) => {
