@@ -5,7 +5,10 @@
  */
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import type { FastifyInstance } from 'fastify'
+import type { TSchema } from '@sinclair/typebox'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { SignatureDataSchema, TicketDataSchema } from '../src/schemas/credentials.js'
+import { envelopeOf } from '../src/schemas/token.js'
 import { CALLER_KEYS, COMPONENT, TestClock, post, startOpenPlatformMock, type LogCapture } from './helpers/build.js'
 import { fleetRedis } from './helpers/fleet.js'
 import { listen } from './helpers/raw-http.js'
@@ -223,4 +226,31 @@ t.test('the caller-key rule of the component routes', async (t) => {
   t.equal((await signatureOf(keyed!)).body.statusCode, 200)
   const stranger = await post(keyed!, TICKET, { componentAppId: 'wx0000000000000bad', authorizerAppId: A }, auth)
   t.equal(stranger.body.apiCode, 2002, 'a component not configured')
+})
+
+t.test('the ticket and signature answers, from the store and from the hot cache, are byte for byte what the routes\' serializers make', async (t) => {
+  const at = Date.now()
+  // A clock that stands still: the seconds left are the same in every answer.
+  const clock = Object.assign(new TestClock(), { now: () => at })
+  const { apps: [app] } = await authorized(t, 1, [A], { HOT_CACHE_MS: '60000' }, clock)
+  t.ok(await until(() => app!.store.pubsubUp), 'change messages reach it (the hot cache needs them)')
+  const ask = async (url: string, payload: unknown) => await app!.inject({
+    method: 'POST', url, headers: { ...auth, 'content-type': 'application/json', 'x-request-id': 'same-request-id' }, payload: JSON.stringify(payload)
+  })
+  const cases: Array<[string, string, unknown, TSchema]> = [
+    ['ticket', TICKET, { componentAppId: C, authorizerAppId: A }, envelopeOf(TicketDataSchema)],
+    ['signature', SIGNATURE, { componentAppId: C, authorizerAppId: A, url: PAGE }, envelopeOf(SignatureDataSchema)]
+  ]
+  for (const [name, url, payload, schema] of cases) {
+    for (const from of ['store (or WeChat)', 'hot cache']) {
+      const res = await ask(url, payload)
+      t.equal(res.statusCode, 200, `${name} from the ${from}`)
+      const plain = Fastify()
+      plain.get('/', { schema: { response: { 200: schema } } }, async () => JSON.parse(res.payload) as unknown)
+      const expected = await plain.inject({ method: 'GET', url: '/' })
+      await plain.close()
+      t.equal(res.payload, expected.payload, `${name} from the ${from}: what the serializer makes of the same answer`)
+      t.equal(res.headers['content-type'], expected.headers['content-type'], `${name} from the ${from}: the serializer's content-type`)
+    }
+  }
 })

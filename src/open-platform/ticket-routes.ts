@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { context } from '../request-context.js'
 import { checkUrl } from '../official-account/ticket-routes.js'
-import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketData, ticketDataJson } from '../schemas/credentials.js'
+import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
 import { AuthorizerTokenRequestSchema, componentKeyRule, type OpenPlatformRouteOptions } from './routes.js'
 
@@ -23,8 +23,6 @@ export const AuthorizerSignatureRequestSchema = Type.Object({
   ...AuthorizerTokenRequestSchema.properties,
   url: SignatureRequestSchema.properties.url
 })
-
-const OK = 'Operation successful'
 
 const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions> = async (app, options) => {
   // The component routes' caller-key rule, then the rate limits: per caller first, then (once the body is parsed) per component.
@@ -52,8 +50,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
       return
     }
     return app.authorizerTickets.afterHotMiss(componentAppId, authorizerAppId, type, context(request, componentAppId)).then((ticket) => {
-      app.finish(request, reply, 200, AUTHORIZER_TICKET_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data: ticketData(ticket) }
+      app.sendSuccess(request, reply, AUTHORIZER_TICKET_ROUTE, ticketDataJson(ticket))
     })
   })
 
@@ -80,8 +77,7 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
       return
     }
     return app.authorizerTickets.signature(componentAppId, authorizerAppId, url, context(request, componentAppId)).then((data) => {
-      app.finish(request, reply, 200, AUTHORIZER_SIGNATURE_ROUTE)
-      return { statusCode: 200, message: OK, requestId: request.id, data }
+      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, JSON.stringify(data))
     })
   })
 }
