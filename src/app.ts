@@ -96,7 +96,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   app.decorate('metrics', metrics)
 
-  // Answers are written directly unless a hook sets headers first: the rate limits' x-ratelimit-* headers.
+  // Answers are written directly unless a hook may set headers first: the rate limits' hook (configured to add no
+  // x-ratelimit-* header to an answered request, but a header it added would be lost on the direct path).
   await app.register(envelope, { metrics, logLevel: config.LOG_LEVEL, direct: config.RATE_LIMIT_PER_CALLER === 0 && config.RATE_LIMIT_PER_APP === 0 })
   await app.register(storePlugin, { config, ...(now ? { now } : {}) })
   await app.register(wechatPlugin, { config, metrics, ...(now ? { now } : {}) })
