@@ -105,7 +105,7 @@ export async function autocannonRun (url: string, duration: number, payload: str
   ], { stdio: ['ignore', 'pipe', 'ignore'] })
   let out = ''
   child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  const [code] = await once(child, 'exit') as [number]
+  const [code] = await once(child, 'close') as [number]
   if (code !== 0) throw new Error(`autocannon exited with ${code}`)
   return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
 }
@@ -165,7 +165,7 @@ export async function loadRun (url: string, duration: number, payload: string | 
   })
   let out = ''
   child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  const [code] = await once(child, 'exit') as [number]
+  const [code] = await once(child, 'close') as [number]
   const line = out.trim().split('\n').at(-1) ?? ''
   if (code !== 0 || !line.startsWith('{')) throw new Error(`wrk exited with ${code}: ${out.slice(-500)}`)
   const result = JSON.parse(line) as { requests: number, duration: number, errors: number, p50: number, p99: number }

@@ -554,7 +554,7 @@ if (only.has('scrape')) {
       { stdio: ['ignore', 'pipe', 'ignore'] })
     let out = ''
     child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-    const [code] = await once(child, 'exit') as [number]
+    const [code] = await once(child, 'close') as [number]
     if (code !== 0) throw new Error(`autocannon exited with ${code}`)
     return JSON.parse(out.trim().split('\n').at(-1)!) as autocannon.Result
   }
