@@ -368,6 +368,9 @@ t.test('api_get_authorizer_list: pages of at most 500 in authorization order, re
   const { mock, call, tokenFor } = await start(t)
   const token = await tokenFor()
   const ids = Array.from({ length: 7 }, (_, n) => authorizerId(n + 1))
+  // auth_time is in whole seconds of the stand-in's clock, which runs with the real one: start 100 ms past a second,
+  // so that the few milliseconds the loop takes cannot cross one and make a step of 2.
+  mock.advance(1100 - mock.now() % 1000)
   for (const id of ids) {
     mock.authorize(COMPONENT.appId, id)
     mock.advance(1000)
