@@ -12,6 +12,7 @@ import { nextChange, until } from './helpers/until.js'
 
 const ROUTE = '/api/v3/get-wechat-access-token-info'
 const REFRESH = '/api/v3/refresh-wechat-access-token'
+const TICKET = '/api/v3/get-wechat-jsapi-ticket'
 const body = { appId: APP_ID, appSecret: APP_SECRET }
 const MINUTE = 60_000
 
@@ -280,6 +281,7 @@ t.test('values of the wrong type are repaired by the next write, not taken for a
   await c.hset(key('token'), 'x', 'y')
   await c.sadd(key('negative'), 'x')
   await c.rpush(key('verified'), 'x')
+  await c.hset(key('jsapi_ticket'), 'x', 'y')
   const first = await post(app!, ROUTE, body)
   t.equal(first.body.statusCode, 200)
   t.equal(mock.issued(APP_ID), 1, 'fetched once')
@@ -287,4 +289,10 @@ t.test('values of the wrong type are repaired by the next write, not taken for a
   t.equal(await c.type(key('generation')), 'string')
   t.equal(await c.type(key('token')), 'string')
   t.equal(await c.get(key('generation')), '1')
+  // A ticket is read with its token in one command (MGET), which reads a value of another type as missing.
+  const ticket = await post<{ ticket: string }>(app!, TICKET, body)
+  t.equal(ticket.body.statusCode, 200, 'a ticket over a value of another type')
+  t.equal(mock.calls('getticket'), 1)
+  t.equal((await post<{ ticket: string }>(app!, TICKET, body)).body.data?.ticket, ticket.body.data?.ticket, 'then served from the store')
+  t.equal(await c.type(key('jsapi_ticket')), 'string')
 })

@@ -41,17 +41,25 @@ export function createMemoryStore (now: () => number = Date.now, { sweepInterval
     return timed
   }
 
+  /** The slot's entry while it lives (an expired one is dropped). */
+  function read (appId: string, slot: string): TokenEntry | null {
+    const key = slotKey(appId, slot)
+    const entry = entries.get(key)
+    if (!entry) return null
+    if (entry.expiresAt <= now()) {
+      entries.delete(key)
+      return null
+    }
+    return tokenEntry(entry)
+  }
+
   return {
     kind: 'memory',
     async get (appId, slot = TOKEN_SLOT) {
-      const key = slotKey(appId, slot)
-      const entry = entries.get(key)
-      if (!entry) return null
-      if (entry.expiresAt <= now()) {
-        entries.delete(key)
-        return null
-      }
-      return tokenEntry(entry)
+      return read(appId, slot)
+    },
+    async getPair (appId, slot, other) {
+      return [read(appId, slot), read(appId, other)]
     },
     async generation (appId, slot = TOKEN_SLOT) {
       return generations.get(slotKey(appId, slot)) ?? 0

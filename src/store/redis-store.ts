@@ -121,6 +121,17 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
     async get (appId, slot = TOKEN_SLOT) {
       return parseEntry(await readString(redis, key(appId, slot)), now())
     },
+    async getPair (appId, slot, other) {
+      let values: Array<string | null>
+      try {
+        // MGET reads a key of another type as missing, as readString does.
+        values = await redis.mget(key(appId, slot), key(appId, other))
+      } catch (err) {
+        throw new StoreError(err)
+      }
+      const at = now()
+      return [parseEntry(values[0] ?? null, at), parseEntry(values[1] ?? null, at)]
+    },
     async generation (appId, slot = TOKEN_SLOT) {
       return parseCount(await readString(redis, key(appId, generationName(slot))))
     },

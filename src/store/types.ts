@@ -76,6 +76,11 @@ export function generationName (slot: string): string {
 export interface TokenStore {
   readonly kind: 'memory' | 'redis'
   get (appId: string, slot?: string): Promise<TokenEntry | null>
+  /**
+   * Two of the app's entries in one read, as get() reads each (a ticket and the token it was made with): one MGET in
+   * Redis, which a Cluster takes as the app's keys share a hash tag.
+   */
+  getPair (appId: string, slot: string, other: string): Promise<[TokenEntry | null, TokenEntry | null]>
   /** The slot's current generation: 0 when it never had an entry, or when the counter is missing or not a count. */
   generation (appId: string, slot?: string): Promise<number>
   /**
@@ -165,7 +170,8 @@ export function parseEntry (raw: string | null, now: number = Date.now()): Token
   }
   const [expires, fetched, sent] = [expiresAt as number, fetchedAt as number, sentAt as number]
   if ((generation as number) < 0 || expires <= fetched || expires - fetched > MAX_TOKEN_LIFE_MS || fetched > now + CLOCK_SKEW_MS || sent > fetched) return null
-  return tokenEntry({ ...entry, sentAt: sent } as unknown as TokenEntry) // every field checked above
+  entry.sentAt = sent // the parsed object is this function's own
+  return tokenEntry(entry as unknown as TokenEntry) // every field checked above
 }
 
 /** A stored counter, or 0 when it is missing or not a plain non-negative count (a corrupted counter is repaired by the next write). */

@@ -162,8 +162,7 @@ export function createLifecycle (opts: LifecycleOptions) {
     let cached: TokenEntry | null
     let maker: TokenEntry | null = null
     try {
-      // One round trip: the reads of one turn are pipelined.
-      if (madeWith) [cached, maker] = await Promise.all([store.get(appId, slot), store.get(appId, madeWith.slot)])
+      if (madeWith) [cached, maker] = await store.getPair(appId, slot, madeWith.slot)
       else cached = await store.get(appId, slot)
     } catch (err) {
       if (err instanceof StoreError) return await duringOutage(appId, fp, source)

@@ -82,6 +82,22 @@ export function storeContract (t: Test, name: string, make: (t: Teardown, clock:
       t.equal((await store.get(APP_ID))?.accessToken, 'token-1')
     })
 
+    t.test('two slots are read in one, each as get() reads it', async (t) => {
+      const clock = new TestClock()
+      const store = await make(t, clock)
+      t.same(await store.getPair(APP_ID, 'jsapi_ticket', 'token'), [null, null], 'neither yet')
+      const token = entry(clock, 60_000, 1, 'token-1')
+      await store.compareAndSet(APP_ID, token, 0)
+      t.same(await store.getPair(APP_ID, 'jsapi_ticket', 'token'), [null, token], 'the token alone')
+      const ticket = entry(clock, 300, 1, 'ticket-1')
+      await store.compareAndSet(APP_ID, ticket, 0, 'jsapi_ticket')
+      t.same(await store.getPair(APP_ID, 'jsapi_ticket', 'token'), [ticket, token], 'each in its place')
+      t.same(await store.getPair(APP_ID, 'token', 'jsapi_ticket'), [token, ticket], 'in the order asked')
+      t.same(await store.getPair('wxffffffffffffffff', 'jsapi_ticket', 'token'), [null, null], 'of this app only')
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      t.same(await store.getPair(APP_ID, 'jsapi_ticket', 'token'), [null, token], 'an expired entry is gone')
+    })
+
     t.test('a lock is held by one owner, released only by it, and lapses with its lease', async (t) => {
       const store = await make(t, new TestClock())
       t.equal(await store.acquire(APP_ID, 'lock', 'a', 300), true)
