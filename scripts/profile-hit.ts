@@ -26,9 +26,11 @@
  *
  * PROFILE_BASELINE=<dir>: a checkout of an earlier commit, built there (`npm ci && npm run build`); its hot-on and
  * hot-off servers run in the same rounds (on keys of their own), and the summary shows before and after.
+ * PROFILE_ROUTE: the service's route driven, token (POST /api/v3/get-wechat-access-token-info, the default), ticket
+ * (the JS-SDK ticket) or signature (a wx.config signature); the bare route is driven as for token.
  * PROFILE_PIN=1: the servers on the last core, this process with Redis, the stand-ins and the load generator on the others.
  * Settings: PROFILE_ROUNDS (5), PROFILE_SECONDS (5), PROFILE_CPU (off), PROFILE_OUT (none: a temporary directory),
- * PROFILE_INTERVAL_US (500), PROFILE_BASELINE (none), PROFILE_PIN (off).
+ * PROFILE_INTERVAL_US (500), PROFILE_BASELINE (none), PROFILE_PIN (off), PROFILE_ROUTE (token).
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
@@ -45,6 +47,16 @@ const profiling = process.env.PROFILE_CPU === '1'
 const intervalMicros = Number(process.env.PROFILE_INTERVAL_US ?? 500)
 const baseline = process.env.PROFILE_BASELINE
 const connections = 50
+/** PROFILE_ROUTE: the service's route measured (the bare route answers its own, with the token route's body). */
+const routes: Record<string, { path: string, body: string }> = {
+  token: { path: INFO, body },
+  ticket: { path: '/api/v3/get-wechat-jsapi-ticket', body },
+  signature: { path: '/api/v3/get-wechat-jssdk-signature', body: JSON.stringify({ ...JSON.parse(body) as object, url: 'https://shop.example.com/cart?item=1&from=share' }) }
+}
+const route = routes[process.env.PROFILE_ROUTE ?? 'token']
+if (route === undefined) throw new Error(`PROFILE_ROUTE is one of ${Object.keys(routes).join(', ')}`)
+/** What a variant is driven with: the bare route its own path, the service's the route measured. */
+const target = (variant: Variant): { path: string, body: string } => variant.key === 'bare' ? routes.token! : route
 
 const pinned = pinCores(process.env.PROFILE_PIN === '1')
 
@@ -105,12 +117,13 @@ function profilerMicros (pid: number): number {
 async function measure (variant: Variant, round: number, warmup: number): Promise<Run> {
   const { server } = variant
   const pid = server.child.pid!
-  await loadRun(server.base + INFO, warmup, body, connections)
+  const { path, body } = target(variant)
+  await loadRun(server.base + path, warmup, body, connections)
   if (profiling) await command(server, `start ${intervalMicros}`, 'started')
   const cpuBefore = cpuMicros(pid)
   const mainBefore = cpuMicros(pid, pid)
   const profilerBefore = profiling ? profilerMicros(pid) : 0
-  const result = await loadRun(server.base + INFO, seconds, body, connections)
+  const result = await loadRun(server.base + path, seconds, body, connections)
   const profiler = profiling ? profilerMicros(pid) - profilerBefore : 0
   const cpu = cpuMicros(pid) - cpuBefore - profiler
   const main = cpuMicros(pid, pid) - mainBefore
@@ -264,12 +277,12 @@ try {
     variants.push({ key: 'before-hot-off', name: 'before: hot cache off', server: await startServer({ ...env('0'), REDIS_KEY_PREFIX: 'baseline' }, options(baseline)) })
   }
   for (const { server } of variants.slice(1)) {
-    const res = await fetch(server.base + INFO, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    const res = await fetch(server.base + route.path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: route.body })
     if (res.status !== 200) throw new Error(`the first request (the token is fetched and cached) answered ${res.status}`)
   }
 
   const runs = variants.map((): Run[] => [])
-  for (const variant of variants) await loadRun(variant.server.base + INFO, 3, body, connections)
+  for (const variant of variants) await loadRun(variant.server.base + target(variant).path, 3, target(variant).body, connections)
   for (let round = 0; round < rounds; round++) {
     for (let k = 0; k < variants.length; k++) {
       const i = (round + k) % variants.length
@@ -281,7 +294,7 @@ try {
   const signed = (n: number): string => `${n >= 0 ? '+' : '−'}${Math.abs(n).toFixed(1)}`
   console.log(`\n${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, node flags: ${nodeFlags.join(' ') || 'none'}, ` +
     (pinned ? `servers pinned to core ${pinned.server}, the load generator, Redis and the stand-ins to ${pinned.driver}` : 'not pinned') +
-    `; ${loadGenerator} (own process, one thread), ${connections} connections, POST ${INFO} for a cached app; ${rounds} rounds of ${seconds} s per variant ` +
+    `; ${loadGenerator} (own process, one thread), ${connections} connections, POST ${route.path} for a cached app; ${rounds} rounds of ${seconds} s per variant ` +
     '(each after a 1 s warm-up), alternated; medians over the rounds' +
     (profiling ? `; profiled (V8 CPU profiler, a sample every ${intervalMicros} µs, in the figures)` : ''))
   console.log('\n| variant | requests/s | ratio to bare | server CPU µs per request | per round | − bare (µs, median of rounds) | main thread µs per request |')
