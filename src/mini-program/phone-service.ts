@@ -6,6 +6,7 @@
 import { miniProgramLookup } from './mini-programs.js'
 import type { CallContext, TokenService } from '../official-account/token-service.js'
 import { createTokenCaller } from '../tokens/with-token.js'
+import { withDeadline } from '../tokens/refresher.js'
 import type { PhoneInfo, WechatClient } from '../wechat/client.js'
 
 export interface PhoneServiceOptions {
@@ -31,7 +32,7 @@ export function createPhoneService (opts: PhoneServiceOptions) {
     const { appId, secret } = appOf(identifier)
     // One deadline for the request: the token, the call, a replaced token and the second call all within it.
     const deadline = ctx.deadline ?? now() + opts.requestDeadlineMs
-    return await withToken(appId, secret, { ...ctx, deadline }, async (accessToken) =>
+    return await withToken(appId, secret, withDeadline(ctx, deadline), async (accessToken) =>
       await opts.wechat.fetchPhoneNumber(accessToken, code, { deadline }))
   }
 

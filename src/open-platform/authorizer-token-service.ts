@@ -14,7 +14,7 @@ import { AppError } from '../errors.js'
 import { fetchedEntry, stampOf, type TokenEntry } from '../store/types.js'
 import { authorizerTokenCredential } from '../tokens/credential.js'
 import type { Source } from '../tokens/lifecycle.js'
-import type { CallContext } from '../tokens/refresher.js'
+import { withDeadline, type CallContext } from '../tokens/refresher.js'
 import { beijingDay, served, type ServedToken } from '../tokens/rules.js'
 import type { RefreshOutcome } from '../tokens/with-token.js'
 import type { AuthorizerToken, FetchedToken, FetchOptions } from '../wechat/client.js'
@@ -49,7 +49,7 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
    * one (no ticket yet), that is the answer, and the list is not marked as failed for every authorizer.
    */
   async function recover (componentAppId: string, authorizerAppId: string, ctx: CallContext, deadline: number, refused?: string): Promise<string> {
-    const token = await componentTokens.getToken(componentAppId, { ...ctx, deadline })
+    const token = await componentTokens.getToken(componentAppId, withDeadline(ctx, deadline))
     const page: ListPage = async (offset, count) => await wechat.listAuthorizers(componentAppId, token.accessToken, offset, count, { deadline })
     return await refreshTokens.recover(componentAppId, authorizerAppId, page, deadline, refused)
   }
@@ -57,7 +57,7 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
   /** api_authorizer_token with this refresh token; a new refresh token answered is saved before the token is used. */
   async function fetchWith (componentAppId: string, authorizerAppId: string, refreshToken: string, ctx: CallContext,
     control: Omit<FetchOptions, 'forceRefresh'>): Promise<AuthorizerToken> {
-    const componentToken = await componentTokens.getToken(componentAppId, { ...ctx, deadline: control.deadline })
+    const componentToken = await componentTokens.getToken(componentAppId, withDeadline(ctx, control.deadline))
     const got = await wechat.fetchAuthorizerToken(componentAppId, componentToken.accessToken, authorizerAppId, refreshToken, control)
     if (got.refreshToken !== refreshToken) {
       await refreshTokens.save(componentAppId, authorizerAppId, got.refreshToken)
@@ -174,7 +174,7 @@ export function createAuthorizerTokenService (opts: AuthorizerTokenServiceOption
       if (used > opts.dailyBudget) {
         throw new AppError('DAILY_BUDGET_EXHAUSTED', `Component ${componentAppId} used its COMPONENT_DAILY_BUDGET of api_query_auth calls today`)
       }
-      const componentToken = await componentTokens.getToken(componentAppId, { ...ctx, deadline })
+      const componentToken = await componentTokens.getToken(componentAppId, withDeadline(ctx, deadline))
       got = await wechat.queryAuth(componentAppId, componentToken.accessToken, code, { deadline })
     } catch (err) {
       await store.forget(space, name).catch(() => {})

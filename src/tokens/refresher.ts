@@ -29,6 +29,15 @@ export interface CallContext {
   deadline?: number | undefined
 }
 
+/**
+ * The context with this deadline, built field by field (the type check fails until a field added to CallContext is
+ * added here): a context is made in several shapes, and spreading one into a new object took V8's slow path, about
+ * 1 µs of a ticket's store hit.
+ */
+export function withDeadline (ctx: CallContext, deadline: number): CallContext {
+  return { log: ctx.log, caller: ctx.caller, requestId: ctx.requestId, origin: ctx.origin, deadline } satisfies Record<keyof CallContext, unknown>
+}
+
 /** What a caller needs from a refresh. */
 export interface Need {
   appId: string

@@ -15,7 +15,7 @@ import { jssdkSignature, nonce } from '../wechat/jssdk.js'
 import type { Credential, TicketType } from './credential.js'
 import { configuredOnly, createGuards } from './guards.js'
 import { createLifecycle, type Lifecycle, type Source } from './lifecycle.js'
-import type { CallContext } from './refresher.js'
+import { withDeadline, type CallContext } from './refresher.js'
 import type { ServedToken } from './rules.js'
 import { createTokenCaller, type TokenHolder } from './with-token.js'
 
@@ -106,7 +106,7 @@ export function createTicketKeeper (opts: TicketKeeperOptions) {
 
   /** The request's context with one deadline for all of it: the token, getticket, a replaced token and the second getticket. */
   function scoped (ctx: CallContext): CallContext {
-    return { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
+    return withDeadline(ctx, ctx.deadline ?? now() + opts.requestDeadlineMs)
   }
 
   /** Signs a url with a ticket in hand, for the app whose ticket it is. */

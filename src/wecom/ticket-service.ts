@@ -13,7 +13,7 @@ import { fingerprint } from '../fingerprint.js'
 import { wecomTicketCredential, type WecomTicketType } from '../tokens/credential.js'
 import { configuredOnly, createGuards } from '../tokens/guards.js'
 import { createLifecycle, type Lifecycle, type Source } from '../tokens/lifecycle.js'
-import type { CallContext } from '../tokens/refresher.js'
+import { withDeadline, type CallContext } from '../tokens/refresher.js'
 import type { ServedToken } from '../tokens/rules.js'
 import { createTokenCaller } from '../tokens/with-token.js'
 import type { AttemptControl, FetchedToken } from '../wechat/client.js'
@@ -174,7 +174,7 @@ export function createWecomTicketService (opts: WecomTicketServiceOptions) {
     const application = admit(corpId, secret, agentId)
     const slot = slotOf(corpId, application, type)
     // One deadline for the request: the token, the ticket call, a replaced token and the second ticket call.
-    const scoped = { ...ctx, deadline: ctx.deadline ?? now() + opts.requestDeadlineMs }
+    const scoped = withDeadline(ctx, ctx.deadline ?? now() + opts.requestDeadlineMs)
     return await lifecycles[type].afterHotMiss(slot.owner, slot.secret, slot.fp, sourceFor(corpId, secret, type, scoped), scoped)
   }
 
