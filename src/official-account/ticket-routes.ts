@@ -4,6 +4,7 @@ import { AppError } from '../errors.js'
 import { context } from '../request-context.js'
 import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { signatureJson } from '../tokens/tickets.js'
 import { normalized } from './token-service.js'
 
 export const TICKET_ROUTE = '/api/v3/get-wechat-jsapi-ticket'
@@ -61,11 +62,11 @@ const ticketRoutes: FastifyPluginAsyncTypebox = async (app) => {
     checkUrl(url)
     const kept = app.tickets.fromHot(appId, appSecret, 'jsapi')
     if (kept) {
-      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(app.tickets.signed(normalized(appId), kept, url)))
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, signatureJson(app.tickets.signed(normalized(appId), kept, url)))
       return
     }
     return app.tickets.signature(appId, appSecret, url, context(request, appId)).then((data) => {
-      app.sendSuccess(request, reply, SIGNATURE_ROUTE, JSON.stringify(data))
+      app.sendSuccess(request, reply, SIGNATURE_ROUTE, signatureJson(data))
     })
   })
 }

@@ -9,6 +9,7 @@ import { context } from '../request-context.js'
 import { checkUrl } from '../official-account/ticket-routes.js'
 import { SignatureDataSchema, SignatureRequestSchema, TicketDataSchema, TicketRequestSchema, ticketDataJson } from '../schemas/credentials.js'
 import { CallerKeySecurity, ThrottledSchema, envelopeOf } from '../schemas/token.js'
+import { signatureJson } from '../tokens/tickets.js'
 import { AuthorizerTokenRequestSchema, componentKeyRule, type OpenPlatformRouteOptions } from './routes.js'
 
 export const AUTHORIZER_TICKET_ROUTE = '/api/v3/get-authorizer-jsapi-ticket'
@@ -73,11 +74,11 @@ const authorizerTicketRoutes: FastifyPluginAsyncTypebox<OpenPlatformRouteOptions
     checkUrl(url)
     const kept = app.authorizerTickets.fromHot(componentAppId, authorizerAppId, 'jsapi')
     if (kept) {
-      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, JSON.stringify(app.authorizerTickets.signed(authorizerAppId, kept, url)))
+      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, signatureJson(app.authorizerTickets.signed(authorizerAppId, kept, url)))
       return
     }
     return app.authorizerTickets.signature(componentAppId, authorizerAppId, url, context(request, componentAppId)).then((data) => {
-      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, JSON.stringify(data))
+      app.sendSuccess(request, reply, AUTHORIZER_SIGNATURE_ROUTE, signatureJson(data))
     })
   })
 }

@@ -62,6 +62,14 @@ export interface JssdkSignature {
   signature: string
 }
 
+/**
+ * A signature's JSON text, as JSON.stringify and the route's serializer make it, without walking an object: the
+ * appId is quoted by JSON.stringify; the timestamp is an integer, the nonce [A-Za-z0-9] and the signature hex.
+ */
+export function signatureJson ({ appId, timestamp, nonceStr, signature }: JssdkSignature): string {
+  return `{"appId":${JSON.stringify(appId)},"timestamp":${timestamp},"nonceStr":"${nonceStr}","signature":"${signature}"}`
+}
+
 export function createTicketKeeper (opts: TicketKeeperOptions) {
   const { tokens, wechat } = opts
   const now = opts.now ?? Date.now
