@@ -222,11 +222,44 @@ t.test('the least Redis rights the threat model lists are enough, pub/sub includ
   t.not(t2, t1)
   t.equal((await post(a.app, ROUTE, body)).body.data?.accessToken, t2)
   t.equal(mock.issued(APP_ID), 2)
+  // A ticket: fetched by one instance, read from the store (with its token, in one MGET) by the other.
+  const ticket = (await post<{ ticket: string }>(a.app, TICKET, body)).body.data?.ticket
+  t.ok(ticket)
+  t.equal((await post<{ ticket: string }>(b.app, TICKET, body)).body.data?.ticket, ticket, 'the other instance reads it from the store')
+  t.equal(mock.calls('getticket'), 1)
   const ready = (await a.app.inject({ method: 'GET', url: '/health/ready' })).json()
   t.match(ready, { status: 'ready', storeUp: true, pubsubUp: true }, 'store and pub/sub work with these rights')
   for (const instance of [a, b]) {
-    t.notOk(instance.logs.records.some((r) => Number(r.level) >= 40 && /NOPERM|redis error/i.test(JSON.stringify(r))), 'nothing refused')
+    t.notOk(instance.logs.records.some((r) => Number(r.level) >= 40 && /NOPERM|redis error|may not run/i.test(JSON.stringify(r))), 'nothing refused')
   }
+})
+
+t.test('with the rule of an earlier version (no MGET), a ticket is read with two GETs, and that is said once', async (t) => {
+  const threatModel = await readFile(new URL('../docs/security.md', import.meta.url), 'utf8')
+  const rule = /`(ACL SETUSER wxtoken [^`]+)`/.exec(threatModel)?.[1]
+  t.match(rule, / \+mget /, 'the rule lets the service run MGET')
+  const admin = client(t)
+  const prefix = 'nomget'
+  const args = rule!.replace(/<password>/, 'nomget-password-0123').replace(' +mget', '').replaceAll('wxtoken:', `${prefix}:`).split(' ').slice(2)
+  await admin.call('ACL', 'SETUSER', ...args.map((arg) => arg === 'wxtoken' ? 'wxold' : arg))
+  t.teardown(async () => {
+    const c = redis.client()
+    await c.call('ACL', 'DELUSER', 'wxold')
+    c.disconnect()
+  })
+  const { mock, url } = await startMock(t)
+  const env = { REDIS_URL: `redis://wxold:nomget-password-0123@127.0.0.1:${redis.port}`, REDIS_KEY_PREFIX: prefix, HOT_CACHE_MS: '0' }
+  const a = await build(t, { upstream: url, env })
+  const b = await build(t, { upstream: url, env })
+  const ticket = (await post<{ ticket: string }>(a.app, TICKET, body)).body.data?.ticket
+  t.ok(ticket)
+  const answers = await Promise.all(Array.from({ length: 10 }, async () => await post<{ ticket: string }>(b.app, TICKET, body)))
+  t.same(answers.map((answer) => answer.body.data?.ticket), Array<string | undefined>(10).fill(ticket), 'the other instance reads it from the store, ten at once')
+  t.equal((await post<{ ticket: string }>(b.app, TICKET, body)).body.data?.ticket, ticket, 'and again')
+  t.equal(mock.calls('getticket'), 1, 'never fetched as if the store were down')
+  const said = b.logs.records.filter((r) => /may not run MGET/.test(String(r.msg)))
+  t.equal(said.length, 1, 'the refused MGET is logged once')
+  t.equal(Number(said[0]?.level), 40, 'at warn')
 })
 
 t.test('a refresh that wrote nothing (a refused secret) does not empty the other instances\' hot caches', async (t) => {

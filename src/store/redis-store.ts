@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Cluster, Redis } from 'ioredis'
 import { safeError } from '../logger.js'
-import { ChangeWaiters, StoreError, TOKEN_SLOT, generationName, parseCount, parseEntry, type TokenStore } from './types.js'
+import { ChangeWaiters, StoreError, TOKEN_SLOT, generationName, parseCount, parseEntry, type TokenEntry, type TokenStore } from './types.js'
 
 const GENERATION_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -115,6 +115,19 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
   const waiters = new ChangeWaiters()
   const pubsub = trackPubsub(redis, channel, waiters, log)
   const key = (appId: string, name: string): string => appKey(prefix, appId, name)
+  /**
+   * Whether two entries are read with two GETs rather than one MGET: on a Cluster (while a slot moves between nodes,
+   * a multi-key command is refused with TRYAGAIN, and ioredis retries it for seconds), and once the Redis user was
+   * refused MGET (an ACL rule from before it was needed).
+   */
+  let twoReads = client.isCluster
+
+  /** Two entries of an app, each read as get() reads it. */
+  async function readTwo (first: string, second: string): Promise<[TokenEntry | null, TokenEntry | null]> {
+    const [a, b] = await Promise.all([readString(redis, first), readString(redis, second)])
+    const at = now()
+    return [parseEntry(a, at), parseEntry(b, at)]
+  }
 
   return {
     kind: 'redis',
@@ -122,12 +135,17 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
       return parseEntry(await readString(redis, key(appId, slot)), now())
     },
     async getPair (appId, slot, other) {
+      if (twoReads) return await readTwo(key(appId, slot), key(appId, other))
       let values: Array<string | null>
       try {
         // MGET reads a key of another type as missing, as readString does.
         values = await redis.mget(key(appId, slot), key(appId, other))
       } catch (err) {
-        throw new StoreError(err)
+        if (!safeError(err).message.startsWith('NOPERM')) throw new StoreError(err)
+        // Logged once, by the first of the reads refused at once.
+        if (!twoReads) log?.warn('the Redis user may not run MGET: a ticket and its token are read with two GETs from now on (add +mget to its ACL rule, see docs/security.md)')
+        twoReads = true
+        return await readTwo(key(appId, slot), key(appId, other))
       }
       const at = now()
       return [parseEntry(values[0] ?? null, at), parseEntry(values[1] ?? null, at)]

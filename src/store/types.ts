@@ -77,8 +77,9 @@ export interface TokenStore {
   readonly kind: 'memory' | 'redis'
   get (appId: string, slot?: string): Promise<TokenEntry | null>
   /**
-   * Two of the app's entries in one read, as get() reads each (a ticket and the token it was made with): one MGET in
-   * Redis, which a Cluster takes as the app's keys share a hash tag.
+   * Two of the app's entries, as get() reads each (a ticket and the token it was made with): one MGET on a single
+   * Redis or behind Sentinel; two GETs on a Cluster (a multi-key command is refused while a slot moves between nodes)
+   * and for a Redis user that may not run MGET.
    */
   getPair (appId: string, slot: string, other: string): Promise<[TokenEntry | null, TokenEntry | null]>
   /** The slot's current generation: 0 when it never had an entry, or when the counter is missing or not a count. */
