@@ -65,6 +65,39 @@ export async function startServer (env: Record<string, string>, options: ServerO
   return { child, base: `http://127.0.0.1:${port}`, ...(metricsPort ? { metricsBase: `http://127.0.0.1:${metricsPort}` } : {}) }
 }
 
+/**
+ * Sends a line to an agent preloaded into a server (scripts/profile-agent.js, scripts/gc-agent.js) on its stdin, and
+ * resolves with the agent's answer: the first line of JSON on stderr whose `key` field is `expected`. An answer with
+ * another value in that field (a failure) rejects.
+ */
+export async function askAgent (server: Server, line: string, key: string, expected: string): Promise<Record<string, unknown>> {
+  const { child } = server
+  let buffered = ''
+  let onData = (_chunk: Buffer): void => {}
+  let onExit = (): void => {}
+  try {
+    return await new Promise<Record<string, unknown>>((resolve, reject) => {
+      onExit = () => { reject(new Error('the server exited')) }
+      onData = (chunk) => {
+        buffered += chunk.toString()
+        const lines = buffered.split('\n')
+        buffered = lines.pop()!
+        const answer = lines.find((text) => text.startsWith(`{"${key}"`))
+        if (answer === undefined) return
+        const message = JSON.parse(answer) as Record<string, unknown>
+        if (message[key] === expected) resolve(message)
+        else reject(new Error(`${key}: ${String(message.error ?? message[key])}`))
+      }
+      child.stderr!.on('data', onData)
+      child.once('exit', onExit)
+      child.stdin!.write(line + '\n')
+    })
+  } finally {
+    child.stderr!.off('data', onData)
+    child.off('exit', onExit)
+  }
+}
+
 export async function stopServer (server: Server): Promise<void> {
   if (server.child.exitCode !== null || server.child.signalCode !== null) return
   const exited = once(server.child, 'exit')

@@ -20,7 +20,9 @@
  *
  * The hit runs are interleaved: after a warm-up of every server, each round measures the bare route and each case
  * once (starting one case later every round), and a case's ratio is the median of its per-round ratios, so a slow
- * spell of the shared machine moves both sides of a ratio.
+ * spell of the shared machine moves both sides of a ratio. Their servers preload scripts/gc-agent.js, which counts
+ * their garbage collections: each run also reports the GC pauses per request and the scavenges and mark-compacts
+ * it took, figures a slow spell moves less than CPU time.
  * Pinned (on a machine of 2 cores or more with taskset, unless BENCH_PIN=0): every server process on the last core, the
  * driver with everything it starts (Redis, the stand-ins, the load generator) on the others, so that the load generator never
  * takes the service's core and a ratio compares the two servers' own CPU.
@@ -37,15 +39,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { connect } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { pathToFileURL } from 'node:url'
 import type autocannon from 'autocannon'
 import { Pool } from 'undici'
 import { MockOpenPlatform, type MockComponent } from '../src/stand-in/open-platform.js'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
+import { askAgent, cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv as environment, startServer as start, stopServer, type Server, SECRET, APP, CORP, AGENT_SECRET, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
@@ -77,10 +80,19 @@ const pinned = pinCores(process.env.BENCH_PIN !== '0')
 /** BENCH_BASELINE: an earlier build to measure beside this one. */
 const baseline = process.env.BENCH_BASELINE
 
-/** A server process: this build's, or (`dir`) the build of another checkout, pinned to the server core. */
-async function startServer (env: Record<string, string>, dir = '.'): Promise<Server> {
-  return await start(env, { dir, pinned })
+/** scripts/gc-agent.js of this checkout, preloaded into the servers of the hit runs to count their collections. */
+const gcAgent = pathToFileURL(resolve('scripts/gc-agent.js')).href
+
+/**
+ * A server process: this build's, or (`dir`) the build of another checkout, pinned to the server core; `counted`:
+ * with the GC agent.
+ */
+async function startServer (env: Record<string, string>, dir = '.', counted = false): Promise<Server> {
+  return await start(env, { dir, pinned, ...(counted ? { flags: ['--import', gcAgent], stdin: true } : {}) })
 }
+
+interface GcTotals { scavenges: number, scavengeMs: number, markCompacts: number, markCompactMs: number }
+const gcTotals = async (server: Server): Promise<GcTotals> => await askAgent(server, 'gc', 'gc', 'counted') as unknown as GcTotals
 
 /** A line of /proc/<pid>/status, in MB (VmRSS, VmHWM). */
 function statusMb (pid: number, field: string): number {
@@ -98,18 +110,32 @@ async function afterGc (server: Server): Promise<{ rss: number, heapUsed: number
   return { rss: statusMb(server.child.pid!, 'VmRSS'), heapUsed: heapUsed / 1048576 }
 }
 
-interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number }
+/** One measured run; the GC figures of a server with the GC agent (per request: µs of pauses; scavenges and mark-compacts). */
+interface Run { rps: number, p50: number, p99: number, cpuPerRequest: number, errors: number, gc?: { micros: number, scavenges: number, markCompacts: number } }
 
-async function load (server: Server, path: string, warmup: number): Promise<Run> {
+async function load (server: Server, path: string, warmup: number, counted = false): Promise<Run> {
   const payload = bodies[path] // none: a GET
   await loadRun(server.base + path, warmup, payload, connections)
+  const gcBefore = counted ? await gcTotals(server) : undefined
   const cpuBefore = cpuMicros(server.child.pid!)
   const result = await loadRun(server.base + path, seconds, payload, connections)
   const cpuPerRequest = (cpuMicros(server.child.pid!) - cpuBefore) / result.total
-  return { rps: result.rps, p50: result.p50, p99: result.p99, cpuPerRequest, errors: result.errors }
+  const run: Run = { rps: result.rps, p50: result.p50, p99: result.p99, cpuPerRequest, errors: result.errors }
+  if (gcBefore !== undefined) {
+    const after = await gcTotals(server)
+    const pauses = after.scavengeMs - gcBefore.scavengeMs + after.markCompactMs - gcBefore.markCompactMs
+    run.gc = {
+      micros: pauses * 1000 / result.total,
+      scavenges: (after.scavenges - gcBefore.scavenges) / result.total,
+      markCompacts: (after.markCompacts - gcBefore.markCompacts) / result.total
+    }
+  }
+  return run
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 })
+/** The median over runs of a GC figure, per `per` requests (NaN without the agent's counts). */
+const gcMedian = (runs: Run[], field: 'micros' | 'scavenges' | 'markCompacts', per: number): number => median(runs.map((run) => (run.gc?.[field] ?? NaN) * per))
 const redis = await RedisServer.start()
 const mock = new MockWechat({ autoRegister: true })
 const upstream = await mock.start()
@@ -142,13 +168,13 @@ if (only.has('hits')) {
   platform.setComponent(hitComponent)
   platform.authorize(HIT_COMPONENT, HIT_AUTHORIZER)
   const hitEnv = (hotMs: string) => ({ ...serviceEnv(hotMs), ...componentEnv(hitComponent) })
-  const bare = await startServer({ BENCH_VARIANT: 'bare' })
-  const hot = await startServer(hitEnv('2000'))
-  const cold = await startServer(hitEnv('0'))
+  const bare = await startServer({ BENCH_VARIANT: 'bare' }, '.', true)
+  const hot = await startServer(hitEnv('2000'), '.', true)
+  const cold = await startServer(hitEnv('0'), '.', true)
   // The earlier build, on keys of its own (its entries may be written in another shape).
   const before = baseline === undefined
     ? undefined
-    : { hot: await startServer({ ...hitEnv('2000'), REDIS_KEY_PREFIX: 'baseline' }, baseline), cold: await startServer({ ...hitEnv('0'), REDIS_KEY_PREFIX: 'baseline' }, baseline) }
+    : { hot: await startServer({ ...hitEnv('2000'), REDIS_KEY_PREFIX: 'baseline' }, baseline, true), cold: await startServer({ ...hitEnv('0'), REDIS_KEY_PREFIX: 'baseline' }, baseline, true) }
   for (const server of [hot, ...(before ? [before.hot] : [])]) await pushTicketTo(server, hitComponent)
   for (const server of [hot, cold, ...(before ? [before.hot, before.cold] : [])]) {
     for (const path of [INFO, OBSOLETE, TICKET, SIGNATURE, WECOM, COMPONENT_TOKEN, AUTHORIZER]) {
@@ -186,14 +212,15 @@ if (only.has('hits')) {
     // Each round starts one case later, so no case always follows the same one.
     for (let k = 0; k < cases.length; k++) {
       const i = (round + k) % cases.length
-      runs[i]!.push(await load(cases[i]!.server, cases[i]!.path, 1))
+      runs[i]!.push(await load(cases[i]!.server, cases[i]!.path, 1, true))
     }
   }
   for (const server of [bare, hot, cold, ...(before ? [before.hot, before.cold] : [])]) await stopServer(server)
 
   console.log(`\n${loadGenerator} (own process, one thread), ${connections} connections; ${rounds} interleaved rounds of ${seconds} s per case (each after a 1 s warm-up); medians over the rounds\n`)
-  console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | errors |')
-  console.log('|---|---|---|---|---|---|---|---|---|')
+  console.log('| run | requests/s | p50 ms | p99 ms | ratio to bare (median) | ratio per round | service CPU µs per request | CPU ratio (bare / run) | ' +
+    'GC pauses µs per request | scavenges per 1,000 requests | mark-compacts per 100,000 | errors |')
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
   const ceiling = runs[0]!
   for (const [i, c] of cases.entries()) {
     const mine = runs[i]!
@@ -201,7 +228,9 @@ if (only.has('hits')) {
     const cpu = median(mine.map((run) => run.cpuPerRequest))
     console.log(`| ${c.name} | ${fmt(median(mine.map((run) => run.rps)))} | ${median(mine.map((run) => run.p50))} | ` +
       `${median(mine.map((run) => run.p99))} | ${median(ratios).toFixed(2)} | ${ratios.map((ratio) => ratio.toFixed(2)).join(', ')} | ` +
-      `${cpu.toFixed(1)} | ${(median(ceiling.map((run) => run.cpuPerRequest)) / cpu).toFixed(2)} | ${mine.reduce((sum, run) => sum + run.errors, 0)} |`)
+      `${cpu.toFixed(1)} | ${(median(ceiling.map((run) => run.cpuPerRequest)) / cpu).toFixed(2)} | ` +
+      `${gcMedian(mine, 'micros', 1).toFixed(1)} | ${gcMedian(mine, 'scavenges', 1000).toFixed(2)} | ${gcMedian(mine, 'markCompacts', 100_000).toFixed(1)} | ` +
+      `${mine.reduce((sum, run) => sum + run.errors, 0)} |`)
   }
 }
 

@@ -39,7 +39,7 @@ import { pathToFileURL } from 'node:url'
 import { MockWechat } from '../src/stand-in/wechat.js'
 import { MockWecom } from '../src/stand-in/wecom.js'
 import { RedisServer } from '../test/helpers/redis-server.js'
-import { cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server, AGENT_SECRET, CORP, INFO, body } from './bench-lib.js'
+import { askAgent, cpuMicros, loadGenerator, loadRun, median, nodeFlags, pinCores, serviceEnv, startServer, stopServer, type Server, AGENT_SECRET, CORP, INFO, body } from './bench-lib.js'
 
 const rounds = Number(process.env.PROFILE_ROUNDS ?? 5)
 const seconds = Number(process.env.PROFILE_SECONDS ?? 5)
@@ -73,33 +73,9 @@ const agent = pathToFileURL(resolve('scripts/profile-agent.js')).href
 interface Variant { key: string, name: string, server: Server }
 interface Run { rps: number, requests: number, cpu: number, main: number, profile?: string }
 
-/** Sends a command to a server's profiler agent and waits for its answer on stderr. */
+/** Sends a command to a server's profiler agent and waits for its answer. */
 async function command (server: Server, line: string, expected: string): Promise<void> {
-  const { child } = server
-  let buffered = ''
-  let onData = (_chunk: Buffer): void => {}
-  let onExit = (): void => {}
-  try {
-    await new Promise<void>((resolve, reject) => {
-      onExit = () => { reject(new Error('the server exited')) }
-      onData = (chunk) => {
-        buffered += chunk.toString()
-        const lines = buffered.split('\n')
-        buffered = lines.pop()!
-        const answer = lines.find((text) => text.startsWith('{"profiler"'))
-        if (answer === undefined) return
-        const message = JSON.parse(answer) as { profiler: string, error?: string }
-        if (message.profiler === expected) resolve()
-        else reject(new Error(`profiler: ${message.error ?? message.profiler}`))
-      }
-      child.stderr!.on('data', onData)
-      child.once('exit', onExit)
-      child.stdin!.write(line + '\n')
-    })
-  } finally {
-    child.stderr!.off('data', onData)
-    child.off('exit', onExit)
-  }
+  await askAgent(server, line, 'profiler', expected)
 }
 
 /** CPU µs of the profiler's own thread (V8's "v8:ProfEvntProc", alive while it profiles), left out of the figures. */
