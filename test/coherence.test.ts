@@ -262,6 +262,25 @@ t.test('with the rule of an earlier version (no MGET), a ticket is read with two
   t.equal(Number(said[0]?.level), 40, 'at warn')
 })
 
+t.test('a user refused the app\'s keys is a store that refuses, not a user without MGET', async (t) => {
+  const threatModel = await readFile(new URL('../docs/security.md', import.meta.url), 'utf8')
+  const rule = /`(ACL SETUSER wxtoken [^`]+)`/.exec(threatModel)?.[1]
+  const admin = client(t)
+  // The documented rule for another prefix: MGET allowed, the service's keys not.
+  const args = rule!.replace(/<password>/, 'elsewhere-password-0123').replaceAll('wxtoken:', 'elsewhere:').split(' ').slice(2)
+  await admin.call('ACL', 'SETUSER', ...args.map((arg) => arg === 'wxtoken' ? 'wxelse' : arg))
+  t.teardown(async () => {
+    const c = redis.client()
+    await c.call('ACL', 'DELUSER', 'wxelse')
+    c.disconnect()
+  })
+  const { url } = await startMock(t)
+  const { app, logs } = await build(t, { upstream: url, env: { REDIS_URL: `redis://wxelse:elsewhere-password-0123@127.0.0.1:${redis.port}`, REDIS_KEY_PREFIX: 'mine', HOT_CACHE_MS: '0' } })
+  const answer = await post(app, TICKET, body)
+  t.equal(answer.body.apiCode, ApiCodes.STORE_UNAVAILABLE.apiCode, 'the store is unavailable to it')
+  t.notOk(logs.records.some((r) => /may not run MGET/.test(String(r.msg))), 'and it is not told to add +mget')
+})
+
 t.test('a refresh that wrote nothing (a refused secret) does not empty the other instances\' hot caches', async (t) => {
   const { url } = await startMock(t)
   const { apps: [a, b] } = await fleet(t, 2, url, { HOT_CACHE_MS: '60000' })

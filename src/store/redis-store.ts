@@ -122,11 +122,16 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
    */
   let twoReads = client.isCluster
 
+  /** Two stored values parsed as get() parses one. */
+  function parsedPair (a: string | null, b: string | null): [TokenEntry | null, TokenEntry | null] {
+    const at = now()
+    return [parseEntry(a, at), parseEntry(b, at)]
+  }
+
   /** Two entries of an app, each read as get() reads it. */
   async function readTwo (first: string, second: string): Promise<[TokenEntry | null, TokenEntry | null]> {
     const [a, b] = await Promise.all([readString(redis, first), readString(redis, second)])
-    const at = now()
-    return [parseEntry(a, at), parseEntry(b, at)]
+    return parsedPair(a, b)
   }
 
   return {
@@ -141,14 +146,14 @@ export function createRedisStore (client: Redis | Cluster, prefix: string, { now
         // MGET reads a key of another type as missing, as readString does.
         values = await redis.mget(key(appId, slot), key(appId, other))
       } catch (err) {
-        if (!safeError(err).message.startsWith('NOPERM')) throw new StoreError(err)
+        // Refused the command itself (a refused key is the rule's prefix, and two GETs would be refused too).
+        if (!/^NOPERM .*'mget'/i.test(safeError(err).message)) throw new StoreError(err)
         // Logged once, by the first of the reads refused at once.
         if (!twoReads) log?.warn('the Redis user may not run MGET: a ticket and its token are read with two GETs from now on (add +mget to its ACL rule, see docs/security.md)')
         twoReads = true
         return await readTwo(key(appId, slot), key(appId, other))
       }
-      const at = now()
-      return [parseEntry(values[0] ?? null, at), parseEntry(values[1] ?? null, at)]
+      return parsedPair(values[0] ?? null, values[1] ?? null)
     },
     async generation (appId, slot = TOKEN_SLOT) {
       return parseCount(await readString(redis, key(appId, generationName(slot))))
